@@ -1,0 +1,178 @@
+"""`pachca-alert-bridge` command line: serve, check-config, route-test, render."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import ConfigError, PayloadError
+from bridge.incidents import apply_notification
+from bridge.logs import setup_logging
+from bridge.metrics import Metrics
+from bridge.pachca import DryRunPachca, PachcaApi, PachcaClient
+from bridge.render import RenderOptions, render_message
+from bridge.rules import Rules, load_rules
+from bridge.settings import Settings
+from bridge.sources import alertmanager
+
+log = logging.getLogger("bridge")
+
+DEFAULT_RULES = "rules/"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachca-alert-bridge",
+        description="Alertmanager and Grafana alerts as live Pachca messages.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bridge")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--rules", default=DEFAULT_RULES, help="rules file or directory")
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="log Pachca calls instead of sending them (also when no token is set)",
+    )
+
+    check = sub.add_parser("check-config", help="validate rules and environment; exit 1 on errors")
+    check.add_argument("rules", nargs="?", default=DEFAULT_RULES)
+
+    route_test = sub.add_parser("route-test", help="print the routes and chats labels go to")
+    route_test.add_argument("rules")
+    route_test.add_argument("labels", nargs="+", metavar="key=value")
+
+    render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
+    render.add_argument("payload", help="an Alertmanager webhook JSON file")
+    render.add_argument("--rules", default=DEFAULT_RULES)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args.host, args.port, args.rules, args.dry_run)
+        if args.command == "check-config":
+            return check_config(args.rules)
+        if args.command == "route-test":
+            return route_test(args.rules, args.labels)
+        if args.command == "render":
+            return render(args.payload, args.rules)
+    except ConfigError as exc:
+        print("configuration errors:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.command)
+
+
+def check_config(rules_path: str) -> int:
+    problems: list[str] = []
+    rules: Rules | None = None
+    try:
+        rules = load_rules(rules_path)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        Settings.from_environ()
+    except ConfigError as exc:
+        problems += [f"environment: {p}" for p in exc.problems]
+    if problems:
+        raise ConfigError(problems)
+    assert rules is not None
+    print(f"OK: {len(rules.routes)} routes in {rules_path}; default route {rules.default.name!r}")
+    return 0
+
+
+def route_test(rules_path: str, pairs: list[str]) -> int:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            print(f"not a label: {pair!r}; write key=value", file=sys.stderr)
+            return 2
+        labels[name] = value
+    rules = load_rules(rules_path)
+    for route in rules.route_for(labels):
+        print(f"{route.name}\tchat {route.config.chat_id}\t({route.source})")
+    return 0
+
+
+def render(payload_path: str, rules_path: str) -> int:
+    rules = load_rules(rules_path)
+    settings = Settings.from_environ()
+    try:
+        note = alertmanager.parse(Path(payload_path).read_bytes())
+    except OSError as exc:
+        print(f"cannot read {payload_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except PayloadError as exc:
+        print(f"{payload_path}: {exc.message}", file=sys.stderr)
+        for detail in exc.details or []:
+            print(f"  {detail}", file=sys.stderr)
+        return 1
+    options = RenderOptions(settings.timezone, settings.ALERTMANAGER_URL is not None)
+    for route in rules.route_for(note.labels_for_routing):
+        transition = apply_notification(
+            None,
+            note,
+            route=route.name,
+            chat_id=route.config.chat_id,
+            now=datetime.now(UTC),
+            resolved_ttl=timedelta(0),
+            new_ref="0123456789",
+        )
+        print(f"=== route {route.name} -> chat {route.config.chat_id}")
+        if transition.incident is None:
+            print("(nothing: a notification with no firing alert does not open an incident)")
+            continue
+        message = render_message(transition.incident, route.config, options)
+        print(message.content)
+        print("--- buttons")
+        print(json.dumps(message.buttons, ensure_ascii=False, indent=1))
+    return 0
+
+
+def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
+    from aiohttp import web
+
+    from bridge.store import open_store
+    from bridge.web.app import create_app
+
+    settings = Settings.from_environ()
+    setup_logging(settings.BRIDGE_LOG_LEVEL, settings.BRIDGE_LOG_FORMAT, settings.secret_values())
+    rules = load_rules(rules_path)
+    metrics = Metrics()
+    pachca: PachcaApi
+    if dry_run or settings.PACHCA_TOKEN is None:
+        if not dry_run:
+            log.warning("PACHCA_TOKEN is not set: running dry, Pachca calls are only logged")
+        pachca = DryRunPachca()
+    else:
+        pachca = PachcaClient(
+            settings.PACHCA_API_URL,
+            settings.PACHCA_TOKEN.get_secret_value(),
+            settings.PACHCA_TIMEOUT,
+            metrics,
+        )
+    app = create_app(settings, rules, open_store(settings.BRIDGE_STORE), pachca, metrics)
+    log.info(
+        "pachca-alert-bridge %s on %s:%d, %d routes, store %s",
+        __version__,
+        host,
+        port,
+        len(rules.routes),
+        settings.BRIDGE_STORE,
+    )
+    web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10)
+    return 0

@@ -1,0 +1,85 @@
+"""Every exception the bridge raises on purpose.
+
+BridgeError
+├── ConfigError            settings or rules are wrong; the message says where and what to change
+├── PayloadError           a webhook body is not what the source sends (answered with 4xx)
+├── StoreError             the store could not record or read state (intake answers 503)
+│   └── ConflictError      another writer changed the incident first; retry the transition
+└── PachcaError            a Pachca API call failed; `retryable` says whether to try again
+    ├── PachcaUnavailable  connection refused, timeout, reset: retry with backoff
+    ├── PachcaServerError  5xx: retry with backoff
+    ├── PachcaRateLimited  429: retry after `retry_after` seconds
+    └── PachcaRequestError 4xx other than 429: the request is wrong, never retried
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of all errors the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """Settings or rules are invalid. `problems` lists every problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class PayloadError(BridgeError):
+    """A webhook body that cannot be accepted; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, details: list[str] | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.details = details
+        super().__init__(message)
+
+
+class StoreError(BridgeError):
+    """The store failed; callers answer 503 so the sender retries."""
+
+
+class ConflictError(StoreError):
+    """An optimistic write lost a race; re-read and apply the transition again."""
+
+
+class PachcaError(BridgeError):
+    """A Pachca call failed. `endpoint` is the route template, e.g. `PUT /messages/{id}`."""
+
+    retryable = False
+
+    def __init__(self, endpoint: str, message: str, status: int | None = None) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        super().__init__(f"{endpoint}: {message}")
+
+
+class PachcaUnavailable(PachcaError):
+    retryable = True
+
+
+class PachcaServerError(PachcaError):
+    retryable = True
+
+
+class PachcaRateLimited(PachcaError):
+    retryable = True
+
+    def __init__(self, endpoint: str, retry_after: float | None) -> None:
+        self.retry_after = retry_after
+        super().__init__(endpoint, f"rate limited (Retry-After: {retry_after})", status=429)
+
+
+class PachcaRequestError(PachcaError):
+    """Pachca refused the request itself (400/401/403/404/422). `errors` is Pachca's body."""
+
+    def __init__(self, endpoint: str, status: int, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__(endpoint, f"HTTP {status}: {'; '.join(errors) or 'no details'}", status)
+
+    @property
+    def content_too_long(self) -> bool:
+        """True when Pachca named the content as the cause, so a smaller rendering may pass."""
+        return any("content" in e and ("too_long" in e or "long" in e) for e in self.errors)

@@ -1,0 +1,135 @@
+"""The only writer of incidents: route a notification, apply the pure transition, and commit
+the new incident together with its outbox items in one store write.
+
+Answering "is this new?" is the hot path: a bounded TTL cache of the last digest per incident
+key answers repeats and HA copies without touching the store. On a miss (restart, eviction,
+other replica) the store is read and the transition itself finds that nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cachetools import TTLCache
+
+from bridge.errors import ConflictError, StoreError
+from bridge.incidents import Effect, apply_notification, notification_digest
+from bridge.metrics import Metrics
+from bridge.model import Notification, incident_key
+from bridge.render import render_comment
+from bridge.rules import Route, Rules
+from bridge.store import NewOutboxItem, Store
+
+log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 5
+
+
+def new_ref() -> str:
+    """A short opaque incident reference for button data: 10 hex chars, 40 random bits."""
+    return secrets.token_hex(5)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What happened to a notification in each chat it was routed to."""
+
+    changed: list[str]  # incident refs that changed
+    unchanged: int  # chats for which it changed nothing
+
+
+class Inbox:
+    def __init__(
+        self,
+        store: Store,
+        rules: Rules,
+        metrics: Metrics,
+        *,
+        resolved_ttl: float,
+        dedup_ttl: float,
+        dedup_size: int,
+        on_commit: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.metrics = metrics
+        self.resolved_ttl = timedelta(seconds=resolved_ttl)
+        self.clock = clock
+        self.on_commit = on_commit
+        self._seen: TTLCache[str, str] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def accept(self, note: Notification) -> Accepted:
+        """Record `note` durably. Returns only once every change is committed; raises
+        StoreError if it could not be (the caller answers 5xx so the sender retries)."""
+        self.metrics.notifications.labels(note.source, note.status).inc()
+        for alert in note.alerts:
+            self.metrics.alerts.labels(note.source, alert.status).inc()
+        digest = notification_digest(note)
+        changed: list[str] = []
+        unchanged = 0
+        for route in self.rules.route_for(note.labels_for_routing):
+            key = incident_key(note.source, note.receiver, note.group_key, route.config.chat_id)
+            if self._seen.get(key) == digest:
+                unchanged += 1
+                self.metrics.deduplicated.labels(note.source).inc()
+                continue
+            async with self._lock(key):
+                ref = await self._apply(key, note, route)
+            self._seen[key] = digest
+            if ref is None:
+                unchanged += 1
+                self.metrics.deduplicated.labels(note.source).inc()
+            else:
+                changed.append(ref)
+        if changed:
+            self.on_commit()
+        return Accepted(changed, unchanged)
+
+    async def _apply(self, key: str, note: Notification, route: Route) -> str | None:
+        for _ in range(CONFLICT_RETRIES):
+            stored = await self.store.load_incident(key)
+            current = stored.incident if stored else None
+            now = self.clock()
+            transition = apply_notification(
+                current,
+                note,
+                route=route.name,
+                chat_id=route.config.chat_id,
+                now=now,
+                resolved_ttl=self.resolved_ttl,
+                new_ref=new_ref(),
+            )
+            if not transition.changed or transition.incident is None:
+                return None
+            incident = transition.incident
+            items = [
+                NewOutboxItem(effect.value)
+                if effect in (Effect.CREATE, Effect.EDIT)
+                else NewOutboxItem(effect.value, render_comment(effect, incident, route.config))
+                for effect in transition.effects
+            ]
+            replaces = (current.ref, current.version) if current else None
+            try:
+                await self.store.save_incident(incident, replaces, items, now.timestamp())
+            except ConflictError:
+                log.debug("incident %s changed under us; re-applying", key)
+                continue
+            if Effect.CREATE in transition.effects:
+                self.metrics.incidents_opened.labels(route.name).inc()
+            return incident.ref
+        raise StoreError(f"incident {key!r} kept changing; gave up after {CONFLICT_RETRIES} tries")

@@ -1,0 +1,197 @@
+"""The pure heart: how a notification changes an incident, and what must be said about it.
+
+No I/O and no clock reads: `now` and the new incident's `ref` are passed in, so every rule of
+grouping, dedup and resolution is a plain function call in the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from bridge.model import (
+    Alert,
+    AlertStatus,
+    Incident,
+    IncidentState,
+    Notification,
+    incident_key,
+)
+
+
+class Effect(StrEnum):
+    """What the chat must learn from a transition; each becomes one outbox item."""
+
+    CREATE = "create"  # post the incident's message
+    EDIT = "edit"  # bring the message up to date with the incident
+    COMMENT_REFIRED = "comment_refired"  # thread comment: firing again
+    COMMENT_RESOLVED = "comment_resolved"  # thread comment: all resolved
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The incident after a notification (None: nothing to open) and the effects to deliver."""
+
+    incident: Incident | None
+    effects: tuple[Effect, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.effects)
+
+
+def notification_digest(note: Notification) -> str:
+    """Identity of what a notification says: equal digests mean "nothing new".
+
+    Covers the alerts' identities, statuses and start times, and the truncation count; leaves out
+    `externalURL` (differs between HA replicas) and annotation text (Prometheus may re-render it
+    on every evaluation, which is not a change worth a message edit).
+    """
+    parts = [note.source, note.receiver, note.group_key, note.status, str(note.truncated_alerts)]
+    parts += sorted(f"{a.fingerprint}|{a.status}|{a.starts_at.isoformat()}" for a in note.alerts)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def apply_notification(
+    current: Incident | None,
+    note: Notification,
+    *,
+    route: str,
+    chat_id: int,
+    now: datetime,
+    resolved_ttl: timedelta,
+    new_ref: str,
+) -> Transition:
+    """Apply `note` to the incident it belongs to in one chat.
+
+    `current` is the stored incident with this key, if any. A resolved incident older than
+    `resolved_ttl` is finished: a new firing then opens a new incident (and message).
+    """
+    finished = (
+        current is not None
+        and current.state is IncidentState.RESOLVED
+        and current.resolved_at is not None
+        and now - current.resolved_at > resolved_ttl
+    )
+    if current is None or finished:
+        return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, previous=current)
+    return _update(current, note, now=now)
+
+
+def _open(
+    note: Notification,
+    *,
+    route: str,
+    chat_id: int,
+    now: datetime,
+    ref: str,
+    previous: Incident | None,
+) -> Transition:
+    if not any(a.status is AlertStatus.FIRING for a in note.alerts):
+        # A resolution for something never shown (or long closed) is not worth a message.
+        return Transition(previous)
+    incident = Incident(
+        ref=ref,
+        key=incident_key(note.source, note.receiver, note.group_key, chat_id),
+        source=note.source,
+        route=route,
+        chat_id=chat_id,
+        receiver=note.receiver,
+        group_key=note.group_key,
+        group_labels=note.group_labels,
+        common_labels=note.common_labels,
+        common_annotations=note.common_annotations,
+        external_url=note.external_url,
+        alerts={a.fingerprint: a for a in note.alerts},
+        truncated_alerts=note.truncated_alerts,
+        state=IncidentState.FIRING,
+        opened_at=now,
+    )
+    return Transition(incident, (Effect.CREATE,))
+
+
+def _update(current: Incident, note: Notification, *, now: datetime) -> Transition:
+    alerts = dict(current.alerts)
+    refired = False
+    for alert in note.alerts:
+        previous = alerts.get(alert.fingerprint)
+        if previous is None:
+            alerts[alert.fingerprint] = alert
+        elif _is_newer(alert, previous):
+            refired |= (
+                previous.status is AlertStatus.RESOLVED and alert.status is AlertStatus.FIRING
+            )
+            alerts[alert.fingerprint] = alert
+        elif alert.starts_at == previous.starts_at and alert.status == previous.status:
+            alerts[alert.fingerprint] = alert  # same instance: take the freshest text
+    if note.status is AlertStatus.RESOLVED:
+        _resolve_absent(alerts, note)
+
+    if _signature(alerts, note.truncated_alerts) == _signature(
+        current.alerts, current.truncated_alerts
+    ):
+        return Transition(current)
+
+    any_firing = any(a.status is AlertStatus.FIRING for a in alerts.values())
+    state = IncidentState.FIRING if any_firing else IncidentState.RESOLVED
+    resolved_at = None if any_firing else _last_end(alerts.values(), default=now)
+    updated = current.model_copy(
+        update={
+            "alerts": alerts,
+            "truncated_alerts": note.truncated_alerts,
+            "group_labels": note.group_labels or current.group_labels,
+            "common_labels": note.common_labels,
+            "common_annotations": note.common_annotations,
+            "state": state,
+            "resolved_at": resolved_at,
+            "version": current.version + 1,
+        }
+    )
+    effects: tuple[Effect, ...] = (Effect.EDIT,)
+    if current.state is IncidentState.FIRING and state is IncidentState.RESOLVED:
+        effects += (Effect.COMMENT_RESOLVED,)
+    elif state is IncidentState.FIRING and (refired or current.state is IncidentState.RESOLVED):
+        effects += (Effect.COMMENT_REFIRED,)
+    return Transition(updated, effects)
+
+
+def _is_newer(alert: Alert, previous: Alert) -> bool:
+    """Does `alert` tell something later than `previous` about the same label set?
+
+    A re-fire has a newer `startsAt`; a resolution of the current instance has the same
+    `startsAt` and status resolved. A stale firing copy (same `startsAt` as a resolution we have,
+    e.g. from the lagging replica of an HA pair) is not newer, so it cannot re-open anything.
+    """
+    if alert.starts_at != previous.starts_at:
+        return alert.starts_at > previous.starts_at
+    return previous.status is AlertStatus.FIRING and alert.status is AlertStatus.RESOLVED
+
+
+def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
+    """A group reported resolved: alerts we still think fire but the note left out
+    (truncated, or silenced before they resolved) ended too, if they started before its end."""
+    end = _last_end(note.alerts, default=None)
+    if end is None:
+        return
+    listed = {a.fingerprint for a in note.alerts}
+    for fingerprint, alert in list(alerts.items()):
+        if (
+            fingerprint not in listed
+            and alert.status is AlertStatus.FIRING
+            and alert.starts_at <= end
+        ):
+            alerts[fingerprint] = alert.model_copy(
+                update={"status": AlertStatus.RESOLVED, "ends_at": end}
+            )
+
+
+def _last_end(alerts: Iterable[Alert], default: datetime | None) -> datetime | None:
+    ends = [a.ends_at for a in alerts if a.ends_at is not None]
+    return max(ends) if ends else default
+
+
+def _signature(alerts: dict[str, Alert], truncated: int) -> tuple[object, ...]:
+    return (truncated, sorted((fp, a.status, a.starts_at) for fp, a in alerts.items()))

@@ -1,0 +1,86 @@
+"""Every metric the bridge exports, in one place, on a registry passed in (tests get their own).
+
+Label sets that are known up front are pre-created so dashboards see 0 rather than nothing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SOURCES = ("alertmanager",)
+STATUSES = ("firing", "resolved")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.notifications = Counter(
+            "bridge_notifications_received_total",
+            "Webhook notifications accepted, by source and group status.",
+            ["source", "status"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "bridge_alerts_received_total",
+            "Alerts inside accepted notifications, by source and alert status.",
+            ["source", "status"],
+            registry=r,
+        )
+        self.deduplicated = Counter(
+            "bridge_notifications_deduplicated_total",
+            "Notifications per chat that changed nothing (repeats, HA copies, retries).",
+            ["source"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "bridge_requests_rejected_total",
+            "Intake requests refused, by HTTP status.",
+            ["source", "code"],
+            registry=r,
+        )
+        self.pachca_requests = Counter(
+            "bridge_pachca_requests_total",
+            "Pachca API calls by endpoint template and HTTP status ('error' when no answer).",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.pachca_latency = Histogram(
+            "bridge_pachca_request_duration_seconds",
+            "Pachca API call latency.",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.deliveries = Counter(
+            "bridge_deliveries_total",
+            "Outbox items finished, by kind and result (sent, coalesced, retry, dead).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "bridge_delivery_latency_seconds",
+            "From a change being recorded to Pachca accepting it.",
+            ["kind"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.outbox_depth = Gauge(
+            "bridge_outbox_depth", "Outbox items waiting to be delivered.", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "bridge_outbox_oldest_age_seconds",
+            "Age of the oldest waiting outbox item.",
+            registry=r,
+        )
+        self.incidents_opened = Counter(
+            "bridge_incidents_opened_total", "Incidents opened, by route.", ["route"], registry=r
+        )
+        self.store_errors = Counter(
+            "bridge_store_errors_total", "Store operations that failed.", registry=r
+        )
+        for source in SOURCES:
+            self.deduplicated.labels(source)
+            for status in STATUSES:
+                self.notifications.labels(source, status)
+                self.alerts.labels(source, status)

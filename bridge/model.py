@@ -1,0 +1,117 @@
+"""The bridge's plain data: what a source told us (Notification, Alert) and what we keep (Incident).
+
+All frozen: the pure core in `incidents.py` returns new values instead of changing old ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Alert(Frozen):
+    """One alert as a source reported it. `ends_at` is None while firing."""
+
+    fingerprint: str
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+    # Grafana extras (empty for Alertmanager)
+    value_string: str = ""
+    dashboard_url: str = ""
+    panel_url: str = ""
+    silence_url: str = ""
+    image_url: str = ""
+
+
+class Notification(Frozen):
+    """One webhook request, reduced to what decides and shows an incident.
+
+    `external_url` is deliberately kept out of `digest()`: the two replicas of an HA pair send
+    copies that differ only there.
+    """
+
+    source: str
+    receiver: str
+    group_key: str
+    status: AlertStatus
+    alerts: tuple[Alert, ...]
+    group_labels: dict[str, str] = {}
+    common_labels: dict[str, str] = {}
+    common_annotations: dict[str, str] = {}
+    external_url: str = ""
+    truncated_alerts: int = 0
+    title: str = ""
+
+    @property
+    def labels_for_routing(self) -> dict[str, str]:
+        """Labels routes match on: common labels, else those of the first alert."""
+        if self.common_labels:
+            return self.common_labels
+        return self.alerts[0].labels if self.alerts else dict(self.group_labels)
+
+
+class IncidentState(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Incident(Frozen):
+    """One group delivered to one chat: its alerts and its lifecycle.
+
+    `version` grows by one on every change that the message must show; the outbox compares it
+    with the version last rendered to Pachca, so many changes coalesce into one edit.
+    """
+
+    ref: str
+    key: str
+    source: str
+    route: str
+    chat_id: int
+    receiver: str
+    group_key: str
+    group_labels: dict[str, str]
+    common_labels: dict[str, str]
+    common_annotations: dict[str, str]
+    external_url: str
+    alerts: dict[str, Alert]
+    truncated_alerts: int
+    state: IncidentState
+    opened_at: datetime
+    resolved_at: datetime | None = None
+    version: int = 1
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.status is AlertStatus.FIRING]
+
+    @property
+    def resolved(self) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.status is AlertStatus.RESOLVED]
+
+
+class Delivery(Frozen):
+    """What Pachca knows of an incident: its message, thread and the version last shown."""
+
+    message_id: int | None = None
+    thread_id: int | None = None
+    rendered_version: int = 0
+
+
+def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> str:
+    """The identity of an incident: one group of one receiver in one chat."""
+    return f"{source}\x1f{receiver}\x1f{group_key}\x1f{chat_id}"

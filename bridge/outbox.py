@@ -1,0 +1,188 @@
+"""Delivers recorded changes to Pachca: claim -> render the latest -> send -> done/retry/dead.
+
+Items of one incident run strictly in order (the store hands out only each incident's oldest),
+and an edit renders the incident as it is *now*, so ten changes queued behind a slow Pachca
+become one edit: the others find the message already up to date ("coalesced").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge.errors import PachcaError, PachcaRateLimited, PachcaRequestError, StoreError
+from bridge.incidents import Effect
+from bridge.metrics import Metrics
+from bridge.model import Delivery
+from bridge.pachca import PachcaApi
+from bridge.render import Message, RenderOptions, render_message
+from bridge.rules import Rules
+from bridge.store import OutboxItem, Store, Stored
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+BASE_RETRY_DELAY = 1.0
+
+
+def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter x0.5-1.5: about 1 s, 2 s, 4 s ... capped at max_delay."""
+    return min(max_delay, BASE_RETRY_DELAY * 2.0**attempts) * (0.5 + rng())
+
+
+@dataclass
+class Outbox:
+    store: Store
+    pachca: PachcaApi
+    rules: Rules
+    render_options: RenderOptions
+    metrics: Metrics
+    concurrency: int = 8
+    max_retry_delay: float = 300.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called by the inbox after a commit: deliver now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        while True:
+            try:
+                delivered = await self.drain_once()
+            except StoreError as exc:
+                self.metrics.store_errors.inc()
+                log.error("outbox: store unavailable: %s", exc)
+                delivered = 0
+            if not delivered:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    async def drain_once(self) -> int:
+        """Deliver the items due now (one per incident); returns how many were handled."""
+        now = self.clock()
+        items = await self.store.due_items(now, self.concurrency)
+        depth, age = await self.store.outbox_stats(now)
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest_age.set(age)
+        if items:
+            await asyncio.gather(*(self.deliver(item) for item in items))
+        return len(items)
+
+    async def deliver(self, item: OutboxItem) -> None:
+        stored = await self.store.load_by_ref(item.ref)
+        if stored is None:
+            log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
+            await self.store.finish_item(item.id)
+            return
+        try:
+            result = await self._send(item, stored)
+        except PachcaRequestError as exc:
+            log.error(
+                "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
+            )
+            self.metrics.deliveries.labels(item.kind, "dead").inc()
+            await self.store.dead_letter(item, str(exc), self.clock())
+            return
+        except PachcaError as exc:
+            delay = (
+                exc.retry_after
+                if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
+                else backoff(item.attempts, self.max_retry_delay)
+            )
+            log.warning(
+                "outbox: %s of incident %s failed (%s); retry in %.1fs",
+                item.kind,
+                item.ref,
+                exc,
+                delay,
+            )
+            self.metrics.deliveries.labels(item.kind, "retry").inc()
+            await self.store.retry_item(item.id, self.clock() + delay, str(exc))
+            return
+        self.metrics.deliveries.labels(item.kind, result).inc()
+        if result == "sent":
+            self.metrics.delivery_latency.labels(item.kind).observe(
+                max(0.0, self.clock() - item.created_at)
+            )
+        await self.store.finish_item(item.id)
+
+    async def _send(self, item: OutboxItem, stored: Stored) -> str:
+        incident, delivery = stored.incident, stored.delivery
+        route = self.rules.by_name(incident.route).config
+        kind = Effect(item.kind)
+        if kind is Effect.CREATE:
+            if delivery.message_id is not None:
+                return "coalesced"
+            message = await self._render_fitting(
+                stored,
+                lambda m: self.pachca.create_message(
+                    "discussion",
+                    incident.chat_id,
+                    m.content,
+                    m.buttons,
+                    route.display_name,
+                    route.display_avatar_url,
+                ),
+            )
+            await self.store.record_delivery(
+                incident.ref,
+                Delivery(message_id=message, thread_id=None, rendered_version=incident.version),
+            )
+            return "sent"
+        if delivery.message_id is None:
+            log.error(
+                "outbox: incident %s has no message (its creation failed); dropping %s",
+                incident.ref,
+                kind,
+            )
+            return "dropped"
+        if kind is Effect.EDIT:
+            if delivery.rendered_version >= incident.version:
+                return "coalesced"
+            message_id = delivery.message_id
+            await self._render_fitting(stored, lambda m: self._edit(message_id, m))
+            await self.store.record_delivery(
+                incident.ref, delivery.model_copy(update={"rendered_version": incident.version})
+            )
+            return "sent"
+        thread_id = delivery.thread_id
+        if thread_id is None:
+            thread_id = await self.pachca.create_thread(delivery.message_id)
+            delivery = delivery.model_copy(update={"thread_id": thread_id})
+            await self.store.record_delivery(incident.ref, delivery)
+        await self.pachca.create_message("thread", thread_id, item.content)
+        return "sent"
+
+    async def _edit(self, message_id: int, message: Message) -> int:
+        await self.pachca.update_message(message_id, message.content, message.buttons)
+        return message_id
+
+    async def _render_fitting(
+        self, stored: Stored, send: Callable[[Message], Awaitable[int]]
+    ) -> int:
+        """Send the full rendering; if Pachca says the content is too long, once more small."""
+        route = self.rules.by_name(stored.incident.route).config
+        message = render_message(stored.incident, route, self.render_options)
+        try:
+            return await send(message)
+        except PachcaRequestError as exc:
+            if not exc.content_too_long:
+                raise
+            log.warning(
+                "outbox: Pachca found incident %s too long; sending a shorter message",
+                stored.incident.ref,
+            )
+            small = render_message(
+                stored.incident, route, self.render_options, max_alerts=1, text_limit=100
+            )
+            return await send(small)

@@ -1,0 +1,220 @@
+"""Thin Pachca API client: one attempt per call, typed errors, no retry loops (the outbox
+decides what to retry, from the exception's class)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+import aiohttp
+
+from bridge.errors import (
+    PachcaError,
+    PachcaRateLimited,
+    PachcaRequestError,
+    PachcaServerError,
+    PachcaUnavailable,
+)
+from bridge.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Buttons = list[list[dict[str, str]]]
+
+
+class PachcaApi(Protocol):
+    """What the bridge does with Pachca; the real client and the dry-run log both provide it."""
+
+    async def create_message(
+        self,
+        entity_type: str,
+        entity_id: int,
+        content: str,
+        buttons: Buttons | None = None,
+        display_name: str | None = None,
+        display_avatar_url: str | None = None,
+    ) -> int:
+        """Post a message; returns its id."""
+
+    async def update_message(self, message_id: int, content: str, buttons: Buttons) -> None: ...
+
+    async def create_thread(self, message_id: int) -> int:
+        """The thread of a message (created if missing); returns the thread id."""
+
+    async def close(self) -> None: ...
+
+
+def _message_body(
+    entity_type: str,
+    entity_id: int,
+    content: str,
+    buttons: Buttons | None,
+    display_name: str | None,
+    display_avatar_url: str | None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "content": content,
+    }
+    if buttons:
+        message["buttons"] = buttons
+    if display_name:
+        message["display_name"] = display_name
+    if display_avatar_url:
+        message["display_avatar_url"] = display_avatar_url
+    return {"message": message, "link_preview": False}
+
+
+def describe_error_body(body: Any) -> list[str]:
+    """Pachca's error body (ApiError or OAuthError) as readable lines."""
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        return [
+            f"{e.get('key', '?')}: {e.get('message', '')} ({e.get('code', '?')})"
+            for e in body["errors"]
+            if isinstance(e, dict)
+        ]
+    if isinstance(body, dict) and "error" in body:
+        return [f"{body['error']}: {body.get('error_description', '')}"]
+    return [str(body)[:500]] if body else []
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class PachcaClient:
+    """Talks to the real Pachca API over one pooled aiohttp session."""
+
+    def __init__(self, base_url: str, token: str, timeout: float, metrics: Metrics) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers={"Authorization": f"Bearer {self._token}"},
+                connector=aiohttp.TCPConnector(limit=32),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(
+        self, method: str, endpoint: str, path: str, body: dict[str, Any] | None = None
+    ) -> Any:
+        started = time.monotonic()
+        code = "error"
+        try:
+            async with self._http().request(method, self.base_url + path, json=body) as resp:
+                code = str(resp.status)
+                text = await resp.text()
+                parsed: Any = None
+                if text:
+                    try:
+                        parsed = json.loads(text)
+                    except json.JSONDecodeError:
+                        parsed = text
+                if resp.status == 429:
+                    raise PachcaRateLimited(endpoint, _retry_after(resp.headers.get("Retry-After")))
+                if resp.status >= 500:
+                    raise PachcaServerError(endpoint, f"HTTP {resp.status}", resp.status)
+                if resp.status >= 400:
+                    raise PachcaRequestError(endpoint, resp.status, describe_error_body(parsed))
+                return parsed
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise PachcaUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._metrics.pachca_requests.labels(endpoint, code).inc()
+            self._metrics.pachca_latency.labels(endpoint).observe(time.monotonic() - started)
+
+    @staticmethod
+    def _data_id(endpoint: str, answer: Any) -> int:
+        try:
+            return int(answer["data"]["id"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise PachcaError(
+                endpoint, f"unexpected answer without data.id: {answer!r:.200}"
+            ) from exc
+
+    async def create_message(
+        self,
+        entity_type: str,
+        entity_id: int,
+        content: str,
+        buttons: Buttons | None = None,
+        display_name: str | None = None,
+        display_avatar_url: str | None = None,
+    ) -> int:
+        endpoint = "POST /messages"
+        body = _message_body(
+            entity_type, entity_id, content, buttons, display_name, display_avatar_url
+        )
+        return self._data_id(endpoint, await self._call("POST", endpoint, "/messages", body))
+
+    async def update_message(self, message_id: int, content: str, buttons: Buttons) -> None:
+        body = {"message": {"content": content, "buttons": buttons}}
+        await self._call("PUT", "PUT /messages/{id}", f"/messages/{message_id}", body)
+
+    async def create_thread(self, message_id: int) -> int:
+        endpoint = "POST /messages/{id}/thread"
+        answer = await self._call("POST", endpoint, f"/messages/{message_id}/thread")
+        return self._data_id(endpoint, answer)
+
+    async def set_webhook(self, url: str) -> None:
+        await self._call(
+            "PUT", "PUT /bot/webhook", "/bot/webhook", {"webhook": {"outgoing_url": url}}
+        )
+
+
+class DryRunPachca:
+    """Logs each call instead of sending it, and answers with made-up ids (`--dry-run`)."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _log(self, endpoint: str, body: dict[str, Any]) -> None:
+        self.calls.append((endpoint, body))
+        log.info("dry-run: %s %s", endpoint, json.dumps(body, ensure_ascii=False))
+
+    async def create_message(
+        self,
+        entity_type: str,
+        entity_id: int,
+        content: str,
+        buttons: Buttons | None = None,
+        display_name: str | None = None,
+        display_avatar_url: str | None = None,
+    ) -> int:
+        self._log(
+            "POST /messages",
+            _message_body(
+                entity_type, entity_id, content, buttons, display_name, display_avatar_url
+            ),
+        )
+        return next(self._ids)
+
+    async def update_message(self, message_id: int, content: str, buttons: Buttons) -> None:
+        self._log(
+            f"PUT /messages/{message_id}", {"message": {"content": content, "buttons": buttons}}
+        )
+
+    async def create_thread(self, message_id: int) -> int:
+        self._log(f"POST /messages/{message_id}/thread", {})
+        return next(self._ids)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,287 @@
+"""Incident -> Pachca message (content + buttons), and the short thread comments.
+
+Pure: no I/O, no clock (durations come from the incident's own timestamps). The layout is the
+Jinja2 template `templates/message.j2`, rendered in a sandbox; alert text is escaped by
+`markdown.py` before it reaches the template, so a template cannot forget to escape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from importlib import resources
+from typing import Any
+
+from jinja2.sandbox import SandboxedEnvironment
+
+from bridge.durations import parse_duration
+from bridge.incidents import Effect
+from bridge.markdown import Md, code, escape, link, safe_url, truncate
+from bridge.model import Alert, AlertStatus, Incident, IncidentState
+from bridge.rules import RouteConfig
+
+MAX_CONTENT_BYTES = 40_000
+MAX_BUTTON_TEXT = 255
+MAX_DESCRIPTION_CHARS = 1_000
+MAX_TITLE_CHARS = 200
+# Labels that say nothing a reader needs in every alert line.
+_QUIET_LABELS = {"alertname", "severity", "__name__"}
+
+WORDS: dict[str, dict[str, str]] = {
+    "ru": {
+        "firing": "ГОРИТ",
+        "resolved": "РЕШЕНО",
+        "and_more": "…и ещё {n}",
+        "since": "с {time}",
+        "lasted": "длилось {duration}",
+        "resolved_at": "решено в {time}, длилось {duration}",
+        "source": "источник",
+        "runbook": "runbook",
+        "ack": "👀 Взять в работу",
+        "resolve": "✅ Решено",
+        "silence": "🔕 {duration}",
+        "source_button": "📈 Источник",
+        "runbook_button": "📖 Runbook",
+        "comment_refired": "🔥 Снова горит: {title} ({firing} из {total})",
+        "comment_resolved": "✅ Решено: {title}, длилось {duration}",
+        "units": "д ч м с",
+    },
+    "en": {
+        "firing": "FIRING",
+        "resolved": "RESOLVED",
+        "and_more": "…and {n} more",
+        "since": "since {time}",
+        "lasted": "lasted {duration}",
+        "resolved_at": "resolved at {time}, lasted {duration}",
+        "source": "source",
+        "runbook": "runbook",
+        "ack": "👀 Acknowledge",
+        "resolve": "✅ Resolve",
+        "silence": "🔕 {duration}",
+        "source_button": "📈 Source",
+        "runbook_button": "📖 Runbook",
+        "comment_refired": "🔥 Firing again: {title} ({firing} of {total})",
+        "comment_resolved": "✅ Resolved: {title}, lasted {duration}",
+        "units": "d h m s",
+    },
+}
+SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What rendering needs beyond the incident and its route."""
+
+    timezone: tzinfo
+    silence_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    content: str
+    buttons: list[list[dict[str, str]]] = field(default_factory=list)
+
+
+def _finalize(value: Any) -> Any:
+    if value is None:
+        return ""
+    return value if isinstance(value, Md) else escape(str(value))
+
+
+_ENV = SandboxedEnvironment(finalize=_finalize, trim_blocks=False, keep_trailing_newline=False)
+_MESSAGE = _ENV.from_string(
+    resources.files("bridge").joinpath("templates/message.j2").read_text(encoding="utf-8")
+)
+
+
+def duration_text(seconds: float, language: str) -> str:
+    """`3h 5m` in the route's language (`3ч 5м` in Russian)."""
+    day, hour, minute, second = WORDS[language]["units"].split()
+    s = max(0, int(seconds))
+    parts = [
+        (s // 86400, day),
+        (s % 86400 // 3600, hour),
+        (s % 3600 // 60, minute),
+        (s % 60, second),
+    ]
+    shown = [f"{n}{unit}" for n, unit in parts if n][:2]
+    return " ".join(shown) or f"0{second}"
+
+
+def incident_title(incident: Incident) -> str:
+    """The alertname of the group, or what the group is keyed by."""
+    name = incident.common_labels.get("alertname") or incident.group_labels.get("alertname")
+    if name:
+        return name
+    return ", ".join(f"{k}={v}" for k, v in sorted(incident.group_labels.items())) or "alert"
+
+
+def render_message(
+    incident: Incident,
+    route: RouteConfig,
+    options: RenderOptions,
+    *,
+    max_alerts: int | None = None,
+    text_limit: int = MAX_DESCRIPTION_CHARS,
+) -> Message:
+    """The incident's message. Never over Pachca's content limit: shows fewer alerts, then
+    shorter texts, until it fits."""
+    limit = max_alerts if max_alerts is not None else route.max_alerts
+    while True:
+        content = _content(incident, route, options, limit, text_limit)
+        if len(content.encode()) <= MAX_CONTENT_BYTES:
+            return Message(content, _buttons(incident, route, options))
+        if limit > 1:
+            limit = max(1, limit // 2)
+        elif text_limit > 100:
+            text_limit //= 4
+        else:
+            cut = content.encode()[: MAX_CONTENT_BYTES - 4].decode(errors="ignore")
+            return Message(cut + "\n…", _buttons(incident, route, options))
+
+
+def _content(
+    incident: Incident, route: RouteConfig, options: RenderOptions, limit: int, text_limit: int
+) -> str:
+    words = WORDS[route.language]
+    ordered = sorted(
+        incident.alerts.values(),
+        key=lambda a: (a.status is not AlertStatus.FIRING, a.starts_at, a.fingerprint),
+    )
+    shown = ordered[:limit]
+    hidden = len(ordered) - len(shown) + incident.truncated_alerts
+    mentions = route.mentions if incident.state is IncidentState.FIRING else []
+    return _MESSAGE.render(
+        t=words,
+        header=_header(incident, route.language),
+        common_labels=_label_line(incident.common_labels, exclude=_QUIET_LABELS),
+        alerts=[_alert_view(a, incident, route.language, options, text_limit) for a in shown],
+        hidden=hidden,
+        mentions=Md(" ".join(mentions)),
+    ).strip()
+
+
+def _header(incident: Incident, language: str) -> Md:
+    words = WORDS[language]
+    firing, resolved = len(incident.firing), len(incident.resolved)
+    severity = incident.common_labels.get("severity", "")
+    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
+    if incident.state is IncidentState.FIRING:
+        status = f"{SEVERITY_ICONS.get(severity, '🔥')} **{words['firing']}**"
+    else:
+        status = f"✅ **{words['resolved']}**"
+    parts = [status]
+    if severity:
+        parts.append(escape(severity))
+    parts.append(f"**{title}**")
+    parts.append(f"🔥 {firing} · ✅ {resolved}")
+    if incident.state is IncidentState.RESOLVED and incident.resolved_at:
+        lasted = (incident.resolved_at - _first_start(incident)).total_seconds()
+        parts.append(words["lasted"].format(duration=duration_text(lasted, language)))
+    return Md(" · ".join(parts))
+
+
+def _first_start(incident: Incident) -> datetime:
+    return min((a.starts_at for a in incident.alerts.values()), default=incident.opened_at)
+
+
+def _label_line(labels: dict[str, str], exclude: set[str]) -> Md:
+    shown = [f"{escape(k)}: {code(v)}" for k, v in sorted(labels.items()) if k not in exclude]
+    return Md(" · ".join(shown))
+
+
+def _alert_view(
+    alert: Alert, incident: Incident, language: str, options: RenderOptions, text_limit: int
+) -> dict[str, Any]:
+    words = WORDS[language]
+    summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
+    description = alert.annotations.get("description", "")
+    own_labels = {k: v for k, v in alert.labels.items() if incident.common_labels.get(k) != v}
+    local = alert.starts_at.astimezone(options.timezone)
+    if alert.status is AlertStatus.FIRING:
+        timing = words["since"].format(time=_time(local))
+    else:
+        end = alert.ends_at or alert.starts_at
+        timing = words["resolved_at"].format(
+            time=_time(end.astimezone(options.timezone)),
+            duration=duration_text((end - alert.starts_at).total_seconds(), language),
+        )
+    links = []
+    if alert.generator_url and safe_url(alert.generator_url):
+        links.append(link(words["source"], alert.generator_url))
+    runbook = alert.annotations.get("runbook_url", "")
+    if runbook and safe_url(runbook):
+        links.append(link(words["runbook"], runbook))
+    return {
+        "icon": "🔥" if alert.status is AlertStatus.FIRING else "✅",
+        "title": escape(truncate(summary, MAX_TITLE_CHARS)),
+        "description": escape(truncate(description, text_limit)) if description != summary else "",
+        "labels": _label_line(own_labels, exclude=_QUIET_LABELS),
+        "timing": timing,
+        "links": links,
+    }
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%d.%m %H:%M %Z").strip()
+
+
+def _buttons(
+    incident: Incident, route: RouteConfig, options: RenderOptions
+) -> list[list[dict[str, str]]]:
+    words = WORDS[route.language]
+    rows: list[list[dict[str, str]]] = []
+    if incident.state is IncidentState.FIRING:
+        rows.append(
+            [
+                {"text": words["ack"], "data": f"ack:{incident.ref}"},
+                {"text": words["resolve"], "data": f"resolve:{incident.ref}"},
+            ]
+        )
+        if options.silence_enabled and route.silence_durations:
+            rows.append(
+                [
+                    {
+                        "text": words["silence"].format(duration=d),
+                        "data": f"silence:{incident.ref}:{d}",
+                    }
+                    for d in route.silence_durations
+                    if parse_duration(d) > 0
+                ]
+            )
+    url_row = _url_buttons(incident, words)
+    if url_row:
+        rows.append(url_row)
+    return rows
+
+
+def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, str]]:
+    first = next(iter(sorted(incident.alerts.values(), key=lambda a: a.starts_at)), None)
+    runbook = incident.common_annotations.get("runbook_url") or (
+        first.annotations.get("runbook_url", "") if first else ""
+    )
+    row = []
+    source = first.generator_url if first else ""
+    for text, url in ((words["runbook_button"], runbook), (words["source_button"], source)):
+        target = safe_url(url) if url else None
+        if target:
+            row.append({"text": text, "url": target})
+    return row
+
+
+def render_comment(effect: Effect, incident: Incident, route: RouteConfig) -> str:
+    """The short thread comment for a significant transition (mentions included when firing)."""
+    words = WORDS[route.language]
+    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
+    if effect is Effect.COMMENT_REFIRED:
+        text = words["comment_refired"].format(
+            title=title, firing=len(incident.firing), total=len(incident.alerts)
+        )
+        return " ".join([text, *route.mentions])
+    if effect is Effect.COMMENT_RESOLVED:
+        end = incident.resolved_at or incident.opened_at
+        lasted = (end - _first_start(incident)).total_seconds()
+        return words["comment_resolved"].format(
+            title=title, duration=duration_text(lasted, route.language)
+        )
+    raise ValueError(f"{effect} has no comment")

@@ -1,0 +1,153 @@
+"""All settings in one typed object, read once from the environment and validated at start.
+
+Every secret may also come from a file named by `<NAME>_FILE` (Kubernetes secret mounts); setting
+both is an error, so nobody has to wonder which one is in force.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.durations import parse_duration
+from bridge.errors import ConfigError
+
+DEFAULT_PACHCA_API_URL = "https://api.pachca.com/api/shared/v1"
+SECRET_NAMES = (
+    "PACHCA_TOKEN",
+    "PACHCA_SIGNING_SECRET",
+    "BRIDGE_WEBHOOK_TOKEN",
+    "BRIDGE_WEBHOOK_BASIC_AUTH",
+)
+
+
+class Settings(BaseSettings):
+    """Environment variables, by their exact names (see README, "Configuration")."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    PACHCA_TOKEN: SecretStr | None = None
+    PACHCA_API_URL: str = DEFAULT_PACHCA_API_URL
+    PACHCA_SIGNING_SECRET: SecretStr | None = None
+    PACHCA_TIMEOUT: float = Field(default=10.0, gt=0)
+    BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
+    BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
+    BRIDGE_STORE: str = "sqlite:///./bridge-state.db"
+    BRIDGE_MAX_BODY: int = Field(default=1024 * 1024, gt=0)
+    BRIDGE_DEDUP_TTL: float = 6 * 3600
+    BRIDGE_DEDUP_CACHE_SIZE: int = Field(default=100_000, gt=0)
+    BRIDGE_RESOLVED_TTL: float = 3600
+    BRIDGE_TIMEZONE: str = "UTC"
+    BRIDGE_LOG_FORMAT: Literal["text", "json"] = "text"
+    BRIDGE_LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    BRIDGE_OUTBOX_CONCURRENCY: int = Field(default=8, ge=1, le=64)
+    BRIDGE_RETRY_MAX_DELAY: float = 300
+    ALERTMANAGER_URL: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what `from_environ` passes in: the environment is an argument, never a global.
+        return (init_settings,)
+
+    @field_validator(
+        "BRIDGE_DEDUP_TTL",
+        "BRIDGE_RESOLVED_TTL",
+        "BRIDGE_RETRY_MAX_DELAY",
+        "PACHCA_TIMEOUT",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("BRIDGE_WEBHOOK_BASIC_AUTH")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("must be 'user:password'")
+        return value
+
+    @field_validator("BRIDGE_TIMEZONE")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like Europe/Moscow"
+            ) from exc
+        return value
+
+    @field_validator("BRIDGE_STORE")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not (value.startswith("sqlite:///") or value == "memory://"):
+            raise ValueError("use sqlite:///path/to/state.db or memory:// (tests only)")
+        return value
+
+    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `environ` (default: os.environ) with `<NAME>_FILE` secrets resolved.
+        Raises ConfigError naming each bad variable."""
+        env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
+        values: dict[str, Any] = {k: v for k, v in env.items() if k in cls.model_fields}
+        for name in SECRET_NAMES:
+            path = env.get(f"{name}_FILE")
+            if not path:
+                continue
+            if name in env:
+                problems.append(f"{name} and {name}_FILE are both set; keep one")
+                continue
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{name}_FILE: cannot read {path}: {exc.strerror}")
+        values.update(overrides)
+        if not problems:
+            try:
+                return cls(**values)
+            except ValidationError as exc:
+                problems = [
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                    for e in exc.errors(include_url=False)
+                ]
+        raise ConfigError(problems)
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.BRIDGE_TIMEZONE)
+
+    @property
+    def intake_open(self) -> bool:
+        """True when no intake credentials are set: anyone who can reach the port may post."""
+        return self.BRIDGE_WEBHOOK_TOKEN is None and self.BRIDGE_WEBHOOK_BASIC_AUTH is None
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so logs can redact them wherever they appear."""
+        secrets = [getattr(self, name) for name in SECRET_NAMES]
+        out = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        # the password half of basic auth alone must not leak either
+        if self.BRIDGE_WEBHOOK_BASIC_AUTH is not None:
+            out.append(self.BRIDGE_WEBHOOK_BASIC_AUTH.get_secret_value().split(":", 1)[1])
+        return [s for s in out if len(s) >= 4]

@@ -1,0 +1,102 @@
+"""Alertmanager webhook payloads (`version: "4"`), as captured from Alertmanager 0.25."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.errors import PayloadError
+from bridge.model import Alert, AlertStatus, Notification
+
+SOURCE = "alertmanager"
+
+# Alertmanager marks "no end yet" with Go's zero time.
+_GO_ZERO_YEAR = 1
+
+
+class _Loose(BaseModel):
+    # Newer Alertmanager versions may add keys; unknown keys are ignored, known ones are strict.
+    model_config = ConfigDict(extra="ignore")
+
+
+class AlertmanagerAlert(_Loose):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = {}
+    startsAt: datetime  # wire names, as Alertmanager spells them
+    endsAt: datetime | None = None
+    generatorURL: str = ""
+    fingerprint: str = Field(min_length=1)
+
+
+class AlertmanagerPayload(_Loose):
+    version: Literal["4"]
+    groupKey: str = Field(min_length=1)
+    receiver: str
+    status: Literal["firing", "resolved"]
+    alerts: list[AlertmanagerAlert] = Field(min_length=1)
+    groupLabels: dict[str, str] = {}
+    commonLabels: dict[str, str] = {}
+    commonAnnotations: dict[str, str] = {}
+    externalURL: str = ""
+    truncatedAlerts: int = Field(default=0, ge=0)
+
+
+def decode_json(body: bytes) -> Any:
+    """The JSON value of `body`, or a 400 PayloadError saying where it broke."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError as exc:
+        raise PayloadError(400, f"body is not UTF-8: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
+def schema_error(source: str, exc: ValidationError) -> PayloadError:
+    """A 400 listing each invalid field as `path: problem`, in the order pydantic found them."""
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}"
+        for err in exc.errors(include_url=False)
+    ]
+    return PayloadError(400, f"not a valid {source} webhook payload", problems)
+
+
+def _end(value: datetime | None) -> datetime | None:
+    return None if value is None or value.year == _GO_ZERO_YEAR else value
+
+
+def parse(body: bytes) -> Notification:
+    """Parse one Alertmanager webhook body."""
+    data = decode_json(body)
+    try:
+        payload = AlertmanagerPayload.model_validate(data)
+    except ValidationError as exc:
+        raise schema_error(SOURCE, exc) from exc
+    return Notification(
+        source=SOURCE,
+        receiver=payload.receiver,
+        group_key=payload.groupKey,
+        status=AlertStatus(payload.status),
+        alerts=tuple(
+            Alert(
+                fingerprint=a.fingerprint,
+                status=AlertStatus(a.status),
+                labels=a.labels,
+                annotations=a.annotations,
+                starts_at=a.startsAt,
+                ends_at=_end(a.endsAt) if a.status == "resolved" else None,
+                generator_url=a.generatorURL,
+            )
+            for a in payload.alerts
+        ),
+        group_labels=payload.groupLabels,
+        common_labels=payload.commonLabels,
+        common_annotations=payload.commonAnnotations,
+        external_url=payload.externalURL,
+        truncated_alerts=payload.truncatedAlerts,
+    )

@@ -1,0 +1,91 @@
+"""The Store protocol: what the inbox (the only writer of incidents) and the outbox need.
+
+Writes of an incident are compare-and-set on (ref, version), so two writers racing on one
+incident (HA copies arriving together) cannot both win: the loser gets ConflictError, re-reads
+and finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bridge.model import Delivery, Incident
+
+
+@dataclass(frozen=True)
+class Stored:
+    incident: Incident
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class NewOutboxItem:
+    """A Pachca operation to perform for an incident. `kind` is an `incidents.Effect` value;
+    `content` is set for thread comments (their text is fixed when the event happens)."""
+
+    kind: str
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    ref: str
+    kind: str
+    content: str
+    created_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    item: OutboxItem
+    error: str
+    failed_at: float
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreError if the store cannot be used right now."""
+
+    async def load_incident(self, key: str) -> Stored | None:
+        """The current incident with this key (see `model.incident_key`)."""
+
+    async def load_by_ref(self, ref: str) -> Stored | None: ...
+
+    async def save_incident(
+        self,
+        incident: Incident,
+        replaces: tuple[str, int] | None,
+        items: list[NewOutboxItem],
+        now: float,
+    ) -> None:
+        """Commit `incident` and its outbox items atomically.
+
+        `replaces` is the (ref, version) of the incident this write was computed from, or None
+        if none existed. Raises ConflictError if the stored one is no longer exactly that.
+        """
+
+    async def record_delivery(self, ref: str, delivery: Delivery) -> None:
+        """Remember what Pachca now shows for an incident (message id, thread, version)."""
+
+    async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
+        """Due outbox items, at most one per incident: the oldest, so each incident's
+        operations run in the order they were recorded (create before edits)."""
+
+    async def finish_item(self, item_id: int) -> None: ...
+
+    async def retry_item(self, item_id: int, not_before: float, error: str) -> None: ...
+
+    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+        """Move an item that can never succeed out of the outbox, keeping Pachca's answer."""
+
+    async def dead_letters(self) -> list[DeadLetter]: ...
+
+    async def outbox_stats(self, now: float) -> tuple[int, float]:
+        """(number of items waiting, age in seconds of the oldest)."""

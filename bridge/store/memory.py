@@ -1,0 +1,89 @@
+"""In-process store for tests and `--dry-run` trials: nothing survives a restart."""
+
+from __future__ import annotations
+
+from bridge.errors import ConflictError
+from bridge.model import Delivery, Incident
+from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._incidents: dict[str, Incident] = {}  # by ref
+        self._deliveries: dict[str, Delivery] = {}
+        self._current: dict[str, str] = {}  # key -> ref
+        self._outbox: dict[int, tuple[OutboxItem, float]] = {}  # id -> (item, not_before)
+        self._dead: list[DeadLetter] = []
+        self._next_id = 1
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    def _stored(self, ref: str | None) -> Stored | None:
+        if ref is None or ref not in self._incidents:
+            return None
+        return Stored(self._incidents[ref], self._deliveries.get(ref, Delivery()))
+
+    async def load_incident(self, key: str) -> Stored | None:
+        return self._stored(self._current.get(key))
+
+    async def load_by_ref(self, ref: str) -> Stored | None:
+        return self._stored(ref)
+
+    async def save_incident(
+        self,
+        incident: Incident,
+        replaces: tuple[str, int] | None,
+        items: list[NewOutboxItem],
+        now: float,
+    ) -> None:
+        ref = self._current.get(incident.key)
+        found = (ref, self._incidents[ref].version) if ref is not None else None
+        if found != replaces:
+            raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
+        self._incidents[incident.ref] = incident
+        self._current[incident.key] = incident.ref
+        for new in items:
+            item = OutboxItem(self._next_id, incident.ref, new.kind, new.content, now, 0)
+            self._outbox[item.id] = (item, now)
+            self._next_id += 1
+
+    async def record_delivery(self, ref: str, delivery: Delivery) -> None:
+        self._deliveries[ref] = delivery
+
+    async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
+        heads: dict[str, tuple[OutboxItem, float]] = {}
+        for item, not_before in sorted(self._outbox.values(), key=lambda p: p[0].id):
+            heads.setdefault(item.ref, (item, not_before))
+        due = [item for item, not_before in heads.values() if not_before <= now]
+        return sorted(due, key=lambda i: i.id)[:limit]
+
+    async def finish_item(self, item_id: int) -> None:
+        self._outbox.pop(item_id, None)
+
+    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
+        if item_id in self._outbox:
+            item, _ = self._outbox[item_id]
+            bumped = OutboxItem(
+                item.id, item.ref, item.kind, item.content, item.created_at, item.attempts + 1
+            )
+            self._outbox[item_id] = (bumped, not_before)
+
+    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+        self._outbox.pop(item.id, None)
+        self._dead.append(DeadLetter(item, error, now))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return list(self._dead)
+
+    async def outbox_stats(self, now: float) -> tuple[int, float]:
+        if not self._outbox:
+            return 0, 0.0
+        oldest = min(item.created_at for item, _ in self._outbox.values())
+        return len(self._outbox), max(0.0, now - oldest)

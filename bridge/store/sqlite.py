@@ -1,0 +1,240 @@
+"""The default store: one SQLite file (WAL), for a single replica that survives restarts.
+
+sqlite3 calls block, so they all run on one dedicated thread; that also serialises every
+transaction, which is what makes compare-and-set on incidents trivially safe. WAL with
+`synchronous=NORMAL` keeps every committed transaction through a crash of the process
+(`kill -9`); only a power loss of the node may lose the last few.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from bridge.errors import ConflictError, StoreError
+from bridge.model import Delivery, Incident
+from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    ref TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    message_id INTEGER,
+    thread_id INTEGER,
+    rendered_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS current_incidents (
+    key TEXT PRIMARY KEY,
+    ref TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ref TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (ref, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    ref TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+"""
+
+_ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts"
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StoreError("store is not open")
+            try:
+                with self._db:  # one transaction: commit on success, roll back on error
+                    return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            db.isolation_level = "IMMEDIATE"
+            self._db = db
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    @staticmethod
+    def _stored(row: tuple[str, int | None, int | None, int] | None) -> Stored | None:
+        if row is None:
+            return None
+        body, message_id, thread_id, rendered = row
+        return Stored(
+            Incident.model_validate_json(body),
+            Delivery(message_id=message_id, thread_id=thread_id, rendered_version=rendered),
+        )
+
+    async def load_incident(self, key: str) -> Stored | None:
+        return await self._run(
+            lambda db: self._stored(
+                db.execute(
+                    "SELECT i.body, i.message_id, i.thread_id, i.rendered_version "
+                    "FROM current_incidents c JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
+                    (key,),
+                ).fetchone()
+            )
+        )
+
+    async def load_by_ref(self, ref: str) -> Stored | None:
+        return await self._run(
+            lambda db: self._stored(
+                db.execute(
+                    "SELECT body, message_id, thread_id, rendered_version FROM incidents "
+                    "WHERE ref = ?",
+                    (ref,),
+                ).fetchone()
+            )
+        )
+
+    async def save_incident(
+        self,
+        incident: Incident,
+        replaces: tuple[str, int] | None,
+        items: list[NewOutboxItem],
+        now: float,
+    ) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT c.ref, i.version FROM current_incidents c JOIN incidents i "
+                "ON i.ref = c.ref WHERE c.key = ?",
+                (incident.key,),
+            ).fetchone()
+            found = (row[0], row[1]) if row else None
+            if found != replaces:
+                raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
+            db.execute(
+                "INSERT INTO incidents (ref, key, version, body) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (ref) DO UPDATE SET version = excluded.version, body = excluded.body",
+                (incident.ref, incident.key, incident.version, incident.model_dump_json()),
+            )
+            db.execute(
+                "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
+                (incident.key, incident.ref),
+            )
+            db.executemany(
+                "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(incident.ref, i.kind, i.content, now, now) for i in items],
+            )
+
+        await self._run(write)
+
+    async def record_delivery(self, ref: str, delivery: Delivery) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ? "
+                "WHERE ref = ?",
+                (delivery.message_id, delivery.thread_id, delivery.rendered_version, ref),
+            )
+        )
+
+    async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts "
+                "FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY ref) h "
+                "ON o.id = h.id WHERE o.not_before <= ? ORDER BY o.id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        return [OutboxItem(*row) for row in rows]
+
+    async def finish_item(self, item_id: int) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)))
+
+    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
+                "WHERE id = ?",
+                (not_before, error, item_id),
+            )
+        )
+
+    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+        def move(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.id,
+                    item.ref,
+                    item.kind,
+                    item.content,
+                    item.created_at,
+                    item.attempts,
+                    error,
+                    now,
+                ),
+            )
+
+        await self._run(move)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_ITEM_COLUMNS}, error, failed_at FROM dead_letters ORDER BY id"  # noqa: S608
+            ).fetchall()
+        )
+        return [DeadLetter(OutboxItem(*row[:6]), row[6], row[7]) for row in rows]
+
+    async def outbox_stats(self, now: float) -> tuple[int, float]:
+        count, oldest = await self._run(
+            lambda db: db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+        )
+        return int(count), max(0.0, now - oldest) if oldest is not None else 0.0

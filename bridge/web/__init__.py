@@ -1,0 +1,1 @@
+"""The HTTP layer: it authenticates, parses and hands over; it never talks to Pachca itself."""

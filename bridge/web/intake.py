@@ -1,0 +1,78 @@
+"""`POST /webhook/alertmanager`: refuse what is wrong (401/413/415/400) before touching any
+state, answer 200 only once the notification is committed, 503 if it could not be."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from bridge.errors import PayloadError, StoreError
+from bridge.model import Notification
+from bridge.web.state import AUTH, INBOX, METRICS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json",)
+
+
+def json_error(status: int, message: str, details: object = None) -> web.Response:
+    body: dict[str, object] = {"error": message}
+    if details is not None:
+        body["details"] = details
+    headers = {"WWW-Authenticate": 'Bearer realm="pachca-alert-bridge"'} if status == 401 else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, or a 413 PayloadError as soon as it passes `limit` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadError(
+            413, f"body of {request.content_length} bytes is over the {limit}-byte limit"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def intake_handler(
+    source: str, parse: Callable[[bytes], Notification]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A webhook endpoint for one source."""
+
+    async def handle(request: web.Request) -> web.Response:
+        app = request.app
+        metrics = app[METRICS]
+        try:
+            if not app[AUTH].allows(request.headers.get("Authorization")):
+                raise PayloadError(401, "missing or wrong credentials in the Authorization header")
+            if request.content_type not in JSON_TYPES:
+                raise PayloadError(
+                    415, f"Content-Type must be application/json, not {request.content_type!r}"
+                )
+            body = await read_body(request, app[SETTINGS].BRIDGE_MAX_BODY)
+            note = parse(body)
+        except PayloadError as exc:
+            metrics.rejected.labels(source, str(exc.status)).inc()
+            log.info(
+                "refused %s webhook from %s: %s %s", source, request.remote, exc.status, exc.message
+            )
+            return json_error(exc.status, exc.message, exc.details)
+        try:
+            accepted = await app[INBOX].accept(note)
+        except StoreError as exc:
+            metrics.store_errors.inc()
+            metrics.rejected.labels(source, "503").inc()
+            log.error("could not record %s notification %s: %s", source, note.group_key, exc)
+            return json_error(503, "could not record the notification; retry later")
+        return web.json_response(
+            {"status": "accepted", "changed": accepted.changed, "unchanged": accepted.unchanged}
+        )
+
+    return handle

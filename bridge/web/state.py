@@ -1,0 +1,26 @@
+"""Typed keys for what the aiohttp application holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from bridge.inbox import Inbox
+from bridge.metrics import Metrics
+from bridge.outbox import Outbox
+from bridge.pachca import PachcaApi
+from bridge.rules import Rules
+from bridge.settings import Settings
+from bridge.store import Store
+from bridge.web.auth import IntakeAuth
+
+SETTINGS = web.AppKey("settings", Settings)
+RULES = web.AppKey("rules", Rules)
+STORE = web.AppKey("store", Store)
+PACHCA = web.AppKey("pachca", PachcaApi)
+METRICS = web.AppKey("metrics", Metrics)
+AUTH = web.AppKey("auth", IntakeAuth)
+INBOX = web.AppKey("inbox", Inbox)
+OUTBOX = web.AppKey("outbox", Outbox)
+OUTBOX_TASK = web.AppKey("outbox_task", asyncio.Task[None])
