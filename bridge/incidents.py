@@ -67,14 +67,14 @@ def apply_notification(
 ) -> Transition:
     """Apply `note` to the incident it belongs to in one chat.
 
-    `current` is the stored incident with this key, if any. A resolved incident older than
-    `resolved_ttl` is finished: a new firing then opens a new incident (and message).
+    `current` is the stored incident with this key, if any. An incident resolved more than
+    `resolved_ttl` ago (by the bridge's clock, so replays and skewed sources behave the same)
+    is finished: a new firing then opens a new incident (and message).
     """
     finished = (
         current is not None
         and current.state is IncidentState.RESOLVED
-        and current.resolved_at is not None
-        and now - current.resolved_at > resolved_ttl
+        and now - current.changed_at > resolved_ttl
     )
     if current is None or finished:
         return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, previous=current)
@@ -109,6 +109,7 @@ def _open(
         truncated_alerts=note.truncated_alerts,
         state=IncidentState.FIRING,
         opened_at=now,
+        changed_at=now,
     )
     return Transition(incident, (Effect.CREATE,))
 
@@ -147,6 +148,7 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
             "common_annotations": note.common_annotations,
             "state": state,
             "resolved_at": resolved_at,
+            "changed_at": now,
             "version": current.version + 1,
         }
     )

@@ -92,7 +92,8 @@ class Incident(Frozen):
     truncated_alerts: int
     state: IncidentState
     opened_at: datetime
-    resolved_at: datetime | None = None
+    changed_at: datetime  # bridge clock: when the last change was recorded
+    resolved_at: datetime | None = None  # when the last alert ended (source clock)
     version: int = 1
 
     @property

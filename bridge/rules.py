@@ -163,9 +163,8 @@ def _load_file(file: Path, problems: list[str]) -> Iterable[Route]:
             for err in exc.errors(include_url=False):
                 loc = ("routes", index, *err["loc"])
                 field = ".".join(str(p) for p in err["loc"]) or "(route)"
-                problems.append(
-                    f"{file}:{_line(node, loc)}: route {label!r}: {field}: {err['msg']}"
-                )
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{file}:{_line(node, loc)}: route {label!r}: {field}: {message}")
             continue
         matchers = tuple(parse_matcher(m) for m in config.matchers)
         routes.append(Route(config, matchers, where))

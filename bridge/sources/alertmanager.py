@@ -48,7 +48,7 @@ class AlertmanagerPayload(_Loose):
 def decode_json(body: bytes) -> Any:
     """The JSON value of `body`, or a 400 PayloadError saying where it broke."""
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise PayloadError(400, f"body is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:

@@ -1,0 +1,132 @@
+"""Shared test parts: the fixtures' location, a fake Pachca over HTTP, and a bridge wired to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.metrics import Metrics
+from bridge.pachca import PachcaClient
+from bridge.rules import Rules, load_rules
+from bridge.settings import Settings
+from bridge.store import Store, open_store
+from bridge.web.app import create_app
+from bridge.web.state import OUTBOX
+from tests.fake_pachca import FakePachca
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+RULES_YAML = """
+routes:
+  - name: databases
+    matchers: ['team="db"']
+    chat_id: 1001
+    mentions: ["@dba_oncall"]
+  - name: default
+    chat_id: 1000
+"""
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads(fixture_bytes(name))
+
+
+@pytest.fixture
+def rules_path(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES_YAML, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def rules(rules_path: Path) -> Rules:
+    return load_rules(rules_path)
+
+
+@pytest.fixture
+async def fake_pachca() -> AsyncIterator[tuple[FakePachca, str]]:
+    fake = FakePachca()
+    server = TestServer(fake.app())
+    await server.start_server()
+    yield fake, str(server.make_url("/api/shared/v1"))
+    await server.close()
+    assert fake.violations == [], "requests or answers off Pachca's OpenAPI spec"
+
+
+@dataclass
+class Bridge:
+    client: TestClient[web.Request, web.Application]
+    app: web.Application
+    fake: FakePachca
+    store: Store
+
+    async def post(
+        self,
+        body: bytes | str | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        path: str = "/webhook/alertmanager",
+    ) -> ClientResponse:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        return await self.client.post(path, data=body, headers=sent)
+
+    async def post_fixture(self, name: str) -> ClientResponse:
+        response = await self.post(fixture_bytes(name))
+        assert response.status == 200, await response.text()
+        return response
+
+    async def deliver(self) -> None:
+        """Run the outbox until nothing is due (as the background task would)."""
+        for _ in range(200):
+            if not await self.app[OUTBOX].drain_once():
+                return
+        raise AssertionError("outbox never drained")
+
+
+BridgeFactory = Callable[..., Awaitable[Bridge]]
+
+
+@pytest.fixture
+async def make_bridge(
+    fake_pachca: tuple[FakePachca, str],
+    rules: Rules,
+    aiohttp_client: Any,
+) -> BridgeFactory:
+    fake, url = fake_pachca
+
+    async def make(
+        store_url: str = "memory://", rules_override: Rules | None = None, **env: str
+    ) -> Bridge:
+        settings = Settings.from_environ(
+            {"PACHCA_TOKEN": fake.token, "PACHCA_API_URL": url, "BRIDGE_STORE": store_url, **env}
+        )
+        metrics = Metrics()
+        assert settings.PACHCA_TOKEN is not None
+        pachca = PachcaClient(url, settings.PACHCA_TOKEN.get_secret_value(), 5.0, metrics)
+        store = open_store(store_url)
+        app = create_app(
+            settings, rules_override or rules, store, pachca, metrics, run_outbox=False
+        )
+        client = await aiohttp_client(app)
+        return Bridge(client, app, fake, store)
+
+    return make
+
+
+@pytest.fixture
+async def bridge(make_bridge: BridgeFactory) -> Bridge:
+    return await make_bridge()

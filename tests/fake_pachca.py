@@ -1,0 +1,335 @@
+"""A local HTTP server that behaves like Pachca for the calls the bridge makes.
+
+It checks every request body against Pachca's own OpenAPI document and every answer it gives
+against the same document; a request that violates it gets Pachca's 400 ApiError and is
+recorded in `violations` (tests fail if any is recorded). It enforces the bearer token, the
+40,000-byte content limit and the button limits, can rate-limit (429 + Retry-After), and can be
+told to fail the next calls with 5xx, 4xx or a dropped connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+from openapi_schema_validator import OAS30Validator
+
+# A copy of shared/pachca/openapi.yaml (MIT, (c) 2025 Pachca); test_fixtures_sync checks it.
+SPEC_PATH = Path(__file__).resolve().parent / "fixtures" / "pachca-openapi.yaml"
+CONTENT_LIMIT = 40_000
+BASE_PATH = "/api/shared/v1"
+
+
+class OpenApiContract:
+    """Request and response schemas of Pachca's spec, looked up by method and concrete path."""
+
+    def __init__(self, path: Path = SPEC_PATH) -> None:
+        self.spec = _nullable_all_of(yaml.safe_load(path.read_text(encoding="utf-8")))
+        self._routes: list[tuple[re.Pattern[str], str, str]] = []
+        for template in self.spec["paths"]:
+            pattern = re.compile("^" + re.sub(r"\{[^/]+\}", r"[^/]+", template) + "$")
+            self._routes.append((pattern, template, template))
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]]:
+        for pattern, template, _ in self._routes:
+            if pattern.match(path):
+                op = self.spec["paths"][template].get(method.lower())
+                if op is not None:
+                    return template, op
+        raise KeyError(f"{method} {path} is not an operation of Pachca's API")
+
+    def _validator(self, schema: dict[str, Any]) -> OAS30Validator:
+        return OAS30Validator({**schema, "components": self.spec["components"]})
+
+    def request_errors(self, method: str, path: str, body: Any) -> list[str]:
+        _, op = self.operation(method, path)
+        content = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if content is None:
+            return [] if body is None else ["this operation takes no JSON body"]
+        if body is None:
+            return ["a JSON body is required"]
+        return [_describe(e) for e in self._validator(content["schema"]).iter_errors(body)]
+
+    def response_errors(self, method: str, path: str, status: int, body: Any) -> list[str]:
+        _, op = self.operation(method, path)
+        answer = op["responses"].get(str(status))
+        if answer is None:
+            return [f"status {status} is not documented for {method} {path}"]
+        content = answer.get("content", {}).get("application/json")
+        if content is None:
+            return []
+        return [_describe(e) for e in self._validator(content["schema"]).iter_errors(body)]
+
+
+def _nullable_all_of(node: Any) -> Any:
+    """`{nullable: true, allOf: [...]}` means "null or all of these" in OpenAPI 3.0, but the
+    validator checks null against the allOf parts too; spell it as anyOf with null."""
+    if isinstance(node, list):
+        return [_nullable_all_of(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable_all_of(v) for k, v in node.items()}
+    if node.get("nullable") is True and "allOf" in node:
+        rest = {k: v for k, v in node.items() if k not in ("nullable", "type", "description")}
+        return {"anyOf": [rest, {"enum": [None]}]}
+    return node
+
+
+def _describe(error: Any) -> str:
+    where = "/".join(str(p) for p in error.absolute_path) or "(body)"
+    return f"{where}: {error.message}"
+
+
+CONTRACT = OpenApiContract()
+
+
+def api_error(key: str, message: str, code: str, value: str | None = None) -> dict[str, Any]:
+    return {
+        "errors": [{"key": key, "value": value, "message": message, "code": code, "payload": None}]
+    }
+
+
+@dataclass
+class Failure:
+    status: int  # 0 = drop the connection
+    retry_after: str | None = None
+    body: Any = None
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    template: str
+    body: Any
+    status: int
+    at: float
+
+
+@dataclass
+class FakePachca:
+    token: str = "test-token"
+    rate_limit: float | None = None  # requests per second, None = unlimited
+    retry_after: int = 1
+    contract: OpenApiContract = field(default_factory=lambda: CONTRACT)
+    calls: list[Call] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    threads: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
+    failures: list[Failure] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(1000)
+        self._window: list[float] = []
+
+    # -- what tests look at ---------------------------------------------------------------
+    def ok_calls(self, template: str | None = None) -> list[Call]:
+        return [
+            c for c in self.calls if c.status < 300 and (template is None or c.template == template)
+        ]
+
+    def count(self, method: str, template: str) -> int:
+        return sum(1 for c in self.ok_calls() if c.method == method and c.template == template)
+
+    def channel_messages(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages.values() if m["entity_type"] == "discussion"]
+
+    def thread_comments(self, message_id: int) -> list[str]:
+        thread = self.threads.get(message_id)
+        if thread is None:
+            return []
+        return [
+            m["content"]
+            for m in self.messages.values()
+            if m["entity_type"] == "thread" and m["entity_id"] == thread["id"]
+        ]
+
+    def fail_next(
+        self, status: int, times: int = 1, retry_after: str | None = None, body: Any = None
+    ) -> None:
+        self.failures.extend(Failure(status, retry_after, body) for _ in range(times))
+
+    # -- the server -----------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=10 * 1024 * 1024)
+        app.router.add_route("*", BASE_PATH + "/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        raw = await request.read()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except json.JSONDecodeError:
+                return self._answer(
+                    request, None, 400, api_error("body", "invalid JSON", "invalid")
+                )
+        try:
+            template, _ = self.contract.operation(request.method, path)
+        except KeyError as exc:
+            self.violations.append(str(exc))
+            return web.json_response(api_error("path", str(exc), "not_found"), status=404)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._answer(
+                request,
+                body,
+                401,
+                {"error": "invalid_token", "error_description": "Access token is invalid"},
+            )
+        if self.failures:
+            failure = self.failures.pop(0)
+            if failure.status == 0:
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
+            return self._answer(request, body, failure.status, failure.body, headers)
+        if self.rate_limit is not None and self._over_rate():
+            return self._answer(request, body, 429, None, {"Retry-After": str(self.retry_after)})
+        problems = self.contract.request_errors(request.method, path, body)
+        if problems:
+            self.violations.extend(f"{request.method} {path}: {p}" for p in problems)
+            return self._answer(
+                request, body, 400, api_error("message", "; ".join(problems), "invalid")
+            )
+        status, answer = self._operate(request.method, template, request.match_info["tail"], body)
+        return self._answer(request, body, status, answer)
+
+    def _over_rate(self) -> bool:
+        now = time.monotonic()
+        self._window = [t for t in self._window if now - t < 1.0]
+        assert self.rate_limit is not None
+        if len(self._window) >= self.rate_limit:
+            return True
+        self._window.append(now)
+        return False
+
+    def _answer(
+        self,
+        request: web.Request,
+        body: Any,
+        status: int,
+        answer: Any,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        self.calls.append(
+            Call(
+                request.method,
+                path,
+                self._template(request.method, path),
+                body,
+                status,
+                time.monotonic(),
+            )
+        )
+        if answer is not None and status != 429 and status < 500:
+            for problem in self.contract.response_errors(request.method, path, status, answer):
+                self.violations.append(f"fake answered off-spec {status}: {problem}")
+        if answer is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(answer, status=status, headers=headers)
+
+    def _template(self, method: str, path: str) -> str:
+        try:
+            return self.contract.operation(method, path)[0]
+        except KeyError:
+            return path
+
+    def _operate(self, method: str, template: str, tail: str, body: Any) -> tuple[int, Any]:
+        parts = tail.strip("/").split("/")
+        if (method, template) == ("POST", "/messages"):
+            return self._create(body["message"])
+        if (method, template) == ("PUT", "/messages/{id}"):
+            message = self.messages.get(int(parts[1]))
+            if message is None:
+                return 404, api_error("id", "Сообщение не найдено", "not_found", parts[1])
+            update = body["message"]
+            error = self._check_content(update)
+            if error:
+                return 422, error
+            for key in ("content", "buttons"):
+                if key in update:
+                    message[key] = update[key] or None if key == "buttons" else update[key]
+            message["changed_at"] = _now()
+            return 200, {"data": message}
+        if (method, template) == ("POST", "/messages/{id}/thread"):
+            message_id = int(parts[1])
+            if message_id not in self.messages:
+                return 404, api_error("id", "Сообщение не найдено", "not_found", parts[1])
+            thread = self.threads.get(message_id)
+            if thread is None:
+                thread = {
+                    "id": next(self._ids),
+                    "chat_id": next(self._ids),
+                    "message_id": message_id,
+                    "message_chat_id": self.messages[message_id]["chat_id"],
+                    "updated_at": _now(),
+                }
+                self.threads[message_id] = thread
+            return 201, {"data": thread}
+        if (method, template) == ("PUT", "/bot/webhook"):
+            return 200, None
+        return 404, api_error("path", f"{method} {template} is not faked", "not_found")
+
+    def _check_content(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        content = message.get("content", "")
+        if len(content.encode()) > CONTENT_LIMIT:
+            return api_error("content", "Слишком длинный текст", "too_long")
+        buttons = message.get("buttons") or []
+        if (
+            sum(len(row) for row in buttons) > 100
+            or any(len(row) > 8 for row in buttons)
+            or len(buttons) > 32
+        ):
+            return api_error("buttons", "Слишком много кнопок", "invalid")
+        return None
+
+    def _create(self, message: dict[str, Any]) -> tuple[int, Any]:
+        if not message.get("content"):
+            return 400, api_error("content", "Не может быть пустым", "blank")
+        error = self._check_content(message)
+        if error:
+            return 422, error
+        entity_type = message.get("entity_type", "discussion")
+        entity_id = message["entity_id"]
+        if entity_type == "thread" and not any(t["id"] == entity_id for t in self.threads.values()):
+            return 404, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
+        message_id = next(self._ids)
+        stored = {
+            "id": message_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "chat_id": entity_id,
+            "root_chat_id": entity_id,
+            "content": message["content"],
+            "user_id": 1,
+            "created_at": _now(),
+            "url": f"https://app.pachca.com/chats/{entity_id}?message={message_id}",
+            "files": [],
+            "voice_content": None,
+            "buttons": message.get("buttons") or None,
+            "thread": None,
+            "forwarding": None,
+            "parent_message_id": None,
+            "changed_at": None,
+            "deleted_at": None,
+            "display_name": message.get("display_name"),
+        }
+        self.messages[message_id] = stored
+        answer = {k: v for k, v in stored.items() if k != "display_name"}
+        return 201, {"data": answer}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
