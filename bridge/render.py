@@ -186,7 +186,11 @@ def _first_start(incident: Incident) -> datetime:
 
 
 def _label_line(labels: dict[str, str], exclude: set[str]) -> Md:
-    shown = [f"{escape(k)}: {code(v)}" for k, v in sorted(labels.items()) if k not in exclude]
+    shown = [
+        f"{escape(k)}: {code(truncate(v, MAX_TITLE_CHARS))}"
+        for k, v in sorted(labels.items())
+        if k not in exclude
+    ]
     return Md(" · ".join(shown))
 
 

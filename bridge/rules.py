@@ -128,7 +128,8 @@ def load_rules(path: str | Path) -> Rules:
     routes: list[Route] = []
     for file in files:
         routes.extend(_load_file(file, problems))
-    problems.extend(_check_routes(routes))
+    if routes or not problems:  # with every route invalid, "no routes" would only confuse
+        problems.extend(_check_routes(routes))
     if problems:
         raise ConfigError(problems)
     return Rules(tuple(routes))

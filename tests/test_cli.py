@@ -1,0 +1,118 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from tests.conftest import FIXTURES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_check_config_accepts_the_documented_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(REPO / "rules")]) == 0
+    assert "OK: 3 routes" in capsys.readouterr().out
+
+
+def test_check_config_exits_1_listing_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "routes:\n  - {name: a, matchers: ['team=~\"(\"'], chat_id: 1}\n"
+        "  - {name: b, matchers: ['team=\"x\"'], chat_id: 2}\n"
+    )
+    assert main(["check-config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2: route 'a': matchers:" in err
+    assert f"{bad}:3: route 'b': the last route is the default" in err
+
+
+def test_route_test_prints_routes_and_chats(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route-test", str(REPO / "rules"), "team=db", "severity=critical"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("databases\tchat 1001")
+    assert main(["route-test", str(REPO / "rules"), "team=web"]) == 0
+    assert capsys.readouterr().out.startswith("default\tchat 1000")
+
+
+def test_route_test_refuses_a_label_without_equals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["route-test", str(REPO / "rules"), "team"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_render_prints_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    payload = FIXTURES / "alertmanager" / "02-group-3-firing.json"
+    assert main(["render", str(payload), "--rules", str(REPO / "rules")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("=== route databases -> chat 1001\n🔴 **ГОРИТ**")
+    buttons = json.loads(out.split("--- buttons\n", 1)[1])
+    assert buttons[0][0]["data"] == "ack:0123456789"
+
+
+def test_render_refuses_a_bad_payload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "4"}')
+    assert main(["render", str(bad), "--rules", str(REPO / "rules")]) == 1
+    assert "groupKey: Field required" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_readme_run_command_serves_dry_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`pachca-alert-bridge serve --rules rules/ --dry-run`, as the README says, for real."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
+    env["BRIDGE_STORE"] = f"sqlite:///{tmp_path / 'state.db'}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--rules",
+            "rules/",
+            "--dry-run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        body = (FIXTURES / "alertmanager" / "01-single-firing.json").read_bytes()
+        request = urllib.request.Request(
+            base + "/webhook/alertmanager", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        time.sleep(1.5)  # the outbox delivers in the background
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert "intake is OPEN" in output
+    assert "dry-run: POST /messages" in output and "HighCPU" in output

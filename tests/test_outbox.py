@@ -1,0 +1,123 @@
+"""Delivery against a misbehaving Pachca: what is retried, when, and what is given up."""
+
+import pytest
+
+from bridge.outbox import backoff
+from bridge.web.state import OUTBOX
+from tests.conftest import Bridge
+from tests.fake_pachca import api_error
+
+FIRING = "alertmanager/02-group-3-firing.json"
+
+
+class Clock:
+    def __init__(self, start: float = 1_900_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(bridge: Bridge) -> Clock:
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    return clock
+
+
+async def pending(bridge: Bridge) -> int:
+    depth, _ = await bridge.store.outbox_stats(0)
+    return depth
+
+
+async def test_429_waits_for_retry_after(bridge: Bridge, clock: Clock) -> None:
+    bridge.fake.fail_next(429, retry_after="7")
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    assert [c.status for c in bridge.fake.calls] == [429]
+    clock.now += 6.9
+    await bridge.deliver()
+    assert len(bridge.fake.calls) == 1, "retried before Retry-After"
+    clock.now += 0.2
+    await bridge.deliver()
+    assert [c.status for c in bridge.fake.calls] == [429, 201]
+    assert len(bridge.fake.channel_messages()) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 0])
+async def test_server_errors_and_dropped_connections_are_retried(
+    bridge: Bridge, clock: Clock, status: int
+) -> None:
+    bridge.fake.fail_next(status, times=3)
+    await bridge.post_fixture(FIRING)
+    for _ in range(4):
+        await bridge.deliver()
+        clock.now += 600  # past any backoff
+    assert len(bridge.fake.channel_messages()) == 1
+    assert await pending(bridge) == 0
+
+
+async def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    assert backoff(0, 300, rng=lambda: 0.0) == 0.5
+    assert backoff(0, 300, rng=lambda: 1.0) == 1.5
+    assert backoff(3, 300, rng=lambda: 0.5) == 8.0
+    assert backoff(30, 300, rng=lambda: 0.5) == 300.0
+
+
+# the statuses POST /messages documents with an ApiError body
+@pytest.mark.parametrize("status", [400, 402, 422])
+async def test_client_errors_are_not_retried_and_kept_as_dead_letters(
+    bridge: Bridge, clock: Clock, status: int
+) -> None:
+    bridge.fake.fail_next(status, body=api_error("entity_id", "Чат не найден", "not_found", "1001"))
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    clock.now += 3600
+    await bridge.deliver()
+    assert len(bridge.fake.calls) == 1
+    (dead,) = await bridge.store.dead_letters()
+    assert dead.item.kind == "create"
+    assert f"HTTP {status}" in dead.error and "entity_id: Чат не найден (not_found)" in dead.error
+    assert await pending(bridge) == 0
+
+
+async def test_wrong_token_is_a_dead_letter_with_oauth_error(bridge: Bridge, clock: Clock) -> None:
+    bridge.fake.token = "rotated"
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    (dead,) = await bridge.store.dead_letters()
+    assert "HTTP 401" in dead.error and "invalid_token" in dead.error
+
+
+async def test_forbidden_is_a_dead_letter(bridge: Bridge, clock: Clock) -> None:
+    forbidden = {"error": "insufficient_scope", "error_description": "messages:create"}
+    bridge.fake.fail_next(403, body=forbidden)
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    (dead,) = await bridge.store.dead_letters()
+    assert "HTTP 403" in dead.error and "insufficient_scope" in dead.error
+
+
+async def test_content_too_long_is_sent_again_smaller(bridge: Bridge, clock: Clock) -> None:
+    bridge.fake.fail_next(422, body=api_error("content", "Слишком длинный текст", "too_long"))
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    statuses = [c.status for c in bridge.fake.calls]
+    assert statuses == [422, 201]
+    (message,) = bridge.fake.channel_messages()
+    assert "…и ещё 2" in message["content"]  # one alert shown instead of three
+
+
+async def test_edits_wait_for_the_create_in_order(bridge: Bridge, clock: Clock) -> None:
+    bridge.fake.fail_next(503)
+    await bridge.post_fixture(FIRING)
+    await bridge.post_fixture("alertmanager/04-group-1-resolved-2-firing.json")
+    await bridge.deliver()
+    assert [c.status for c in bridge.fake.calls] == [503]  # the edit did not jump the queue
+    clock.now += 600
+    await bridge.deliver()
+    methods = [(c.method, c.status) for c in bridge.fake.calls]
+    # the create renders the latest state, so the queued edit has nothing left to do
+    assert methods == [("POST", 503), ("POST", 201)]
+    (message,) = bridge.fake.channel_messages()
+    assert "🔥 2 · ✅ 1" in message["content"]

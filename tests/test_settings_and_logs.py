@@ -1,0 +1,95 @@
+import io
+import logging
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.logs import setup_logging
+from bridge.settings import DEFAULT_PACHCA_API_URL, Settings
+from tests.conftest import BridgeFactory
+
+
+def test_defaults() -> None:
+    settings = Settings.from_environ({})
+    assert settings.PACHCA_API_URL == DEFAULT_PACHCA_API_URL
+    assert settings.BRIDGE_STORE == "sqlite:///./bridge-state.db"
+    assert settings.BRIDGE_MAX_BODY == 1024 * 1024
+    assert settings.BRIDGE_RESOLVED_TTL == 3600
+    assert settings.intake_open
+
+
+def test_durations_accept_human_forms() -> None:
+    settings = Settings.from_environ({"BRIDGE_DEDUP_TTL": "1h30m", "BRIDGE_RESOLVED_TTL": "90"})
+    assert settings.BRIDGE_DEDUP_TTL == 5400
+    assert settings.BRIDGE_RESOLVED_TTL == 90
+
+
+def test_secrets_come_from_files(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-a-file\n")
+    settings = Settings.from_environ({"PACHCA_TOKEN_FILE": str(token)})
+    assert settings.PACHCA_TOKEN is not None
+    assert settings.PACHCA_TOKEN.get_secret_value() == "from-a-file"
+    assert "from-a-file" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"PACHCA_TOKEN": "a", "PACHCA_TOKEN_FILE": "/x"}, "both set"),
+        ({"PACHCA_TOKEN_FILE": "/nonexistent/token"}, "PACHCA_TOKEN_FILE: cannot read"),
+        ({"BRIDGE_WEBHOOK_BASIC_AUTH": "nocolon"}, "user:password"),
+        ({"BRIDGE_TIMEZONE": "Mars/Olympus"}, "unknown time zone"),
+        ({"BRIDGE_STORE": "postgres://x"}, "sqlite:///"),
+        ({"PACHCA_API_URL": "api.pachca.com"}, "http"),
+        ({"BRIDGE_MAX_BODY": "-1"}, "BRIDGE_MAX_BODY"),
+        ({"BRIDGE_DEDUP_TTL": "soon"}, "not a duration"),
+    ],
+)
+def test_bad_settings_name_the_variable(environ: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(environ)
+    assert expected in str(caught.value)
+
+
+async def test_no_secret_reaches_a_log_line(make_bridge: BridgeFactory) -> None:
+    """Drive failures that log (refused intake, Pachca refusing the token) and read the output
+    exactly as the configured handler writes it."""
+    bridge = await make_bridge(
+        BRIDGE_WEBHOOK_TOKEN="intake-secret-123", BRIDGE_WEBHOOK_BASIC_AUTH="am:basic-secret-456"
+    )
+    stream = io.StringIO()
+    settings = Settings.from_environ(
+        {
+            "PACHCA_TOKEN": bridge.fake.token,
+            "BRIDGE_WEBHOOK_TOKEN": "intake-secret-123",
+            "BRIDGE_WEBHOOK_BASIC_AUTH": "am:basic-secret-456",
+        }
+    )
+    setup_logging("DEBUG", "json", settings.secret_values())
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+    try:
+        await bridge.post(b"{}", headers={"Authorization": "Bearer intake-secret-123"})
+        await bridge.post(b"{}", headers={"Authorization": "Bearer wrong"})
+        bridge.fake.fail_next(
+            401,
+            body={
+                "error": "invalid_token",
+                "error_description": f"token {bridge.fake.token} revoked",
+            },
+        )
+        from tests.conftest import fixture_bytes
+
+        await bridge.post(
+            fixture_bytes("alertmanager/01-single-firing.json"),
+            headers={"Authorization": "Bearer intake-secret-123"},
+        )
+        await bridge.deliver()
+        logging.getLogger("bridge.test").error("echo %s", "intake-secret-123 basic-secret-456")
+    finally:
+        logging.getLogger().handlers.clear()
+    output = stream.getvalue()
+    assert "revoked" in output and "***" in output  # the failures were logged...
+    for secret in (bridge.fake.token, "intake-secret-123", "basic-secret-456"):
+        assert secret not in output  # ...without their secrets
