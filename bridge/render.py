@@ -7,6 +7,7 @@ Jinja2 template `templates/message.j2`, rendered in a sandbox; alert text is esc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from importlib import resources
@@ -88,6 +89,7 @@ def _finalize(value: Any) -> Any:
     return value if isinstance(value, Md) else escape(str(value))
 
 
+_BLANK_RUNS = re.compile(r"\n{3,}")
 _ENV = SandboxedEnvironment(finalize=_finalize, trim_blocks=False, keep_trailing_newline=False)
 _MESSAGE = _ENV.from_string(
     resources.files("bridge").joinpath("templates/message.j2").read_text(encoding="utf-8")
@@ -151,14 +153,15 @@ def _content(
     shown = ordered[:limit]
     hidden = len(ordered) - len(shown) + incident.truncated_alerts
     mentions = route.mentions if incident.state is IncidentState.FIRING else []
-    return _MESSAGE.render(
+    text = _MESSAGE.render(
         t=words,
         header=_header(incident, route.language),
         common_labels=_label_line(incident.common_labels, exclude=_QUIET_LABELS),
         alerts=[_alert_view(a, incident, route.language, options, text_limit) for a in shown],
         hidden=hidden,
         mentions=Md(" ".join(mentions)),
-    ).strip()
+    )
+    return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
 def _header(incident: Incident, language: str) -> Md:
@@ -214,7 +217,8 @@ def _alert_view(
     if alert.generator_url and safe_url(alert.generator_url):
         links.append(link(words["source"], alert.generator_url))
     runbook = alert.annotations.get("runbook_url", "")
-    if runbook and safe_url(runbook):
+    # the group's common runbook is a button already; only a different one is worth a link
+    if runbook and runbook != incident.common_annotations.get("runbook_url") and safe_url(runbook):
         links.append(link(words["runbook"], runbook))
     return {
         "icon": "🔥" if alert.status is AlertStatus.FIRING else "✅",
