@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     BRIDGE_DEDUP_TTL: float = 6 * 3600
     BRIDGE_DEDUP_CACHE_SIZE: int = Field(default=100_000, gt=0)
     BRIDGE_RESOLVED_TTL: float = 3600
+    BRIDGE_RETENTION: float = 7 * 86400
     BRIDGE_TIMEZONE: str = "UTC"
     BRIDGE_LOG_FORMAT: Literal["text", "json"] = "text"
     BRIDGE_LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -133,6 +134,11 @@ class Settings(BaseSettings):
                     for e in exc.errors(include_url=False)
                 ]
         raise ConfigError(problems)
+
+    @property
+    def retention(self) -> float:
+        """How long resolved incidents are kept: never shorter than the re-open window."""
+        return max(self.BRIDGE_RETENTION, self.BRIDGE_RESOLVED_TTL)
 
     @property
     def timezone(self) -> ZoneInfo:

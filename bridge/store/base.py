@@ -87,5 +87,9 @@ class Store(Protocol):
 
     async def dead_letters(self) -> list[DeadLetter]: ...
 
+    async def prune(self, finished_before: float) -> int:
+        """Forget incidents resolved (last changed) before this time with nothing left to
+        deliver; returns how many. Keeps the store from growing without bound."""
+
     async def outbox_stats(self, now: float) -> tuple[int, float]:
         """(number of items waiting, age in seconds of the oldest)."""

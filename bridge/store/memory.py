@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.errors import ConflictError
-from bridge.model import Delivery, Incident
+from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
 
 
@@ -81,6 +81,22 @@ class MemoryStore:
 
     async def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
+
+    async def prune(self, finished_before: float) -> int:
+        busy = {item.ref for item, _ in self._outbox.values()}
+        gone = [
+            ref
+            for ref, incident in self._incidents.items()
+            if incident.state is IncidentState.RESOLVED
+            and incident.changed_at.timestamp() < finished_before
+            and ref not in busy
+        ]
+        for ref in gone:
+            incident = self._incidents.pop(ref)
+            self._deliveries.pop(ref, None)
+            if self._current.get(incident.key) == ref:
+                del self._current[incident.key]
+        return len(gone)
 
     async def outbox_stats(self, now: float) -> tuple[int, float]:
         if not self._outbox:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bridge.errors import ConflictError, StoreError
-from bridge.model import Delivery, Incident
+from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
 
 T = TypeVar("T")
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     key TEXT NOT NULL,
     version INTEGER NOT NULL,
     body TEXT NOT NULL,
+    finished_at REAL,  -- set while resolved: when it was last changed (for pruning)
     message_id INTEGER,
     thread_id INTEGER,
     rendered_version INTEGER NOT NULL DEFAULT 0
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (ref, id);
+CREATE INDEX IF NOT EXISTS incidents_finished ON incidents (finished_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     ref TEXT NOT NULL,
@@ -156,10 +158,23 @@ class SQLiteStore:
             found = (row[0], row[1]) if row else None
             if found != replaces:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
+            finished_at = (
+                incident.changed_at.timestamp()
+                if incident.state is IncidentState.RESOLVED
+                else None
+            )
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (ref) DO UPDATE SET version = excluded.version, body = excluded.body",
-                (incident.ref, incident.key, incident.version, incident.model_dump_json()),
+                "INSERT INTO incidents (ref, key, version, body, finished_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "version = excluded.version, body = excluded.body, "
+                "finished_at = excluded.finished_at",
+                (
+                    incident.ref,
+                    incident.key,
+                    incident.version,
+                    incident.model_dump_json(),
+                    finished_at,
+                ),
             )
             db.execute(
                 "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
@@ -232,6 +247,23 @@ class SQLiteStore:
             ).fetchall()
         )
         return [DeadLetter(OutboxItem(*row[:6]), row[6], row[7]) for row in rows]
+
+    async def prune(self, finished_before: float) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            stale = (
+                "SELECT ref FROM incidents WHERE finished_at < ? "
+                "AND ref NOT IN (SELECT ref FROM outbox)"
+            )
+            db.execute(
+                f"DELETE FROM current_incidents WHERE ref IN ({stale})",  # noqa: S608
+                (finished_before,),
+            )
+            return db.execute(
+                f"DELETE FROM incidents WHERE ref IN ({stale})",  # noqa: S608
+                (finished_before,),
+            ).rowcount
+
+        return await self._run(delete)
 
     async def outbox_stats(self, now: float) -> tuple[int, float]:
         count, oldest = await self._run(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
@@ -26,7 +27,6 @@ from bridge.web.state import (
     INBOX,
     METRICS,
     OUTBOX,
-    OUTBOX_TASK,
     PACHCA,
     RULES,
     SETTINGS,
@@ -105,13 +105,17 @@ def create_app(
                 "intake is OPEN: neither BRIDGE_WEBHOOK_TOKEN nor BRIDGE_WEBHOOK_BASIC_AUTH is "
                 "set, so anyone who reaches this port can post alerts; set one outside trials"
             )
+        tasks = []
         if run_outbox:
-            app[OUTBOX_TASK] = asyncio.create_task(outbox.run(), name="outbox")
+            tasks = [
+                asyncio.create_task(outbox.run(), name="outbox"),
+                asyncio.create_task(prune_forever(store, settings.retention), name="prune"),
+            ]
         yield
-        if run_outbox:
-            app[OUTBOX_TASK].cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await app[OUTBOX_TASK]
+                await task
         await pachca.close()
         await store.close()
 

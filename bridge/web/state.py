@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from bridge.inbox import Inbox
@@ -23,4 +21,3 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", IntakeAuth)
 INBOX = web.AppKey("inbox", Inbox)
 OUTBOX = web.AppKey("outbox", Outbox)
-OUTBOX_TASK = web.AppKey("outbox_task", asyncio.Task[None])

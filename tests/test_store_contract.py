@@ -1,0 +1,144 @@
+"""One contract every store backend passes."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConflictError
+from bridge.housekeeping import prune_once
+from bridge.model import Delivery, Incident, IncidentState
+from bridge.store import NewOutboxItem, Store, open_store
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 's.db'}"
+    store = open_store(url)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def incident(
+    ref: str = "r1",
+    key: str = "k1",
+    version: int = 1,
+    state: IncidentState = IncidentState.FIRING,
+    changed_at: datetime = T0,
+) -> Incident:
+    return Incident(
+        ref=ref,
+        key=key,
+        source="alertmanager",
+        route="default",
+        chat_id=1,
+        receiver="r",
+        group_key="g",
+        group_labels={},
+        common_labels={},
+        common_annotations={},
+        external_url="",
+        alerts={},
+        truncated_alerts=0,
+        state=state,
+        opened_at=T0,
+        changed_at=changed_at,
+        version=version,
+    )
+
+
+async def test_save_and_load_by_key_and_ref(store: Store) -> None:
+    await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
+    stored = await store.load_incident("k1")
+    assert stored is not None and stored.incident == incident()
+    assert stored.delivery == Delivery()
+    assert (await store.load_by_ref("r1")) == stored
+    assert await store.load_incident("other") is None
+
+
+async def test_compare_and_set_refuses_a_stale_writer(store: Store) -> None:
+    await store.save_incident(incident(), None, [], 1.0)
+    with pytest.raises(ConflictError):
+        await store.save_incident(incident(), None, [], 1.0)  # both thought it was new
+    await store.save_incident(incident(version=2), ("r1", 1), [], 1.0)
+    with pytest.raises(ConflictError):
+        await store.save_incident(incident(version=3), ("r1", 1), [], 1.0)  # lost the race
+    stored = await store.load_incident("k1")
+    assert stored is not None and stored.incident.version == 2
+
+
+async def test_replacing_an_incident_keeps_the_old_one_by_ref(store: Store) -> None:
+    await store.save_incident(incident(), None, [], 1.0)
+    await store.save_incident(incident(ref="r2"), ("r1", 1), [], 2.0)
+    current = await store.load_incident("k1")
+    assert current is not None and current.incident.ref == "r2"
+    assert await store.load_by_ref("r1") is not None
+
+
+async def test_delivery_is_kept_apart_from_incident_writes(store: Store) -> None:
+    await store.save_incident(incident(), None, [], 1.0)
+    await store.record_delivery("r1", Delivery(message_id=5, thread_id=None, rendered_version=1))
+    await store.save_incident(incident(version=2), ("r1", 1), [], 2.0)
+    stored = await store.load_incident("k1")
+    assert stored is not None and stored.delivery.message_id == 5
+
+
+async def test_outbox_hands_out_the_oldest_item_of_each_incident(store: Store) -> None:
+    await store.save_incident(
+        incident(), None, [NewOutboxItem("create"), NewOutboxItem("edit")], 1.0
+    )
+    await store.save_incident(incident("r2", "k2"), None, [NewOutboxItem("create")], 2.0)
+    due = await store.due_items(10.0, 10)
+    assert [(i.ref, i.kind) for i in due] == [("r1", "create"), ("r2", "create")]
+    await store.finish_item(due[0].id)
+    due = await store.due_items(10.0, 10)
+    assert [(i.ref, i.kind) for i in due] == [("r1", "edit"), ("r2", "create")]
+    assert await store.outbox_stats(10.0) == (2, 9.0)
+
+
+async def test_retried_item_waits_and_blocks_its_incident(store: Store) -> None:
+    await store.save_incident(
+        incident(), None, [NewOutboxItem("create"), NewOutboxItem("edit")], 1.0
+    )
+    (first,) = await store.due_items(1.0, 10)
+    await store.retry_item(first.id, 100.0, "HTTP 503")
+    assert await store.due_items(50.0, 10) == []  # the edit does not overtake the create
+    (again,) = await store.due_items(100.0, 10)
+    assert again.id == first.id and again.attempts == 1
+
+
+async def test_dead_letters_keep_the_item_and_the_reason(store: Store) -> None:
+    await store.save_incident(incident(), None, [NewOutboxItem("comment_resolved", "text")], 1.0)
+    (item,) = await store.due_items(1.0, 10)
+    await store.dead_letter(item, "HTTP 422: content: too long", 5.0)
+    assert await store.due_items(1.0, 10) == []
+    (dead,) = await store.dead_letters()
+    assert dead.item == item and dead.error.startswith("HTTP 422") and dead.failed_at == 5.0
+
+
+async def test_prune_forgets_only_long_resolved_idle_incidents(store: Store) -> None:
+    old = T0 - timedelta(days=8)
+    await store.save_incident(
+        incident("r1", "k1", state=IncidentState.RESOLVED, changed_at=old), None, [], 1.0
+    )
+    await store.save_incident(
+        incident("r2", "k2", state=IncidentState.FIRING, changed_at=old), None, [], 1.0
+    )
+    await store.save_incident(
+        incident("r3", "k3", state=IncidentState.RESOLVED, changed_at=old),
+        None,
+        [NewOutboxItem("edit")],
+        1.0,
+    )
+    await store.save_incident(
+        incident("r4", "k4", state=IncidentState.RESOLVED, changed_at=T0), None, [], 1.0
+    )
+    removed = await prune_once(store, retention=7 * 86400, now=T0.timestamp())
+    assert removed == 1
+    assert await store.load_incident("k1") is None and await store.load_by_ref("r1") is None
+    for key in ("k2", "k3", "k4"):
+        assert await store.load_incident(key) is not None
