@@ -45,6 +45,10 @@ class ConflictError(StoreError):
     """An optimistic write lost a race; re-read and apply the transition again."""
 
 
+class DuplicateEvent(StoreError):
+    """The event id was recorded before: a redelivery or replay, to be answered 2xx and ignored."""
+
+
 class PachcaError(BridgeError):
     """A Pachca call failed. `endpoint` is the route template, e.g. `PUT /messages/{id}`."""
 

@@ -13,11 +13,13 @@ from bridge.store import Store
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECONDS = 600.0
+# Pachca redelivers for minutes at most; a day of processed event ids is ample.
+EVENT_MEMORY_SECONDS = 86400.0
 
 
 async def prune_once(store: Store, retention: float, now: float) -> int:
     """Forget incidents resolved longer than `retention` seconds ago."""
-    removed = await store.prune(now - retention)
+    removed = await store.prune(now - retention, now - EVENT_MEMORY_SECONDS)
     if removed:
         log.info("forgot %d incidents resolved more than %.0fs ago", removed, retention)
     return removed

@@ -29,6 +29,10 @@ class Effect(StrEnum):
     EDIT = "edit"  # bring the message up to date with the incident
     COMMENT_REFIRED = "comment_refired"  # thread comment: firing again
     COMMENT_RESOLVED = "comment_resolved"  # thread comment: all resolved
+    COMMENT_ACKED = "comment_acked"  # thread comment: someone took it
+    COMMENT_UNACKED = "comment_unacked"  # thread comment: someone let it go
+    COMMENT_RESOLVED_BY_HAND = "comment_resolved_by_hand"  # thread comment: closed by a person
+    DM = "dm"  # direct message to the person who pressed a button
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ def _open(
         state=IncidentState.FIRING,
         opened_at=now,
         changed_at=now,
+        last_digest=notification_digest(note),
     )
     return Transition(incident, (Effect.CREATE,))
 
@@ -117,11 +122,20 @@ def _open(
 def _update(current: Incident, note: Notification, *, now: datetime) -> Transition:
     alerts = dict(current.alerts)
     refired = False
+    digest = notification_digest(note)
+    # Closed by hand while the source still said "firing": a copy of what we already had does
+    # not re-open it, but any new notification saying "firing" does.
+    reopen_by_hand = current.resolved_by is not None and digest != current.last_digest
     for alert in note.alerts:
         previous = alerts.get(alert.fingerprint)
         if previous is None:
             alerts[alert.fingerprint] = alert
-        elif _is_newer(alert, previous):
+        elif _is_newer(alert, previous) or (
+            reopen_by_hand
+            and alert.status is AlertStatus.FIRING
+            and previous.status is AlertStatus.RESOLVED
+            and alert.starts_at >= previous.starts_at
+        ):
             refired |= (
                 previous.status is AlertStatus.RESOLVED and alert.status is AlertStatus.FIRING
             )
@@ -139,8 +153,14 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     any_firing = any(a.status is AlertStatus.FIRING for a in alerts.values())
     state = IncidentState.FIRING if any_firing else IncidentState.RESOLVED
     resolved_at = None if any_firing else _last_end(alerts.values(), default=now)
+    reopened = current.state is IncidentState.RESOLVED and state is IncidentState.FIRING
+    people: dict[str, object] = {}
+    if reopened:  # a new episode: the old ack and the hand-closing no longer hold
+        people = {"acked_by": None, "acked_at": None, "resolved_by": None}
     updated = current.model_copy(
         update={
+            **people,
+            "last_digest": digest,
             "alerts": alerts,
             "truncated_alerts": note.truncated_alerts,
             "group_labels": note.group_labels or current.group_labels,

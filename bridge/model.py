@@ -95,6 +95,10 @@ class Incident(Frozen):
     changed_at: datetime  # bridge clock: when the last change was recorded
     resolved_at: datetime | None = None  # when the last alert ended (source clock)
     version: int = 1
+    acked_by: int | None = None  # Pachca user id
+    acked_at: datetime | None = None
+    resolved_by: int | None = None  # set when closed by hand (Resolve button)
+    last_digest: str = ""  # of the last notification applied (see incidents.notification_digest)
 
     @property
     def firing(self) -> list[Alert]:
@@ -111,6 +115,19 @@ class Delivery(Frozen):
     message_id: int | None = None
     thread_id: int | None = None
     rendered_version: int = 0
+
+
+class Click(Frozen):
+    """A button press, from Pachca's webhook or its event history (same shape either way).
+
+    `data` is the button's data as sent; it is only ever used as a reference to look up.
+    """
+
+    event_id: str  # trigger_id: the same click redelivered has the same id
+    data: str
+    user_id: int
+    chat_id: int | None = None
+    message_id: int | None = None
 
 
 def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> str:

@@ -8,6 +8,7 @@ Jinja2 template `templates/message.j2`, rendered in a sandbox; alert text is esc
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from importlib import resources
@@ -15,6 +16,7 @@ from typing import Any
 
 from jinja2.sandbox import SandboxedEnvironment
 
+from bridge.actions import Reply
 from bridge.durations import parse_duration
 from bridge.incidents import Effect
 from bridge.markdown import Md, code, escape, link, safe_url, truncate
@@ -46,6 +48,24 @@ WORDS: dict[str, dict[str, str]] = {
         "comment_refired": "🔥 Снова горит: {title} ({firing} из {total})",
         "comment_resolved": "✅ Решено: {title}, длилось {duration}",
         "units": "д ч м с",
+        "unack": "↩️ Отпустить",
+        "acked_line": "👀 Взял в работу: {name}, {time}",
+        "resolved_by_line": "✋ Закрыто вручную: {name}, {time}",
+        "comment_acked": "👀 {actor} взял в работу",
+        "comment_unacked": "↩️ {actor} больше не занимается инцидентом",
+        "comment_resolved_by_hand": "✋ {actor} закрыл инцидент вручную",
+        "reply_acked": "Вы взяли в работу «{title}».",
+        "reply_unacked": "Вы больше не занимаетесь «{title}».",
+        "reply_resolved": "Вы закрыли «{title}» вручную. Если алерт сработает снова, "
+        "сообщение откроется заново.",
+        "reply_malformed": "Эта кнопка не от бота алертов или повреждена. Ничего не изменено.",
+        "reply_unknown_incident": "Инцидент не найден: он давно закрыт или забыт. "
+        "Ничего не изменено.",
+        "reply_not_allowed": "У вас нет прав на действия с «{title}». Ничего не изменено.",
+        "reply_already_acked": "«{title}» уже в работе у {other}. Ничего не изменено.",
+        "reply_not_acked": "«{title}» никто не брал в работу. Ничего не изменено.",
+        "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
+        "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
     },
     "en": {
         "firing": "FIRING",
@@ -64,8 +84,30 @@ WORDS: dict[str, dict[str, str]] = {
         "comment_refired": "🔥 Firing again: {title} ({firing} of {total})",
         "comment_resolved": "✅ Resolved: {title}, lasted {duration}",
         "units": "d h m s",
+        "unack": "↩️ Unacknowledge",
+        "acked_line": "👀 Acknowledged by {name}, {time}",
+        "resolved_by_line": "✋ Resolved by hand by {name}, {time}",
+        "comment_acked": "👀 {actor} acknowledged",
+        "comment_unacked": "↩️ {actor} is no longer on it",
+        "comment_resolved_by_hand": "✋ {actor} resolved it by hand",
+        "reply_acked": "You acknowledged “{title}”.",
+        "reply_unacked": "You are no longer on “{title}”.",
+        "reply_resolved": "You resolved “{title}” by hand. If the alert fires again, the "
+        "message re-opens.",
+        "reply_malformed": "This button is not from the alert bot or is damaged. "
+        "Nothing was changed.",
+        "reply_unknown_incident": "Incident not found: it was closed long ago or forgotten. "
+        "Nothing was changed.",
+        "reply_not_allowed": "You are not allowed to act on “{title}”. Nothing was changed.",
+        "reply_already_acked": "“{title}” is already acknowledged by {other}. Nothing was changed.",
+        "reply_not_acked": "Nobody has acknowledged “{title}”. Nothing was changed.",
+        "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
+        "reply_not_available": "This action is not available here. Nothing was changed.",
     },
 }
+# Where the presser's display name goes in comments written before the name is looked up;
+# the outbox replaces it with the (escaped) name when it sends.
+ACTOR_SLOT = "\u2063actor\u2063"
 SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
 
 
@@ -125,12 +167,14 @@ def render_message(
     *,
     max_alerts: int | None = None,
     text_limit: int = MAX_DESCRIPTION_CHARS,
+    names: Mapping[int, str] | None = None,
 ) -> Message:
     """The incident's message. Never over Pachca's content limit: shows fewer alerts, then
-    shorter texts, until it fits."""
+    shorter texts, until it fits. `names` maps Pachca user ids to display names."""
     limit = max_alerts if max_alerts is not None else route.max_alerts
+    state_line = _state_line(incident, route.language, options, names or {})
     while True:
-        content = _content(incident, route, options, limit, text_limit)
+        content = _content(incident, route, options, limit, text_limit, state_line)
         if len(content.encode()) <= MAX_CONTENT_BYTES:
             return Message(content, _buttons(incident, route, options))
         if limit > 1:
@@ -142,8 +186,41 @@ def render_message(
             return Message(cut + "\n…", _buttons(incident, route, options))
 
 
+def person(user_id: int, names: Mapping[int, str]) -> Md:
+    """A user's display name, escaped; unknown ones as `<@id>`, which Pachca shows as @nickname."""
+    name = names.get(user_id)
+    return escape(name) if name else Md(f"<@{user_id}>")
+
+
+def _state_line(
+    incident: Incident, language: str, options: RenderOptions, names: Mapping[int, str]
+) -> Md:
+    words = WORDS[language]
+    if incident.resolved_by is not None and incident.state is IncidentState.RESOLVED:
+        when = incident.resolved_at or incident.changed_at
+        return Md(
+            words["resolved_by_line"].format(
+                name=person(incident.resolved_by, names),
+                time=_time(when.astimezone(options.timezone)),
+            )
+        )
+    if incident.acked_by is not None and incident.acked_at is not None:
+        return Md(
+            words["acked_line"].format(
+                name=person(incident.acked_by, names),
+                time=_time(incident.acked_at.astimezone(options.timezone)),
+            )
+        )
+    return Md("")
+
+
 def _content(
-    incident: Incident, route: RouteConfig, options: RenderOptions, limit: int, text_limit: int
+    incident: Incident,
+    route: RouteConfig,
+    options: RenderOptions,
+    limit: int,
+    text_limit: int,
+    state_line: Md,
 ) -> str:
     words = WORDS[route.language]
     ordered = sorted(
@@ -156,6 +233,7 @@ def _content(
     text = _MESSAGE.render(
         t=words,
         header=_header(incident, route.language),
+        state_line=state_line,
         common_labels=_label_line(incident.common_labels, exclude=_QUIET_LABELS),
         alerts=[_alert_view(a, incident, route.language, options, text_limit) for a in shown],
         hidden=hidden,
@@ -240,12 +318,12 @@ def _buttons(
     words = WORDS[route.language]
     rows: list[list[dict[str, str]]] = []
     if incident.state is IncidentState.FIRING:
-        rows.append(
-            [
-                {"text": words["ack"], "data": f"ack:{incident.ref}"},
-                {"text": words["resolve"], "data": f"resolve:{incident.ref}"},
-            ]
+        ack = (
+            {"text": words["unack"], "data": f"unack:{incident.ref}"}
+            if incident.acked_by is not None
+            else {"text": words["ack"], "data": f"ack:{incident.ref}"}
         )
+        rows.append([ack, {"text": words["resolve"], "data": f"resolve:{incident.ref}"}])
         if options.silence_enabled and route.silence_durations:
             rows.append(
                 [
@@ -292,4 +370,13 @@ def render_comment(effect: Effect, incident: Incident, route: RouteConfig) -> st
         return words["comment_resolved"].format(
             title=title, duration=duration_text(lasted, route.language)
         )
+    if effect in (Effect.COMMENT_ACKED, Effect.COMMENT_UNACKED, Effect.COMMENT_RESOLVED_BY_HAND):
+        return words[effect.value].format(actor=ACTOR_SLOT)
     raise ValueError(f"{effect} has no comment")
+
+
+def render_reply(reply: Reply, incident: Incident | None, language: str) -> str:
+    """The direct message telling the presser what their press did, or why it did nothing."""
+    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS)) if incident else ""
+    other = Md(f"<@{incident.acked_by}>") if incident and incident.acked_by else ""
+    return WORDS[language][f"reply_{reply.value}"].format(title=title, other=other)

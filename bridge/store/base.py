@@ -26,6 +26,7 @@ class NewOutboxItem:
 
     kind: str
     content: str = ""
+    actor: int | None = None  # the person a DM goes to / whose name a comment shows
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class OutboxItem:
     content: str
     created_at: float
     attempts: int
+    actor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,23 @@ class Store(Protocol):
         replaces: tuple[str, int] | None,
         items: list[NewOutboxItem],
         now: float,
+        event_id: str | None = None,
     ) -> None:
         """Commit `incident` and its outbox items atomically.
 
         `replaces` is the (ref, version) of the incident this write was computed from, or None
         if none existed. Raises ConflictError if the stored one is no longer exactly that.
+        With `event_id`, the event is recorded as processed in the same commit, and
+        DuplicateEvent is raised (nothing written) if it was recorded before.
         """
+
+    async def enqueue(
+        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+    ) -> None:
+        """Add outbox items without changing an incident (e.g. a DM refusing a press)."""
+
+    async def event_seen(self, event_id: str) -> bool:
+        """Was this Pachca event processed already?"""
 
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
         """Remember what Pachca now shows for an incident (message id, thread, version)."""
@@ -87,9 +100,10 @@ class Store(Protocol):
 
     async def dead_letters(self) -> list[DeadLetter]: ...
 
-    async def prune(self, finished_before: float) -> int:
-        """Forget incidents resolved (last changed) before this time with nothing left to
-        deliver; returns how many. Keeps the store from growing without bound."""
+    async def prune(self, finished_before: float, events_before: float) -> int:
+        """Forget incidents resolved (last changed) before `finished_before` with nothing left
+        to deliver, and processed event ids older than `events_before`; returns how many
+        incidents. Keeps the store from growing without bound."""
 
     async def outbox_stats(self, now: float) -> tuple[int, float]:
         """(number of items waiting, age in seconds of the oldest)."""

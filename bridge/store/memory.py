@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.errors import ConflictError
+from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
 
@@ -14,6 +14,7 @@ class MemoryStore:
         self._current: dict[str, str] = {}  # key -> ref
         self._outbox: dict[int, tuple[OutboxItem, float]] = {}  # id -> (item, not_before)
         self._dead: list[DeadLetter] = []
+        self._events: dict[str, float] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -42,15 +43,36 @@ class MemoryStore:
         replaces: tuple[str, int] | None,
         items: list[NewOutboxItem],
         now: float,
+        event_id: str | None = None,
     ) -> None:
         ref = self._current.get(incident.key)
         found = (ref, self._incidents[ref].version) if ref is not None else None
         if found != replaces:
             raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
+        self._check_event(event_id, now)
         self._incidents[incident.ref] = incident
         self._current[incident.key] = incident.ref
+        self._add_items(incident.ref, items, now)
+
+    async def enqueue(
+        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+    ) -> None:
+        self._check_event(event_id, now)
+        self._add_items(ref, items, now)
+
+    async def event_seen(self, event_id: str) -> bool:
+        return event_id in self._events
+
+    def _check_event(self, event_id: str | None, now: float) -> None:
+        if event_id is None:
+            return
+        if event_id in self._events:
+            raise DuplicateEvent(event_id)
+        self._events[event_id] = now
+
+    def _add_items(self, ref: str, items: list[NewOutboxItem], now: float) -> None:
         for new in items:
-            item = OutboxItem(self._next_id, incident.ref, new.kind, new.content, now, 0)
+            item = OutboxItem(self._next_id, ref, new.kind, new.content, now, 0, new.actor)
             self._outbox[item.id] = (item, now)
             self._next_id += 1
 
@@ -82,7 +104,8 @@ class MemoryStore:
     async def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
 
-    async def prune(self, finished_before: float) -> int:
+    async def prune(self, finished_before: float, events_before: float) -> int:
+        self._events = {e: at for e, at in self._events.items() if at >= events_before}
         busy = {item.ref for item, _ in self._outbox.values()}
         gone = [
             ref

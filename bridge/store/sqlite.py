@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.errors import ConflictError, StoreError
+from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
 
@@ -44,7 +44,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    actor INTEGER
+);
+CREATE TABLE IF NOT EXISTS processed_events (
+    event_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (ref, id);
 CREATE INDEX IF NOT EXISTS incidents_finished ON incidents (finished_at);
@@ -55,12 +60,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     content TEXT NOT NULL,
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL,
+    actor INTEGER,
     error TEXT NOT NULL,
     failed_at REAL NOT NULL
 );
 """
 
-_ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts"
+_ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts, actor"
 
 
 class SQLiteStore:
@@ -148,6 +154,7 @@ class SQLiteStore:
         replaces: tuple[str, int] | None,
         items: list[NewOutboxItem],
         now: float,
+        event_id: str | None = None,
     ) -> None:
         def write(db: sqlite3.Connection) -> None:
             row = db.execute(
@@ -158,6 +165,7 @@ class SQLiteStore:
             found = (row[0], row[1]) if row else None
             if found != replaces:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
+            _record_event(db, event_id, now)
             finished_at = (
                 incident.changed_at.timestamp()
                 if incident.state is IncidentState.RESOLVED
@@ -181,13 +189,26 @@ class SQLiteStore:
                 "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
                 (incident.key, incident.ref),
             )
-            db.executemany(
-                "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(incident.ref, i.kind, i.content, now, now) for i in items],
-            )
+            _add_items(db, incident.ref, items, now)
 
         await self._run(write)
+
+    async def enqueue(
+        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+    ) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            _record_event(db, event_id, now)
+            _add_items(db, ref, items, now)
+
+        await self._run(write)
+
+    async def event_seen(self, event_id: str) -> bool:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM processed_events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        )
+        return row is not None
 
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
         await self._run(
@@ -201,7 +222,7 @@ class SQLiteStore:
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts "
+                "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor "
                 "FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY ref) h "
                 "ON o.id = h.id WHERE o.not_before <= ? ORDER BY o.id LIMIT ?",
                 (now, limit),
@@ -225,7 +246,7 @@ class SQLiteStore:
         def move(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
             db.execute(
-                "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.id,
                     item.ref,
@@ -233,6 +254,7 @@ class SQLiteStore:
                     item.content,
                     item.created_at,
                     item.attempts,
+                    item.actor,
                     error,
                     now,
                 ),
@@ -246,10 +268,11 @@ class SQLiteStore:
                 f"SELECT {_ITEM_COLUMNS}, error, failed_at FROM dead_letters ORDER BY id"  # noqa: S608
             ).fetchall()
         )
-        return [DeadLetter(OutboxItem(*row[:6]), row[6], row[7]) for row in rows]
+        return [DeadLetter(OutboxItem(*row[:7]), row[7], row[8]) for row in rows]
 
-    async def prune(self, finished_before: float) -> int:
+    async def prune(self, finished_before: float, events_before: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM processed_events WHERE at < ?", (events_before,))
             stale = (
                 "SELECT ref FROM incidents WHERE finished_at < ? "
                 "AND ref NOT IN (SELECT ref FROM outbox)"
@@ -270,3 +293,20 @@ class SQLiteStore:
             lambda db: db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
         )
         return int(count), max(0.0, now - oldest) if oldest is not None else 0.0
+
+
+def _record_event(db: sqlite3.Connection, event_id: str | None, now: float) -> None:
+    if event_id is None:
+        return
+    try:
+        db.execute("INSERT INTO processed_events (event_id, at) VALUES (?, ?)", (event_id, now))
+    except sqlite3.IntegrityError as exc:
+        raise DuplicateEvent(event_id) from exc
+
+
+def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now: float) -> None:
+    db.executemany(
+        "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(ref, i.kind, i.content, now, now, i.actor) for i in items],
+    )
