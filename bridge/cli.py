@@ -1,8 +1,10 @@
-"""`pachca-alert-bridge` command line: serve, check-config, route-test, render."""
+"""`pachca-alert-bridge` command line: serve, check-config, route-test, render,
+register-webhook."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -11,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import ConfigError, PayloadError
+from bridge.errors import ConfigError, PachcaError, PayloadError
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
@@ -51,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     route_test.add_argument("rules")
     route_test.add_argument("labels", nargs="+", metavar="key=value")
 
+    register = sub.add_parser(
+        "register-webhook",
+        help="set the bot's outgoing webhook URL to $BRIDGE_PUBLIC_URL/pachca/webhook",
+    )
+    register.add_argument("--disable", action="store_true", help="clear the URL instead")
+
     render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
     render.add_argument("payload", help="an Alertmanager webhook JSON file")
     render.add_argument("--rules", default=DEFAULT_RULES)
@@ -68,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return route_test(args.rules, args.labels)
         if args.command == "render":
             return render(args.payload, args.rules)
+        if args.command == "register-webhook":
+            return asyncio.run(register_webhook(args.disable))
     except ConfigError as exc:
         print("configuration errors:", file=sys.stderr)
         for problem in exc.problems:
@@ -140,6 +150,36 @@ def render(payload_path: str, rules_path: str) -> int:
         print(message.content)
         print("--- buttons")
         print(json.dumps(message.buttons, ensure_ascii=False, indent=1))
+    return 0
+
+
+async def register_webhook(disable: bool) -> int:
+    """`PUT /bot/webhook` with the bot's own token: where Pachca sends button presses."""
+    settings = Settings.from_environ()
+    if settings.PACHCA_TOKEN is None:
+        raise ConfigError(["PACHCA_TOKEN (or PACHCA_TOKEN_FILE) is required: the bot's token"])
+    if not disable and settings.BRIDGE_PUBLIC_URL is None:
+        raise ConfigError(
+            [
+                "BRIDGE_PUBLIC_URL is required: the bridge's address as Pachca "
+                "reaches it, e.g. https://bridge.example.com"
+            ]
+        )
+    url = "" if disable else f"{settings.BRIDGE_PUBLIC_URL}/pachca/webhook"
+    client = PachcaClient(
+        settings.PACHCA_API_URL,
+        settings.PACHCA_TOKEN.get_secret_value(),
+        settings.PACHCA_TIMEOUT,
+        Metrics(),
+    )
+    try:
+        await client.set_webhook(url)
+    except PachcaError as exc:
+        print(f"Pachca refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    print(f"outgoing webhook URL set to {url!r}" if url else "outgoing webhook disabled")
     return 0
 
 

@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 
 from cachetools import TTLCache
 
-from bridge.errors import ConflictError, StoreError
+from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
+from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.incidents import Effect, apply_notification, notification_digest
 from bridge.metrics import Metrics
-from bridge.model import Notification, incident_key
-from bridge.render import render_comment
+from bridge.model import Click, Incident, Notification, incident_key
+from bridge.render import render_comment, render_reply
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store
 
@@ -42,6 +43,21 @@ class Accepted:
 
     changed: list[str]  # incident refs that changed
     unchanged: int  # chats for which it changed nothing
+
+
+@dataclass(frozen=True)
+class ClickOutcome:
+    action: str  # for metrics: the button's action, or "malformed"
+    reply: Reply | None  # None when the event had been processed before
+    ref: str = ""
+
+    @property
+    def duplicate(self) -> bool:
+        return self.reply is None
+
+
+# Outbox items of presses that name no known incident are queued under this ref.
+NO_INCIDENT = "-"
 
 
 class Inbox:
@@ -133,3 +149,82 @@ class Inbox:
                 self.metrics.incidents_opened.labels(route.name).inc()
             return incident.ref
         raise StoreError(f"incident {key!r} kept changing; gave up after {CONFLICT_RETRIES} tries")
+
+    async def click(self, click: Click) -> ClickOutcome:
+        """Record a button press and what it causes, in one commit with its event id, so a
+        redelivered or replayed event changes nothing. Raises StoreError if it could not be
+        recorded (the caller answers 503 so Pachca retries)."""
+        if await self.store.event_seen(click.event_id):
+            return self._counted(ClickOutcome("duplicate", None))
+        button = parse_button_data(click.data)
+        if button is None:
+            reply = render_reply(Reply.MALFORMED, None, self.rules.default.config.language)
+            dm = NewOutboxItem(Effect.DM.value, reply, actor=click.user_id)
+            return await self._enqueue_reply(click, NO_INCIDENT, [dm], "malformed", Reply.MALFORMED)
+        for _ in range(CONFLICT_RETRIES):
+            incident = await self._live_incident(button.ref)
+            route = self.rules.by_name(incident.route) if incident else self.rules.default
+            now = self.clock()
+            result = apply_click(incident, button, click.user_id, route.config.allowed_users, now)
+            items = self._click_items(result, route, click.user_id)
+            if not result.changed or result.incident is None or incident is None:
+                return await self._enqueue_reply(
+                    click, button.ref, items, button.action, result.reply
+                )
+            try:
+                await self.store.save_incident(
+                    result.incident,
+                    (incident.ref, incident.version),
+                    items,
+                    now.timestamp(),
+                    event_id=click.event_id,
+                )
+            except ConflictError:
+                continue
+            except DuplicateEvent:
+                return self._counted(ClickOutcome(button.action, None, button.ref))
+            if result.reply is Reply.ACKED:
+                self.metrics.time_to_ack.observe((now - incident.opened_at).total_seconds())
+            self.on_commit()
+            return self._counted(ClickOutcome(button.action, result.reply, button.ref))
+        raise StoreError(f"incident {button.ref} kept changing; gave up")
+
+    async def _live_incident(self, ref: str) -> Incident | None:
+        """The incident a button names, if it is still the current one of its group
+        (a button on a message long replaced by a newer incident is expired)."""
+        stored = await self.store.load_by_ref(ref)
+        if stored is None:
+            return None
+        current = await self.store.load_incident(stored.incident.key)
+        if current is None or current.incident.ref != ref:
+            return None
+        return stored.incident
+
+    @staticmethod
+    def _click_items(result: ClickResult, route: Route, user_id: int) -> list[NewOutboxItem]:
+        items = []
+        for effect in result.effects:
+            if effect is Effect.EDIT:
+                items.append(NewOutboxItem(effect.value))
+            elif effect is Effect.DM:
+                text = render_reply(result.reply, result.incident, route.config.language)
+                items.append(NewOutboxItem(effect.value, text, actor=user_id))
+            elif result.incident is not None:
+                text = render_comment(effect, result.incident, route.config)
+                items.append(NewOutboxItem(effect.value, text, actor=user_id))
+        return items
+
+    async def _enqueue_reply(
+        self, click: Click, ref: str, items: list[NewOutboxItem], action: str, reply: Reply
+    ) -> ClickOutcome:
+        try:
+            await self.store.enqueue(ref, items, self.clock().timestamp(), event_id=click.event_id)
+        except DuplicateEvent:
+            return self._counted(ClickOutcome(action, None, ref))
+        self.on_commit()
+        return self._counted(ClickOutcome(action, reply, ref))
+
+    def _counted(self, outcome: ClickOutcome) -> ClickOutcome:
+        result = "duplicate" if outcome.reply is None else outcome.reply.value
+        self.metrics.callbacks.labels(outcome.action, result).inc()
+        return outcome

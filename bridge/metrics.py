@@ -76,9 +76,29 @@ class Metrics:
         self.incidents_opened = Counter(
             "bridge_incidents_opened_total", "Incidents opened, by route.", ["route"], registry=r
         )
+        self.callbacks = Counter(
+            "bridge_callbacks_total",
+            "Button presses processed, by action and result (acked, not_allowed, duplicate...).",
+            ["action", "result"],
+            registry=r,
+        )
+        self.callbacks_refused = Counter(
+            "bridge_callbacks_refused_total",
+            "Pachca callbacks refused before processing, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.time_to_ack = Histogram(
+            "bridge_time_to_ack_seconds",
+            "From an incident opening to its first acknowledgement.",
+            registry=r,
+            buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400),
+        )
         self.store_errors = Counter(
             "bridge_store_errors_total", "Store operations that failed.", registry=r
         )
+        for reason in ("signature", "timestamp", "source_ip", "too_large", "bad_event"):
+            self.callbacks_refused.labels(reason)
         for source in SOURCES:
             self.deduplicated.labels(source)
             for status in STATUSES:

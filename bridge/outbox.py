@@ -20,9 +20,10 @@ from bridge.incidents import Effect
 from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.pachca import PachcaApi
-from bridge.render import Message, RenderOptions, render_message
+from bridge.render import ACTOR_SLOT, Message, RenderOptions, person, render_message
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
+from bridge.users import UserNames
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Outbox:
     rules: Rules
     render_options: RenderOptions
     metrics: Metrics
+    users: UserNames
     concurrency: int = 8
     max_retry_delay: float = 300.0
     clock: Callable[[], float] = time.time
@@ -79,13 +81,15 @@ class Outbox:
         return len(items)
 
     async def deliver(self, item: OutboxItem) -> None:
-        stored = await self.store.load_by_ref(item.ref)
-        if stored is None:
-            log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
-            await self.store.finish_item(item.id)
-            return
+        stored = None
+        if item.kind != Effect.DM:
+            stored = await self.store.load_by_ref(item.ref)
+            if stored is None:
+                log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
+                await self.store.finish_item(item.id)
+                return
         try:
-            result = await self._send(item, stored)
+            result = await self._send_dm(item) if stored is None else await self._send(item, stored)
         except PachcaRequestError as exc:
             log.error(
                 "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
@@ -160,8 +164,22 @@ class Outbox:
             thread_id = await self.pachca.create_thread(delivery.message_id)
             delivery = delivery.model_copy(update={"thread_id": thread_id})
             await self.store.record_delivery(incident.ref, delivery)
-        await self.pachca.create_message("thread", thread_id, item.content)
+        await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
         return "sent"
+
+    async def _send_dm(self, item: OutboxItem) -> str:
+        if item.actor is None:
+            log.error("outbox: direct message %d has nobody to go to; dropping", item.id)
+            return "dropped"
+        await self.pachca.create_message("user", item.actor, item.content)
+        return "sent"
+
+    async def _with_actor(self, item: OutboxItem) -> str:
+        """The comment with the presser's display name put in (escaped)."""
+        if item.actor is None or ACTOR_SLOT not in item.content:
+            return item.content
+        names = await self.users.names({item.actor})
+        return item.content.replace(ACTOR_SLOT, person(item.actor, names))
 
     async def _edit(self, message_id: int, message: Message) -> int:
         await self.pachca.update_message(message_id, message.content, message.buttons)
@@ -171,8 +189,11 @@ class Outbox:
         self, stored: Stored, send: Callable[[Message], Awaitable[int]]
     ) -> int:
         """Send the full rendering; if Pachca says the content is too long, once more small."""
-        route = self.rules.by_name(stored.incident.route).config
-        message = render_message(stored.incident, route, self.render_options)
+        incident = stored.incident
+        route = self.rules.by_name(incident.route).config
+        people = {uid for uid in (incident.acked_by, incident.resolved_by) if uid is not None}
+        names = await self.users.names(people)
+        message = render_message(incident, route, self.render_options, names=names)
         try:
             return await send(message)
         except PachcaRequestError as exc:
@@ -183,6 +204,6 @@ class Outbox:
                 stored.incident.ref,
             )
             small = render_message(
-                stored.incident, route, self.render_options, max_alerts=1, text_limit=100
+                incident, route, self.render_options, max_alerts=1, text_limit=100, names=names
             )
             return await send(small)

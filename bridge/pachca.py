@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
@@ -43,6 +44,9 @@ class PachcaApi(Protocol):
 
     async def create_thread(self, message_id: int) -> int:
         """The thread of a message (created if missing); returns the thread id."""
+
+    async def get_user(self, user_id: int) -> dict[str, Any]:
+        """The user's record (`first_name`, `last_name`, `nickname`, ...)."""
 
     async def close(self) -> None: ...
 
@@ -80,6 +84,12 @@ def describe_error_body(body: Any) -> list[str]:
     if isinstance(body, dict) and "error" in body:
         return [f"{body['error']}: {body.get('error_description', '')}"]
     return [str(body)[:500]] if body else []
+
+
+def display_name(user: dict[str, Any]) -> str:
+    """ "First Last", else the nickname, else the id: how a person is named in messages."""
+    full = " ".join(str(user.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+    return full or str(user.get("nickname") or "") or f"id {user.get('id', '?')}"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -173,6 +183,26 @@ class PachcaClient:
         answer = await self._call("POST", endpoint, f"/messages/{message_id}/thread")
         return self._data_id(endpoint, answer)
 
+    async def get_user(self, user_id: int) -> dict[str, Any]:
+        endpoint = "GET /users/{id}"
+        answer = await self._call("GET", endpoint, f"/users/{user_id}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), dict):
+            raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
+        return dict(answer["data"])
+
+    async def list_events(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the bot's event history (polling mode)."""
+        query = f"?limit={limit}" + (f"&cursor={quote(cursor)}" if cursor else "")
+        answer = await self._call("GET", "GET /webhooks/events", "/webhooks/events" + query)
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            raise PachcaError("GET /webhooks/events", f"unexpected answer: {answer!r:.200}")
+        return answer
+
+    async def delete_event(self, event_id: str) -> None:
+        await self._call(
+            "DELETE", "DELETE /webhooks/events/{id}", f"/webhooks/events/{quote(event_id)}"
+        )
+
     async def set_webhook(self, url: str) -> None:
         await self._call(
             "PUT", "PUT /bot/webhook", "/bot/webhook", {"webhook": {"outgoing_url": url}}
@@ -215,6 +245,9 @@ class DryRunPachca:
     async def create_thread(self, message_id: int) -> int:
         self._log(f"POST /messages/{message_id}/thread", {})
         return next(self._ids)
+
+    async def get_user(self, user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "first_name": "", "last_name": "", "nickname": f"user{user_id}"}
 
     async def close(self) -> None:
         return None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.durations import parse_duration
@@ -27,6 +28,25 @@ SECRET_NAMES = (
 )
 
 
+IPNetwork = IPv4Network | IPv6Network
+# `90s`, `15m`, `1h30m`, `1d` or plain seconds (see durations.py)
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_networks(text: str) -> list[IPNetwork]:
+    """Comma-separated IPs or CIDRs (`37.200.70.177, 10.0.0.0/8`); raises ValueError naming
+    the entry that is neither."""
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{part!r} is not an IP address or CIDR") from exc
+    return networks
+
+
 class Settings(BaseSettings):
     """Environment variables, by their exact names (see README, "Configuration")."""
 
@@ -35,21 +55,28 @@ class Settings(BaseSettings):
     PACHCA_TOKEN: SecretStr | None = None
     PACHCA_API_URL: str = DEFAULT_PACHCA_API_URL
     PACHCA_SIGNING_SECRET: SecretStr | None = None
-    PACHCA_TIMEOUT: float = Field(default=10.0, gt=0)
+    PACHCA_TIMEOUT: Duration = Field(default=10.0, gt=0)
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
     BRIDGE_STORE: str = "sqlite:///./bridge-state.db"
     BRIDGE_MAX_BODY: int = Field(default=1024 * 1024, gt=0)
-    BRIDGE_DEDUP_TTL: float = 6 * 3600
+    BRIDGE_DEDUP_TTL: Duration = 6 * 3600
     BRIDGE_DEDUP_CACHE_SIZE: int = Field(default=100_000, gt=0)
-    BRIDGE_RESOLVED_TTL: float = 3600
-    BRIDGE_RETENTION: float = 7 * 86400
+    BRIDGE_RESOLVED_TTL: Duration = 3600
+    BRIDGE_RETENTION: Duration = 7 * 86400
     BRIDGE_TIMEZONE: str = "UTC"
     BRIDGE_LOG_FORMAT: Literal["text", "json"] = "text"
     BRIDGE_LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     BRIDGE_OUTBOX_CONCURRENCY: int = Field(default=8, ge=1, le=64)
-    BRIDGE_RETRY_MAX_DELAY: float = 300
+    BRIDGE_RETRY_MAX_DELAY: Duration = 300
     ALERTMANAGER_URL: str | None = None
+    BRIDGE_USER_CACHE_TTL: Duration = 3600
+    BRIDGE_CALLBACK_MODE: Literal["webhook", "poll"] = "webhook"
+    BRIDGE_CALLBACK_MAX_AGE: Duration = 60
+    BRIDGE_CALLBACK_ALLOW_IPS: str = ""
+    BRIDGE_TRUSTED_PROXIES: str = ""
+    BRIDGE_POLL_INTERVAL: Duration = 2
+    BRIDGE_PUBLIC_URL: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -62,17 +89,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Only what `from_environ` passes in: the environment is an argument, never a global.
         return (init_settings,)
-
-    @field_validator(
-        "BRIDGE_DEDUP_TTL",
-        "BRIDGE_RESOLVED_TTL",
-        "BRIDGE_RETRY_MAX_DELAY",
-        "PACHCA_TIMEOUT",
-        mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: Any) -> float:
-        return parse_duration(value)
 
     @field_validator("BRIDGE_WEBHOOK_BASIC_AUTH")
     @classmethod
@@ -99,7 +115,13 @@ class Settings(BaseSettings):
             raise ValueError("use sqlite:///path/to/state.db or memory:// (tests only)")
         return value
 
-    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL")
+    @field_validator("BRIDGE_CALLBACK_ALLOW_IPS", "BRIDGE_TRUSTED_PROXIES")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL", "BRIDGE_PUBLIC_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -112,7 +134,8 @@ class Settings(BaseSettings):
         Raises ConfigError naming each bad variable."""
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
-        values: dict[str, Any] = {k: v for k, v in env.items() if k in cls.model_fields}
+        # an empty variable means unset, as in most 12-factor tools
+        values: dict[str, Any] = {k: v for k, v in env.items() if k in cls.model_fields and v}
         for name in SECRET_NAMES:
             path = env.get(f"{name}_FILE")
             if not path:
@@ -134,6 +157,14 @@ class Settings(BaseSettings):
                     for e in exc.errors(include_url=False)
                 ]
         raise ConfigError(problems)
+
+    @property
+    def callback_allow_ips(self) -> list[IPNetwork]:
+        return parse_networks(self.BRIDGE_CALLBACK_ALLOW_IPS)
+
+    @property
+    def trusted_proxies(self) -> list[IPNetwork]:
+        return parse_networks(self.BRIDGE_TRUSTED_PROXIES)
 
     @property
     def retention(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from bridge.web.state import OUTBOX
 from tests.fake_pachca import FakePachca
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SIGNING_SECRET = "pachca-signing-secret"
 
 RULES_YAML = """
 routes:
@@ -109,17 +111,32 @@ async def make_bridge(
     fake, url = fake_pachca
 
     async def make(
-        store_url: str = "memory://", rules_override: Rules | None = None, **env: str
+        store_url: str = "memory://",
+        rules_override: Rules | None = None,
+        clock: Callable[[], float] = time.time,
+        **env: str,
     ) -> Bridge:
         settings = Settings.from_environ(
-            {"PACHCA_TOKEN": fake.token, "PACHCA_API_URL": url, "BRIDGE_STORE": store_url, **env}
+            {
+                "PACHCA_TOKEN": fake.token,
+                "PACHCA_API_URL": url,
+                "BRIDGE_STORE": store_url,
+                "PACHCA_SIGNING_SECRET": SIGNING_SECRET,
+                **env,
+            }
         )
         metrics = Metrics()
         assert settings.PACHCA_TOKEN is not None
         pachca = PachcaClient(url, settings.PACHCA_TOKEN.get_secret_value(), 5.0, metrics)
         store = open_store(store_url)
         app = create_app(
-            settings, rules_override or rules, store, pachca, metrics, run_outbox=False
+            settings,
+            rules_override or rules,
+            store,
+            pachca,
+            metrics,
+            run_outbox=False,
+            clock=clock,
         )
         client = await aiohttp_client(app)
         return Bridge(client, app, fake, store)

@@ -125,6 +125,10 @@ class FakePachca:
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     threads: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
     failures: list[Failure] = field(default_factory=list)
+    users: dict[int, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the bot's event history
+    webhook_url: str | None = None
+    page_size: int = 50
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -279,8 +283,77 @@ class FakePachca:
                 self.threads[message_id] = thread
             return 201, {"data": thread}
         if (method, template) == ("PUT", "/bot/webhook"):
-            return 200, None
+            self.webhook_url = body["webhook"]["outgoing_url"]
+            return 200, {
+                "data": {
+                    "id": 1,
+                    "webhook": {
+                        "name": "Alerts",
+                        "nickname": "alerts_bot",
+                        "outgoing_url": self.webhook_url,
+                        "events": ["button_click"],
+                        "trigger_on": "commands",
+                        "commands": [],
+                        "scopes": ["messages:create"],
+                        "template": "",
+                        "template_engine": "liquid",
+                        "challenge_key": "",
+                        "link_preview_enabled": False,
+                        "ignore_self_messages": True,
+                        "events_history_enabled": False,
+                        "single_chat": False,
+                        "can_edit": ["admin"],
+                        "who_can_add": "creator",
+                    },
+                }
+            }
+        if (method, template) == ("GET", "/users/{id}"):
+            user = self.users.get(int(parts[1]))
+            if user is None:
+                return 404, api_error("id", "Пользователь не найден", "not_found", parts[1])
+            return 200, {"data": user}
+        if (method, template) == ("GET", "/webhooks/events"):
+            return 200, self._events_page()
+        if (method, template) == ("DELETE", "/webhooks/events/{id}"):
+            self.events = [e for e in self.events if e["id"] != parts[2]]
+            return 204, None
         return 404, api_error("path", f"{method} {template} is not faked", "not_found")
+
+    def add_user(self, user_id: int, first_name: str, last_name: str, nickname: str) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "first_name": first_name,
+            "last_name": last_name,
+            "nickname": nickname,
+            "email": f"{nickname}@example.com",
+            "phone_number": "",
+            "department": "SRE",
+            "title": "Engineer",
+            "role": "user",
+            "suspended": False,
+            "invite_status": "confirmed",
+            "inviter_id": None,
+            "list_tags": [],
+            "custom_properties": [],
+            "user_status": None,
+            "bot": False,
+            "sso": False,
+            "created_at": _now(),
+            "last_activity_at": _now(),
+            "time_zone": "Europe/Moscow",
+            "image_url": None,
+        }
+
+    def _events_page(self) -> dict[str, Any]:
+        # one page of at most `page_size` events; a cursor past them when more remain
+        page = self.events[: self.page_size]
+        more = len(self.events) > len(page)
+        return {
+            "data": page,
+            "meta": {
+                "paginate": {"next_page": "cursor-next" if more else "cursor-end", "has_next": more}
+            },
+        }
 
     def _check_content(self, message: dict[str, Any]) -> dict[str, Any] | None:
         content = message.get("content", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -13,17 +14,21 @@ from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
-from bridge.pachca import PachcaApi
+from bridge.pachca import PachcaApi, PachcaClient
+from bridge.poller import Poller
 from bridge.render import RenderOptions
 from bridge.rules import Rules
 from bridge.settings import Settings
 from bridge.sources import alertmanager
 from bridge.store import Store
+from bridge.users import UserNames
 from bridge.web import health
 from bridge.web.auth import IntakeAuth
+from bridge.web.callbacks import pachca_webhook
 from bridge.web.intake import intake_handler, json_error
 from bridge.web.state import (
     AUTH,
+    CLOCK,
     INBOX,
     METRICS,
     OUTBOX,
@@ -60,6 +65,7 @@ def create_app(
     metrics: Metrics | None = None,
     *,
     run_outbox: bool = True,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The bridge as an aiohttp app; the store is opened and the outbox started on startup."""
     app = web.Application(middlewares=[json_errors])
@@ -72,10 +78,12 @@ def create_app(
             timezone=settings.timezone, silence_enabled=settings.ALERTMANAGER_URL is not None
         ),
         metrics=metrics,
+        users=UserNames(pachca, settings.BRIDGE_USER_CACHE_TTL),
         concurrency=settings.BRIDGE_OUTBOX_CONCURRENCY,
         max_retry_delay=settings.BRIDGE_RETRY_MAX_DELAY,
     )
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app[RULES] = rules
     app[STORE] = store
     app[PACHCA] = pachca
@@ -94,6 +102,7 @@ def create_app(
     app.router.add_post(
         "/webhook/alertmanager", intake_handler(alertmanager.SOURCE, alertmanager.parse)
     )
+    app.router.add_post("/pachca/webhook", pachca_webhook)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
@@ -105,12 +114,23 @@ def create_app(
                 "intake is OPEN: neither BRIDGE_WEBHOOK_TOKEN nor BRIDGE_WEBHOOK_BASIC_AUTH is "
                 "set, so anyone who reaches this port can post alerts; set one outside trials"
             )
+        if settings.PACHCA_SIGNING_SECRET is None and settings.BRIDGE_CALLBACK_MODE == "webhook":
+            log.warning(
+                "PACHCA_SIGNING_SECRET is not set: button presses sent to "
+                "/pachca/webhook are refused (set it, or use BRIDGE_CALLBACK_MODE=poll)"
+            )
         tasks = []
         if run_outbox:
             tasks = [
                 asyncio.create_task(outbox.run(), name="outbox"),
                 asyncio.create_task(prune_forever(store, settings.retention), name="prune"),
             ]
+        if run_outbox and settings.BRIDGE_CALLBACK_MODE == "poll":
+            if isinstance(pachca, PachcaClient):
+                poller = Poller(pachca, app[INBOX], settings.BRIDGE_POLL_INTERVAL)
+                tasks.append(asyncio.create_task(poller.run(), name="poller"))
+            else:
+                log.warning("BRIDGE_CALLBACK_MODE=poll needs a real Pachca token; not polling")
         yield
         for task in tasks:
             task.cancel()

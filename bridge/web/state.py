@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from bridge.inbox import Inbox
@@ -14,6 +16,8 @@ from bridge.store import Store
 from bridge.web.auth import IntakeAuth
 
 SETTINGS = web.AppKey("settings", Settings)
+# unix time now; tests replace it to check freshness windows
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 RULES = web.AppKey("rules", Rules)
 STORE = web.AppKey("store", Store)
 PACHCA = web.AppKey("pachca", PachcaApi)

@@ -1,0 +1,83 @@
+"""Pachca outgoing-webhook events: the signature check and the button-click payload.
+
+The signature is HMAC-SHA256 over the raw body bytes, hex, in `Pachca-Signature`; it is checked
+before the body is even parsed. `webhook_timestamp` bounds how old a signed body may be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bridge.errors import PayloadError
+from bridge.model import Click
+from bridge.sources.alertmanager import decode_json
+
+SIGNATURE_HEADER = "Pachca-Signature"
+
+
+def signature(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: str, body: bytes, given: str | None) -> bool:
+    """Constant-time check of the `Pachca-Signature` header against the raw body."""
+    if not given:
+        return False
+    return hmac.compare_digest(signature(secret, body).encode(), given.strip().lower().encode())
+
+
+def timestamp_fresh(timestamp: int | float | None, now: float, max_age: float) -> bool:
+    """Within `max_age` seconds of now, either way (a future-dated body is as suspect)."""
+    return timestamp is not None and abs(now - float(timestamp)) <= max_age
+
+
+class ButtonEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["button"]
+    event: Literal["click"]
+    message_id: int
+    trigger_id: str
+    data: str
+    user_id: int
+    chat_id: int
+    webhook_timestamp: int
+
+
+def decode_event(body: bytes) -> dict[str, Any]:
+    """The event as a JSON object, or a 400 PayloadError."""
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise PayloadError(400, "event is not a JSON object")
+    return data
+
+
+def event_timestamp(event: dict[str, Any]) -> int | None:
+    value = event.get("webhook_timestamp")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def click_from_event(event: dict[str, Any]) -> Click | None:
+    """The button press an event carries; None for the kinds of event the bridge ignores.
+    Raises PayloadError for a button event that is not shaped as Pachca sends it."""
+    if event.get("type") != "button":
+        return None
+    try:
+        button = ButtonEvent.model_validate(event)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
+        raise PayloadError(400, "not a valid Pachca button event", problems) from exc
+    return Click(
+        event_id=button.trigger_id,
+        data=button.data,
+        user_id=button.user_id,
+        chat_id=button.chat_id,
+        message_id=button.message_id,
+    )
