@@ -17,7 +17,7 @@ from bridge.errors import ConfigError, PachcaError, PayloadError
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
-from bridge.pachca import DryRunPachca, PachcaApi, PachcaClient
+from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
 from bridge.render import RenderOptions, render_message
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
@@ -166,12 +166,7 @@ async def register_webhook(disable: bool) -> int:
             ]
         )
     url = "" if disable else f"{settings.BRIDGE_PUBLIC_URL}/pachca/webhook"
-    client = PachcaClient(
-        settings.PACHCA_API_URL,
-        settings.PACHCA_TOKEN.get_secret_value(),
-        settings.PACHCA_TIMEOUT,
-        Metrics(),
-    )
+    client = client_from_settings(settings, Metrics())
     try:
         await client.set_webhook(url)
     except PachcaError as exc:
@@ -199,12 +194,7 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
             log.warning("PACHCA_TOKEN is not set: running dry, Pachca calls are only logged")
         pachca = DryRunPachca()
     else:
-        pachca = PachcaClient(
-            settings.PACHCA_API_URL,
-            settings.PACHCA_TOKEN.get_secret_value(),
-            settings.PACHCA_TIMEOUT,
-            metrics,
-        )
+        pachca = client_from_settings(settings, metrics)
     app = create_app(settings, rules, open_store(settings.BRIDGE_STORE), pachca, metrics)
     log.info(
         "pachca-alert-bridge %s on %s:%d, %d routes, store %s",

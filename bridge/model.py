@@ -115,6 +115,9 @@ class Delivery(Frozen):
     message_id: int | None = None
     thread_id: int | None = None
     rendered_version: int = 0
+    # set just before the message is posted: if the bridge dies before it learns the id, the
+    # next attempt looks for the message in the chat instead of posting a second one
+    create_attempted: bool = False
 
 
 class Click(Frozen):

@@ -127,6 +127,21 @@ class Outbox:
         if kind is Effect.CREATE:
             if delivery.message_id is not None:
                 return "coalesced"
+            if delivery.create_attempted:
+                found = await self._find_posted(incident.chat_id, incident.ref)
+                if found is not None:
+                    log.warning(
+                        "outbox: incident %s was posted before a crash as message %d; adopting it",
+                        incident.ref,
+                        found,
+                    )
+                    adopted = delivery.model_copy(update={"message_id": found})
+                    await self.store.record_delivery(incident.ref, adopted)
+                    await self._edit_to_latest(Stored(incident, adopted))
+                    return "reconciled"
+            await self.store.record_delivery(
+                incident.ref, delivery.model_copy(update={"create_attempted": True})
+            )
             message = await self._render_fitting(
                 stored,
                 lambda m: self.pachca.create_message(
@@ -140,7 +155,12 @@ class Outbox:
             )
             await self.store.record_delivery(
                 incident.ref,
-                Delivery(message_id=message, thread_id=None, rendered_version=incident.version),
+                Delivery(
+                    message_id=message,
+                    thread_id=None,
+                    rendered_version=incident.version,
+                    create_attempted=True,
+                ),
             )
             return "sent"
         if delivery.message_id is None:
@@ -153,11 +173,7 @@ class Outbox:
         if kind is Effect.EDIT:
             if delivery.rendered_version >= incident.version:
                 return "coalesced"
-            message_id = delivery.message_id
-            await self._render_fitting(stored, lambda m: self._edit(message_id, m))
-            await self.store.record_delivery(
-                incident.ref, delivery.model_copy(update={"rendered_version": incident.version})
-            )
+            await self._edit_to_latest(stored)
             return "sent"
         thread_id = delivery.thread_id
         if thread_id is None:
@@ -166,6 +182,17 @@ class Outbox:
             await self.store.record_delivery(incident.ref, delivery)
         await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
         return "sent"
+
+    async def _find_posted(self, chat_id: int, ref: str) -> int | None:
+        """The id of a message in the chat whose buttons name this incident, if any: the trace
+        of a post whose answer was lost when the bridge died."""
+        for message in await self.pachca.recent_messages(chat_id):
+            for row in message.get("buttons") or []:
+                for button in row:
+                    data = str(button.get("data", ""))
+                    if data.endswith(f":{ref}") or f":{ref}:" in data:
+                        return int(message["id"])
+        return None
 
     async def _send_dm(self, item: OutboxItem) -> str:
         if item.actor is None:
@@ -180,6 +207,16 @@ class Outbox:
             return item.content
         names = await self.users.names({item.actor})
         return item.content.replace(ACTOR_SLOT, person(item.actor, names))
+
+    async def _edit_to_latest(self, stored: Stored) -> None:
+        delivery = stored.delivery
+        message_id = delivery.message_id
+        assert message_id is not None
+        await self._render_fitting(stored, lambda m: self._edit(message_id, m))
+        await self.store.record_delivery(
+            stored.incident.ref,
+            delivery.model_copy(update={"rendered_version": stored.incident.version}),
+        )
 
     async def _edit(self, message_id: int, message: Message) -> int:
         await self.pachca.update_message(message_id, message.content, message.buttons)

@@ -20,6 +20,8 @@ from bridge.errors import (
     PachcaUnavailable,
 )
 from bridge.metrics import Metrics
+from bridge.ratelimit import RateLimiter
+from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class PachcaApi(Protocol):
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         """The user's record (`first_name`, `last_name`, `nickname`, ...)."""
+
+    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """The chat's latest messages (up to 50), newest first."""
 
     async def close(self) -> None: ...
 
@@ -102,11 +107,19 @@ def _retry_after(value: str | None) -> float | None:
 class PachcaClient:
     """Talks to the real Pachca API over one pooled aiohttp session."""
 
-    def __init__(self, base_url: str, token: str, timeout: float, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float,
+        metrics: Metrics,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
+        self._limiter = limiter
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -125,6 +138,8 @@ class PachcaClient:
     async def _call(
         self, method: str, endpoint: str, path: str, body: dict[str, Any] | None = None
     ) -> Any:
+        if self._limiter is not None:
+            await self._limiter.acquire()
         started = time.monotonic()
         code = "error"
         try:
@@ -138,11 +153,16 @@ class PachcaClient:
                     except json.JSONDecodeError:
                         parsed = text
                 if resp.status == 429:
-                    raise PachcaRateLimited(endpoint, _retry_after(resp.headers.get("Retry-After")))
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
+                    if self._limiter is not None:
+                        self._limiter.rate_limited(retry_after)
+                    raise PachcaRateLimited(endpoint, retry_after)
                 if resp.status >= 500:
                     raise PachcaServerError(endpoint, f"HTTP {resp.status}", resp.status)
                 if resp.status >= 400:
                     raise PachcaRequestError(endpoint, resp.status, describe_error_body(parsed))
+                if self._limiter is not None:
+                    self._limiter.succeeded()
                 return parsed
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise PachcaUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
@@ -190,6 +210,13 @@ class PachcaClient:
             raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
         return dict(answer["data"])
 
+    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        endpoint = "GET /messages"
+        answer = await self._call("GET", endpoint, f"/messages?chat_id={chat_id}&limit=50")
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
+        return [m for m in answer["data"] if isinstance(m, dict)]
+
     async def list_events(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """One page of the bot's event history (polling mode)."""
         query = f"?limit={limit}" + (f"&cursor={quote(cursor)}" if cursor else "")
@@ -207,6 +234,20 @@ class PachcaClient:
         await self._call(
             "PUT", "PUT /bot/webhook", "/bot/webhook", {"webhook": {"outgoing_url": url}}
         )
+
+
+def client_from_settings(settings: Settings, metrics: Metrics) -> PachcaClient:
+    """The real client with the configured token, timeout and rate limit."""
+    if settings.PACHCA_TOKEN is None:
+        raise ValueError("PACHCA_TOKEN is not set")
+    limiter = RateLimiter(settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
+    return PachcaClient(
+        settings.PACHCA_API_URL,
+        settings.PACHCA_TOKEN.get_secret_value(),
+        settings.PACHCA_TIMEOUT,
+        metrics,
+        limiter,
+    )
 
 
 class DryRunPachca:
@@ -245,6 +286,9 @@ class DryRunPachca:
     async def create_thread(self, message_id: int) -> int:
         self._log(f"POST /messages/{message_id}/thread", {})
         return next(self._ids)
+
+    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        return []
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         return {"id": user_id, "first_name": "", "last_name": "", "nickname": f"user{user_id}"}

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     PACHCA_API_URL: str = DEFAULT_PACHCA_API_URL
     PACHCA_SIGNING_SECRET: SecretStr | None = None
     PACHCA_TIMEOUT: Duration = Field(default=10.0, gt=0)
+    PACHCA_RATE_LIMIT: float = Field(default=40.0, gt=0)
+    PACHCA_RATE_BURST: int = Field(default=5, ge=1)
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
     BRIDGE_STORE: str = "sqlite:///./bridge-state.db"

@@ -14,7 +14,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.metrics import Metrics
-from bridge.pachca import PachcaClient
+from bridge.pachca import client_from_settings
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
 from bridge.store import Store, open_store
@@ -127,7 +127,7 @@ async def make_bridge(
         )
         metrics = Metrics()
         assert settings.PACHCA_TOKEN is not None
-        pachca = PachcaClient(url, settings.PACHCA_TOKEN.get_secret_value(), 5.0, metrics)
+        pachca = client_from_settings(settings, metrics)
         store = open_store(store_url)
         app = create_app(
             settings,

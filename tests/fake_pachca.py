@@ -206,7 +206,9 @@ class FakePachca:
             return self._answer(
                 request, body, 400, api_error("message", "; ".join(problems), "invalid")
             )
-        status, answer = self._operate(request.method, template, request.match_info["tail"], body)
+        status, answer = self._operate(
+            request.method, template, request.match_info["tail"], body, dict(request.query)
+        )
         return self._answer(request, body, status, answer)
 
     def _over_rate(self) -> bool:
@@ -250,8 +252,23 @@ class FakePachca:
         except KeyError:
             return path
 
-    def _operate(self, method: str, template: str, tail: str, body: Any) -> tuple[int, Any]:
+    def _operate(
+        self, method: str, template: str, tail: str, body: Any, query: dict[str, str]
+    ) -> tuple[int, Any]:
         parts = tail.strip("/").split("/")
+        if (method, template) == ("GET", "/messages"):
+            chat_id = int(query["chat_id"])
+            limit = min(50, int(query.get("limit", "50")))
+            found = sorted(
+                (
+                    m
+                    for m in self.messages.values()
+                    if m["entity_type"] == "discussion" and m["entity_id"] == chat_id
+                ),
+                key=lambda m: -m["id"],
+            )[:limit]
+            public = [{k: v for k, v in m.items() if k != "display_name"} for m in found]
+            return 200, {"data": public, "meta": {"paginate": {"next_page": "end"}}}
         if (method, template) == ("POST", "/messages"):
             return self._create(body["message"])
         if (method, template) == ("PUT", "/messages/{id}"):

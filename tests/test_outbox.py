@@ -3,7 +3,7 @@
 import pytest
 
 from bridge.outbox import backoff
-from bridge.web.state import OUTBOX
+from bridge.web.state import OUTBOX, RULES
 from tests.conftest import Bridge
 from tests.fake_pachca import api_error
 
@@ -31,16 +31,21 @@ async def pending(bridge: Bridge) -> int:
 
 
 async def test_429_waits_for_retry_after(bridge: Bridge, clock: Clock) -> None:
-    bridge.fake.fail_next(429, retry_after="7")
+    bridge.fake.fail_next(429, retry_after="1")
     await bridge.post_fixture(FIRING)
     await bridge.deliver()
     assert [c.status for c in bridge.fake.calls] == [429]
-    clock.now += 6.9
+    clock.now += 0.9
     await bridge.deliver()
     assert len(bridge.fake.calls) == 1, "retried before Retry-After"
     clock.now += 0.2
     await bridge.deliver()
-    assert [c.status for c in bridge.fake.calls] == [429, 201]
+    # before posting again it looks for a message the failed attempt might have made
+    assert [(c.method, c.status) for c in bridge.fake.calls] == [
+        ("POST", 429),
+        ("GET", 200),
+        ("POST", 201),
+    ]
     assert len(bridge.fake.channel_messages()) == 1
 
 
@@ -118,6 +123,40 @@ async def test_edits_wait_for_the_create_in_order(bridge: Bridge, clock: Clock) 
     await bridge.deliver()
     methods = [(c.method, c.status) for c in bridge.fake.calls]
     # the create renders the latest state, so the queued edit has nothing left to do
-    assert methods == [("POST", 503), ("POST", 201)]
+    assert methods == [("POST", 503), ("GET", 200), ("POST", 201)]
     (message,) = bridge.fake.channel_messages()
     assert "🔥 2 · ✅ 1" in message["content"]
+
+
+async def test_create_whose_answer_was_lost_is_adopted_not_repeated(
+    bridge: Bridge, clock: Clock
+) -> None:
+    """Pachca created the message but the bridge never saw the answer (it died, or the
+    connection dropped after the request was processed)."""
+    await bridge.post_fixture(FIRING)
+    (item,) = await bridge.store.due_items(clock.now, 10)
+    stored = await bridge.store.load_by_ref(item.ref)
+    assert stored is not None
+    # what the dying attempt did: record the intent, post, and lose the answer
+    await bridge.store.record_delivery(
+        item.ref, stored.delivery.model_copy(update={"create_attempted": True})
+    )
+    from zoneinfo import ZoneInfo
+
+    from bridge.render import RenderOptions, render_message
+
+    route = bridge.app[RULES].by_name(stored.incident.route).config
+    message = render_message(stored.incident, route, RenderOptions(ZoneInfo("UTC")))
+    bridge.fake._create(
+        {
+            "entity_type": "discussion",
+            "entity_id": stored.incident.chat_id,
+            "content": message.content,
+            "buttons": message.buttons,
+        }
+    )
+    await bridge.post_fixture("alertmanager/04-group-1-resolved-2-firing.json")
+    await bridge.deliver()
+    (only,) = bridge.fake.channel_messages()
+    assert "🔥 2 · ✅ 1" in only["content"]  # adopted and brought up to date
+    assert bridge.fake.count("POST", "/messages") == 0

@@ -51,6 +51,14 @@ def incident(
     )
 
 
+async def test_delivery_round_trips(store: Store) -> None:
+    await store.save_incident(incident(), None, [], 1.0)
+    delivery = Delivery(message_id=7, thread_id=8, rendered_version=3, create_attempted=True)
+    await store.record_delivery("r1", delivery)
+    stored = await store.load_by_ref("r1")
+    assert stored is not None and stored.delivery == delivery
+
+
 async def test_save_and_load_by_key_and_ref(store: Store) -> None:
     await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
     stored = await store.load_incident("k1")
@@ -96,7 +104,8 @@ async def test_outbox_hands_out_the_oldest_item_of_each_incident(store: Store) -
     assert [(i.ref, i.kind) for i in due] == [("r1", "create"), ("r2", "create")]
     await store.finish_item(due[0].id)
     due = await store.due_items(10.0, 10)
-    assert [(i.ref, i.kind) for i in due] == [("r1", "edit"), ("r2", "create")]
+    # creations first: a new incident is not stuck behind edits of older ones
+    assert [(i.ref, i.kind) for i in due] == [("r2", "create"), ("r1", "edit")]
     assert await store.outbox_stats(10.0) == (2, 9.0)
 
 

@@ -89,7 +89,8 @@ class Store(Protocol):
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         """Due outbox items, at most one per incident: the oldest, so each incident's
-        operations run in the order they were recorded (create before edits)."""
+        operations run in the order they were recorded (create before edits). Creations
+        come first, then the rest oldest first."""
 
     async def finish_item(self, item_id: int) -> None: ...
 

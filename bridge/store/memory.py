@@ -84,7 +84,7 @@ class MemoryStore:
         for item, not_before in sorted(self._outbox.values(), key=lambda p: p[0].id):
             heads.setdefault(item.ref, (item, not_before))
         due = [item for item, not_before in heads.values() if not_before <= now]
-        return sorted(due, key=lambda i: i.id)[:limit]
+        return sorted(due, key=lambda i: (i.kind != "create", i.id))[:limit]
 
     async def finish_item(self, item_id: int) -> None:
         self._outbox.pop(item_id, None)

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     finished_at REAL,  -- set while resolved: when it was last changed (for pruning)
     message_id INTEGER,
     thread_id INTEGER,
-    rendered_version INTEGER NOT NULL DEFAULT 0
+    rendered_version INTEGER NOT NULL DEFAULT 0,
+    create_attempted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS current_incidents (
     key TEXT PRIMARY KEY,
@@ -117,21 +118,27 @@ class SQLiteStore:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     @staticmethod
-    def _stored(row: tuple[str, int | None, int | None, int] | None) -> Stored | None:
+    def _stored(row: tuple[str, int | None, int | None, int, int] | None) -> Stored | None:
         if row is None:
             return None
-        body, message_id, thread_id, rendered = row
+        body, message_id, thread_id, rendered, attempted = row
         return Stored(
             Incident.model_validate_json(body),
-            Delivery(message_id=message_id, thread_id=thread_id, rendered_version=rendered),
+            Delivery(
+                message_id=message_id,
+                thread_id=thread_id,
+                rendered_version=rendered,
+                create_attempted=bool(attempted),
+            ),
         )
 
     async def load_incident(self, key: str) -> Stored | None:
         return await self._run(
             lambda db: self._stored(
                 db.execute(
-                    "SELECT i.body, i.message_id, i.thread_id, i.rendered_version "
-                    "FROM current_incidents c JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
+                    "SELECT i.body, i.message_id, i.thread_id, i.rendered_version, "
+                    "i.create_attempted FROM current_incidents c "
+                    "JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
                     (key,),
                 ).fetchone()
             )
@@ -141,7 +148,8 @@ class SQLiteStore:
         return await self._run(
             lambda db: self._stored(
                 db.execute(
-                    "SELECT body, message_id, thread_id, rendered_version FROM incidents "
+                    "SELECT body, message_id, thread_id, rendered_version, create_attempted "
+                    "FROM incidents "
                     "WHERE ref = ?",
                     (ref,),
                 ).fetchone()
@@ -213,9 +221,15 @@ class SQLiteStore:
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
         await self._run(
             lambda db: db.execute(
-                "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ? "
-                "WHERE ref = ?",
-                (delivery.message_id, delivery.thread_id, delivery.rendered_version, ref),
+                "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ?, "
+                "create_attempted = ? WHERE ref = ?",
+                (
+                    delivery.message_id,
+                    delivery.thread_id,
+                    delivery.rendered_version,
+                    int(delivery.create_attempted),
+                    ref,
+                ),
             )
         )
 
@@ -224,7 +238,9 @@ class SQLiteStore:
             lambda db: db.execute(
                 "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor "
                 "FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY ref) h "
-                "ON o.id = h.id WHERE o.not_before <= ? ORDER BY o.id LIMIT ?",
+                "ON o.id = h.id WHERE o.not_before <= ? "
+                # new incidents first: an opening is not stuck behind a queue of cosmetic edits
+                "ORDER BY o.kind != 'create', o.id LIMIT ?",
                 (now, limit),
             ).fetchall()
         )
