@@ -1,5 +1,5 @@
 """`pachca-alert-bridge` command line: serve, check-config, route-test, render,
-register-webhook."""
+register-webhook, dead-letters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--disable", action="store_true", help="clear the URL instead")
 
+    dead = sub.add_parser(
+        "dead-letters", help="list what Pachca refused for good (store: $BRIDGE_STORE)"
+    )
+    dead.add_argument("--replay", action="store_true", help="put them back in the outbox")
+
     render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
     render.add_argument("payload", help="an Alertmanager webhook JSON file")
     render.add_argument("--rules", default=DEFAULT_RULES)
@@ -76,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return route_test(args.rules, args.labels)
         if args.command == "render":
             return render(args.payload, args.rules)
+        if args.command == "dead-letters":
+            return asyncio.run(dead_letters(args.replay))
         if args.command == "register-webhook":
             return asyncio.run(register_webhook(args.disable))
     except ConfigError as exc:
@@ -153,6 +161,29 @@ def render(payload_path: str, rules_path: str) -> int:
     return 0
 
 
+async def dead_letters(replay: bool) -> int:
+    """List the dead letters (one line each: when, incident, kind, Pachca's answer), or
+    replay them: the running bridge delivers them again."""
+    from bridge.store import open_store
+
+    settings = Settings.from_environ()
+    store = open_store(settings.BRIDGE_STORE)
+    await store.open()
+    try:
+        if replay:
+            count = await store.replay_dead_letters(time.time())
+            print(f"{count} dead letters put back in the outbox")
+            return 0
+        letters = await store.dead_letters()
+        for letter in letters:
+            when = datetime.fromtimestamp(letter.failed_at, UTC).isoformat(timespec="seconds")
+            print(f"{when}\tincident {letter.item.ref}\t{letter.item.kind}\t{letter.error}")
+        print(f"{len(letters)} dead letters", file=sys.stderr)
+        return 0
+    finally:
+        await store.close()
+
+
 async def register_webhook(disable: bool) -> int:
     """`PUT /bot/webhook` with the bot's own token: where Pachca sends button presses."""
     settings = Settings.from_environ()
@@ -204,5 +235,6 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
         len(rules.routes),
         settings.BRIDGE_STORE,
     )
+    # on SIGTERM: stop accepting, let in-flight requests finish, then the outbox's grace
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10)
     return 0

@@ -50,13 +50,14 @@ class Outbox:
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
+        self._stop_by: float | None = None  # monotonic deadline once shutting down
 
     def wake(self) -> None:
         """Called by the inbox after a commit: deliver now rather than at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until stopped (see `shutdown`) or cancelled."""
         while True:
             try:
                 delivered = await self.drain_once()
@@ -64,10 +65,27 @@ class Outbox:
                 self.metrics.store_errors.inc()
                 log.error("outbox: store unavailable: %s", exc)
                 delivered = 0
+            if self._stop_by is not None and (not delivered or time.monotonic() > self._stop_by):
+                return
             if not delivered:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    async def shutdown(self, task: asyncio.Task[None], grace: float) -> None:
+        """Deliver what is due for up to `grace` seconds, never cutting a send in half, then
+        stop. What is left stays in the store for the next start."""
+        self._stop_by = time.monotonic() + grace
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), grace + 1)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        depth, _ = await self.store.outbox_stats(self.clock())
+        if depth:
+            log.warning("outbox: %d items left for the next start", depth)
 
     async def drain_once(self) -> int:
         """Deliver the items due now (one per incident); returns how many were handled."""

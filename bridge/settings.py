@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     BRIDGE_LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     BRIDGE_OUTBOX_CONCURRENCY: int = Field(default=8, ge=1, le=64)
     BRIDGE_RETRY_MAX_DELAY: Duration = 300
+    BRIDGE_SHUTDOWN_GRACE: Duration = 20
     ALERTMANAGER_URL: str | None = None
     BRIDGE_USER_CACHE_TTL: Duration = 3600
     BRIDGE_CALLBACK_MODE: Literal["webhook", "poll"] = "webhook"

@@ -9,6 +9,7 @@ told to fail the next calls with 5xx, 4xx or a dropped connection.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -129,6 +130,9 @@ class FakePachca:
     events: list[dict[str, Any]] = field(default_factory=list)  # the bot's event history
     webhook_url: str | None = None
     page_size: int = 50
+    delay: float = 0.0  # seconds each answer takes (a slow Pachca)
+    down: bool = False  # answer 503 to everything (Pachca down)
+    posts_in_flight: int = 0  # POST /messages received and not yet answered
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -170,6 +174,8 @@ class FakePachca:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         raw = await request.read()
+        if self.down:
+            return self._answer(request, None, 503, None)
         body: Any = None
         if raw:
             try:
@@ -209,6 +215,14 @@ class FakePachca:
         status, answer = self._operate(
             request.method, template, request.match_info["tail"], body, dict(request.query)
         )
+        if self.delay:
+            # Pachca has done the work; only the answer is slow (and lost if the caller dies)
+            creating = request.method == "POST" and path == "/messages"
+            self.posts_in_flight += creating
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.posts_in_flight -= creating
         return self._answer(request, body, status, answer)
 
     def _over_rate(self) -> bool:

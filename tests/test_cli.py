@@ -116,3 +116,41 @@ def test_readme_run_command_serves_dry_and_stops_on_sigterm(tmp_path: Path) -> N
     assert proc.returncode == 0, output
     assert "intake is OPEN" in output
     assert "dry-run: POST /messages" in output and "HighCPU" in output
+
+
+def test_dead_letters_lists_and_replays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from bridge.store import NewOutboxItem, open_store
+    from tests.test_store_contract import incident
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def prepare() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
+        (item,) = await store.due_items(1.0, 1)
+        await store.dead_letter(item, "POST /messages: HTTP 422: entity_id: not found", 2.0)
+        await store.close()
+
+    asyncio.run(prepare())
+    monkeypatch.setenv("BRIDGE_STORE", url)
+    assert main(["dead-letters"]) == 0
+    out, err = capsys.readouterr()
+    assert "incident r1\tcreate\tPOST /messages: HTTP 422" in out and "1 dead letters" in err
+    assert main(["dead-letters", "--replay"]) == 0
+    assert "1 dead letters put back" in capsys.readouterr().out
+    assert main(["dead-letters"]) == 0
+    assert "0 dead letters" in capsys.readouterr().err
+
+    async def outbox_depth() -> int:
+        store = open_store(url)
+        await store.open()
+        depth, _ = await store.outbox_stats(10.0)
+        await store.close()
+        return depth
+
+    assert asyncio.run(outbox_depth()) == 1

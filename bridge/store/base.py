@@ -101,6 +101,9 @@ class Store(Protocol):
 
     async def dead_letters(self) -> list[DeadLetter]: ...
 
+    async def replay_dead_letters(self, now: float) -> int:
+        """Put every dead letter back in the outbox as a fresh item; returns how many."""
+
     async def prune(self, finished_before: float, events_before: float) -> int:
         """Forget incidents resolved (last changed) before `finished_before` with nothing left
         to deliver, and processed event ids older than `events_before`; returns how many

@@ -104,6 +104,13 @@ class MemoryStore:
     async def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
 
+    async def replay_dead_letters(self, now: float) -> int:
+        dead, self._dead = self._dead, []
+        for letter in dead:
+            item = letter.item
+            self._add_items(item.ref, [NewOutboxItem(item.kind, item.content, item.actor)], now)
+        return len(dead)
+
     async def prune(self, finished_before: float, events_before: float) -> int:
         self._events = {e: at for e, at in self._events.items() if at >= events_before}
         busy = {item.ref for item, _ in self._outbox.values()}

@@ -304,6 +304,17 @@ class SQLiteStore:
 
         return await self._run(delete)
 
+    async def replay_dead_letters(self, now: float) -> int:
+        def move(db: sqlite3.Connection) -> int:
+            db.execute(
+                "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor) "
+                "SELECT ref, kind, content, ?, ?, actor FROM dead_letters ORDER BY id",
+                (now, now),
+            )
+            return db.execute("DELETE FROM dead_letters").rowcount
+
+        return await self._run(move)
+
     async def outbox_stats(self, now: float) -> tuple[int, float]:
         count, oldest = await self._run(
             lambda db: db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()

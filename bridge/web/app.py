@@ -121,10 +121,8 @@ def create_app(
             )
         tasks = []
         if run_outbox:
-            tasks = [
-                asyncio.create_task(outbox.run(), name="outbox"),
-                asyncio.create_task(prune_forever(store, settings.retention), name="prune"),
-            ]
+            delivering = asyncio.create_task(outbox.run(), name="outbox")
+            tasks = [asyncio.create_task(prune_forever(store, settings.retention), name="prune")]
         if run_outbox and settings.BRIDGE_CALLBACK_MODE == "poll":
             if isinstance(pachca, PachcaClient):
                 poller = Poller(pachca, app[INBOX], settings.BRIDGE_POLL_INTERVAL)
@@ -132,6 +130,8 @@ def create_app(
             else:
                 log.warning("BRIDGE_CALLBACK_MODE=poll needs a real Pachca token; not polling")
         yield
+        if run_outbox:
+            await outbox.shutdown(delivering, settings.BRIDGE_SHUTDOWN_GRACE)
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,224 @@
+"""Delivery through outages, storms, kill -9 and SIGTERM: nothing lost, nothing doubled."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bridge.web.state import OUTBOX
+from tests.conftest import BridgeFactory, fixture_json
+from tests.fake_pachca import FakePachca
+from tests.test_outbox import Clock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def group(n: int, status: str = "firing") -> dict[str, Any]:
+    """Notification n of a storm: one group per n, three alerts."""
+    body = fixture_json("alertmanager/02-group-3-firing.json")
+    text = json.dumps(body).replace("DiskFull", f"DiskFull{n}")
+    payload: dict[str, Any] = json.loads(text)
+    if status == "resolved":
+        payload["status"] = "resolved"
+        for alert in payload["alerts"]:
+            alert["status"] = "resolved"
+            alert["endsAt"] = "2026-11-24T12:40:00Z"
+    return payload
+
+
+def groups_in(fake: FakePachca) -> Counter[str]:
+    """How many channel messages each group has (by its alertname in the header)."""
+    names: Counter[str] = Counter()
+    for message in fake.channel_messages():
+        header = message["content"].splitlines()[0]
+        names[header.split("**")[3]] += 1
+    return names
+
+
+async def test_pachca_down_then_up_loses_nothing(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    bridge.fake.down = True
+    for n in range(20):
+        assert (await bridge.post(group(n))).status == 200
+    for _ in range(5):  # minutes of outage: every attempt fails, nothing is dropped
+        await bridge.deliver()
+        clock.now += 600
+    assert bridge.fake.channel_messages() == []
+    assert (await bridge.store.outbox_stats(clock.now))[0] == 20
+    bridge.fake.down = False
+    await bridge.deliver()
+    assert groups_in(bridge.fake) == Counter({f"DiskFull{n}": 1 for n in range(20)})
+    assert await bridge.store.dead_letters() == []
+
+
+async def test_fifty_changes_while_pachca_is_slow_become_few_edits(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge()
+    bridge.fake.delay = 0.05
+    outbox = asyncio.create_task(bridge.app[OUTBOX].run())
+    try:
+        base = group(0)
+        await bridge.post(base)
+        for n in range(1, 51):  # the group grows by one alert per notification
+            grown = json.loads(json.dumps(base))
+            for i in range(n):
+                alert = json.loads(json.dumps(base["alerts"][0]))
+                alert["labels"]["instance"] = f"extra-{i}:9100"
+                alert["fingerprint"] = f"{i:016x}"
+                grown["alerts"].append(alert)
+            assert (await bridge.post(grown)).status == 200
+        for _ in range(200):
+            depth, _ = await bridge.store.outbox_stats(0)
+            if depth == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        outbox.cancel()
+    edits = [c for c in bridge.fake.ok_calls("/messages/{id}") if c.method == "PUT"]
+    assert 1 <= len(edits) <= 10, len(edits)
+    (message,) = bridge.fake.channel_messages()
+    assert "🔥 53 · ✅ 0" in message["content"]  # the last content won
+
+
+# --- the bridge as a real process --------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def slow_pachca() -> AsyncIterator[tuple[FakePachca, str]]:
+    fake = FakePachca(rate_limit=50, delay=0.02)
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("/api/shared/v1"))
+    await server.close()
+    assert fake.violations == []
+
+
+class BridgeProcess:
+    def __init__(self, pachca_url: str, token: str, state: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
+        self.env.update(
+            PACHCA_TOKEN=token,
+            PACHCA_API_URL=pachca_url,
+            BRIDGE_STORE=f"sqlite:///{state}",
+            BRIDGE_SHUTDOWN_GRACE="10s",
+        )
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = state.with_suffix(f".{self.port}.log")
+
+    async def start(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--rules",
+                "rules/",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("bridge did not start: " + self.log.read_text()[-2000:])
+
+    async def post_all(self, payloads: list[dict[str, Any]]) -> None:
+        async with aiohttp.ClientSession() as http:
+
+            async def post(payload: dict[str, Any]) -> None:
+                async with http.post(self.url + "/webhook/alertmanager", json=payload) as resp:
+                    assert resp.status == 200, await resp.text()
+
+            for start in range(0, len(payloads), 50):
+                await asyncio.gather(*(post(p) for p in payloads[start : start + 50]))
+
+    async def stop(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+async def wait_for(predicate: Any, seconds: float) -> None:
+    for _ in range(int(seconds * 20)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_kill_9_during_a_storm_then_restart(
+    slow_pachca: tuple[FakePachca, str], tmp_path: Path
+) -> None:
+    fake, url = slow_pachca
+    fake.delay = 0.3  # slow enough that several posts are in flight when the bridge dies
+    bridge = BridgeProcess(url, fake.token, tmp_path / "state.db")
+    await bridge.start()
+    storm = [group(n) for n in range(120)]
+    await bridge.post_all([p for p in storm for _ in range(2)])  # every copy twice (HA pair)
+    await wait_for(lambda: len(fake.channel_messages()) >= 20 and fake.posts_in_flight > 0, 30)
+    in_flight, before = fake.posts_in_flight, len(fake.channel_messages())
+    assert await bridge.stop(signal.SIGKILL) == -signal.SIGKILL
+    await asyncio.sleep(fake.delay + 0.2)
+    assert in_flight and len(fake.channel_messages()) == before  # posted, answers lost
+    assert len(fake.channel_messages()) < 120  # killed mid-storm
+    fake.delay = 0.02
+    await bridge.start()
+    await bridge.post_all([group(n, "resolved") for n in range(0, 120, 10)])
+
+    def resolved() -> int:
+        return sum(m["content"].startswith("✅") for m in fake.channel_messages())
+
+    await wait_for(lambda: len(fake.channel_messages()) >= 120 and resolved() == 12, 60)
+    await asyncio.sleep(0.5)
+    assert groups_in(fake) == Counter({f"DiskFull{n}": 1 for n in range(120)})
+    assert resolved() == 12
+    assert await bridge.stop(signal.SIGTERM) == 0
+    log = bridge.log.read_text()
+    assert "adopting it" in log  # a post whose answer died with the process was found again
+
+
+async def test_sigterm_drains_then_exits_0(
+    slow_pachca: tuple[FakePachca, str], tmp_path: Path
+) -> None:
+    fake, url = slow_pachca
+    bridge = BridgeProcess(url, fake.token, tmp_path / "state.db")
+    await bridge.start()
+    await bridge.post_all([group(n) for n in range(30)])
+    assert await bridge.stop(signal.SIGTERM) == 0
+    assert groups_in(fake) == Counter({f"DiskFull{n}": 1 for n in range(30)})
+    assert "items left" not in bridge.log.read_text()
