@@ -1,0 +1,223 @@
+"""Benchmark: intake latency and throughput, an alert storm, and memory at scale.
+
+Starts the bridge (`python -m bridge serve`, SQLite store) against a local fake Pachca that
+allows 50 requests/s (429 + Retry-After above it) and answers slowly, and a bare aiohttp server
+that only parses the same JSON, then prints:
+
+  1. intake: requests/s and p50/p99 latency at a fixed 500 notifications/s, bridge vs bare
+  2. storm: N alerts in G groups, every notification sent twice (a split HA pair): Pachca
+     calls by type, 429s, time until every group had its message, duplicates, lost, peak RSS
+  3. scale: RSS with 100,000 active alerts in 10,000 incidents
+
+Run: python3 bench/storm.py            (about 4 minutes; --quick for a smaller run)
+Not a test: it asserts nothing, it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fake_pachca import FakePachca  # noqa: E402
+
+TEMPLATE = json.loads((REPO / "tests/fixtures/alertmanager/02-group-3-firing.json").read_text())
+
+
+def notification(group: int, alerts: int) -> dict[str, Any]:
+    payload = json.loads(json.dumps(TEMPLATE))
+    payload["groupKey"] = f'{{}}:{{alertname="Storm{group}"}}'
+    payload["groupLabels"] = {"alertname": f"Storm{group}"}
+    payload["commonLabels"]["alertname"] = f"Storm{group}"
+    first = payload["alerts"][0]
+    payload["alerts"] = []
+    for i in range(alerts):
+        alert = json.loads(json.dumps(first))
+        alert["labels"].update(alertname=f"Storm{group}", instance=f"host-{i}:9100")
+        alert["annotations"]["summary"] = f"Storm{group} on host-{i}"
+        alert["fingerprint"] = f"{group:08x}{i:08x}"
+        payload["alerts"].append(alert)
+    return payload
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+BARE_SERVER = """
+import json, sys
+from aiohttp import web
+async def handle(request):
+    json.loads(await request.read())
+    return web.json_response({"status": "ok"})
+app = web.Application()
+app.router.add_post("/webhook/alertmanager", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def start(cmd: list[str], port: int, env: dict[str, str], log: Path) -> Any:
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=REPO, env=env,
+                                                stdout=log.open("wb"), stderr=log.open("wb"))
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/webhook/alertmanager",
+                                     data=b"{}", headers={"Content-Type": "text/plain"}):
+                    return proc
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{cmd} did not start; see {log}")
+
+
+async def fixed_rate(url: str, bodies: list[bytes], rate: float) -> tuple[float, list[float]]:
+    """Send `bodies` open-loop at `rate`/s; returns (achieved req/s, latencies in ms)."""
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def one(body: bytes) -> None:
+            started = time.perf_counter()
+            async with http.post(url, data=body,
+                                 headers={"Content-Type": "application/json"}) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}")
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        began = time.perf_counter()
+        tasks = []
+        for n, body in enumerate(bodies):
+            delay = began + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - began
+    return len(bodies) / elapsed, latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+async def main(quick: bool) -> None:
+    fake = FakePachca(rate_limit=50, retry_after=1, delay=0.05)
+    fake_server = TestServer(fake.app(), host="127.0.0.1")
+    await fake_server.start_server()
+    state = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
+    env.update(PACHCA_TOKEN=fake.token, PACHCA_API_URL=str(fake_server.make_url("/api/shared/v1")),
+               BRIDGE_STORE=f"sqlite:///{state / 'state.db'}", BRIDGE_LOG_LEVEL="WARNING")
+    rules = state / "rules.yaml"
+    rules.write_text("routes:\n  - {name: default, chat_id: 1000}\n")
+    async def fresh_bridge(phase: str) -> tuple[Any, int]:
+        """A bridge with its own empty state file, so no phase waits on another's backlog."""
+        port = free_port()
+        phase_env = {**env, "BRIDGE_STORE": f"sqlite:///{state / phase}.db"}
+        proc = await start([sys.executable, "-m", "bridge", "serve", "--rules", str(rules),
+                            "--host", "127.0.0.1", "--port", str(port)],
+                           port, phase_env, state / f"{phase}.log")
+        return proc, port
+
+    bare_port = free_port()
+    bare = await start([sys.executable, "-c", BARE_SERVER, str(bare_port)], bare_port, env,
+                       state / "bare.log")
+    bridge, bridge_port = await fresh_bridge("intake")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
+          f"answers after 50 ms; bridge state in {state}")
+
+    # 1. intake at a fixed 500/s, new groups each time (every request commits to SQLite)
+    count = 2000 if quick else 5000
+    bodies = [json.dumps(notification(100_000 + n, 3)).encode() for n in range(count)]
+    print(f"\n1. intake, {count} notifications at a fixed 500/s (3 alerts each, all new groups)")
+    for name, port in (("bare aiohttp + json.loads", bare_port), ("bridge", bridge_port)):
+        rate, lat = await fixed_rate(f"http://127.0.0.1:{port}/webhook/alertmanager", bodies, 500)
+        print(f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
+              f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms")
+    print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
+    bridge.terminate()
+    await bridge.wait()
+    bridge, bridge_port = await fresh_bridge("storm")
+    fake.calls.clear()
+    fake.messages.clear()
+
+    # 2. storm
+    groups, per_group = (200, 10) if quick else (1000, 10)
+    print(f"\n2. storm: {groups * per_group} alerts in {groups} groups, each notification twice")
+    storm = [json.dumps(notification(n, per_group)).encode() for n in range(groups)]
+    began = time.perf_counter()
+    rate, lat = await fixed_rate(f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
+                                 [b for body in storm for b in (body, body)], 500)
+    intake_done = time.perf_counter() - began
+    wanted = {f"Storm{n}" for n in range(groups)}
+
+    def storm_messages() -> Counter[str]:
+        names: Counter[str] = Counter()
+        for m in fake.channel_messages():
+            names[m["content"].splitlines()[0].split("**")[3]] += 1
+        return names
+
+    while not wanted <= set(storm_messages()) and time.perf_counter() - began < 900:
+        await asyncio.sleep(0.2)
+    all_there = time.perf_counter() - began
+    by_group = storm_messages()
+    calls = Counter(f"{c.method} {c.template} {c.status}" for c in fake.calls)
+    print(f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
+          f"all {2 * groups} accepted in {intake_done:.1f} s")
+    print(f"   every group had its message after {all_there:.1f} s "
+          f"(Pachca's 50 req/s alone needs {groups / 50:.0f} s)")
+    print(f"   duplicates: {sum(1 for g in wanted if by_group[g] > 1)}, "
+          f"lost: {sum(1 for g in wanted if by_group[g] == 0)}")
+    print("   Pachca calls: " + ", ".join(f"{k}: {v}" for k, v in sorted(calls.items())))
+    print(f"   429 answers: {sum(v for k, v in calls.items() if k.endswith(' 429'))}")
+    print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
+
+    # 3. scale: 100,000 active alerts in 10,000 incidents (delivery may lag; memory is the point)
+    incidents = 2000 if quick else 10_000
+    print(f"\n3. scale: {incidents * 10} active alerts in {incidents} incidents")
+    bridge.terminate()
+    await bridge.wait()
+    bridge, bridge_port = await fresh_bridge("scale")
+    bodies = [json.dumps(notification(500_000 + n, 10)).encode() for n in range(incidents)]
+    rate, lat = await fixed_rate(f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
+                                 bodies, 500)
+    print(f"   intake at 500/s: p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms")
+    print(f"   bridge RSS now {rss_mb(bridge.pid, 'VmRSS'):.0f} MB, "
+          f"peak {rss_mb(bridge.pid):.0f} MB; state file "
+          f"{(state / 'scale.db').stat().st_size / 1e6:.0f} MB")
+
+    for proc in (bridge, bare):
+        proc.terminate()
+        await proc.wait()
+    await fake_server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller numbers, about 1 minute")
+    asyncio.run(main(parser.parse_args().quick))
