@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +70,6 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 BARE_SERVER = """
 import json, sys
-from aiohttp import web
 async def handle(request):
     json.loads(await request.read())
     return web.json_response({"status": "ok"})
