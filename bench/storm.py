@@ -80,13 +80,17 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 
 async def start(cmd: list[str], port: int, env: dict[str, str], log: Path) -> Any:
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=REPO, env=env,
-                                                stdout=log.open("wb"), stderr=log.open("wb"))
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=log.open("wb")
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
             try:
-                async with http.post(f"http://127.0.0.1:{port}/webhook/alertmanager",
-                                     data=b"{}", headers={"Content-Type": "text/plain"}):
+                async with http.post(
+                    f"http://127.0.0.1:{port}/webhook/alertmanager",
+                    data=b"{}",
+                    headers={"Content-Type": "text/plain"},
+                ):
                     return proc
             except aiohttp.ClientError:
                 await asyncio.sleep(0.05)
@@ -98,10 +102,12 @@ async def fixed_rate(url: str, bodies: list[bytes], rate: float) -> tuple[float,
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as http:
+
         async def one(body: bytes) -> None:
             started = time.perf_counter()
-            async with http.post(url, data=body,
-                                 headers={"Content-Type": "application/json"}) as resp:
+            async with http.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
                 await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}")
@@ -129,25 +135,47 @@ async def main(quick: bool) -> None:
     await fake_server.start_server()
     state = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
-    env.update(PACHCA_TOKEN=fake.token, PACHCA_API_URL=str(fake_server.make_url("/api/shared/v1")),
-               BRIDGE_STORE=f"sqlite:///{state / 'state.db'}", BRIDGE_LOG_LEVEL="WARNING")
+    env.update(
+        PACHCA_TOKEN=fake.token,
+        PACHCA_API_URL=str(fake_server.make_url("/api/shared/v1")),
+        BRIDGE_STORE=f"sqlite:///{state / 'state.db'}",
+        BRIDGE_LOG_LEVEL="WARNING",
+    )
     rules = state / "rules.yaml"
     rules.write_text("routes:\n  - {name: default, chat_id: 1000}\n")
+
     async def fresh_bridge(phase: str) -> tuple[Any, int]:
         """A bridge with its own empty state file, so no phase waits on another's backlog."""
         port = free_port()
         phase_env = {**env, "BRIDGE_STORE": f"sqlite:///{state / phase}.db"}
-        proc = await start([sys.executable, "-m", "bridge", "serve", "--rules", str(rules),
-                            "--host", "127.0.0.1", "--port", str(port)],
-                           port, phase_env, state / f"{phase}.log")
+        proc = await start(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--rules",
+                str(rules),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            port,
+            phase_env,
+            state / f"{phase}.log",
+        )
         return proc, port
 
     bare_port = free_port()
-    bare = await start([sys.executable, "-c", BARE_SERVER, str(bare_port)], bare_port, env,
-                       state / "bare.log")
+    bare = await start(
+        [sys.executable, "-c", BARE_SERVER, str(bare_port)], bare_port, env, state / "bare.log"
+    )
     bridge, bridge_port = await fresh_bridge("intake")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
-          f"answers after 50 ms; bridge state in {state}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
+        f"answers after 50 ms; bridge state in {state}"
+    )
 
     # 1. intake at a fixed 500/s, new groups each time (every request commits to SQLite)
     count = 2000 if quick else 5000
@@ -155,8 +183,10 @@ async def main(quick: bool) -> None:
     print(f"\n1. intake, {count} notifications at a fixed 500/s (3 alerts each, all new groups)")
     for name, port in (("bare aiohttp + json.loads", bare_port), ("bridge", bridge_port)):
         rate, lat = await fixed_rate(f"http://127.0.0.1:{port}/webhook/alertmanager", bodies, 500)
-        print(f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
-              f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms")
+        print(
+            f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
+            f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms"
+        )
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
     bridge.terminate()
     await bridge.wait()
@@ -169,8 +199,11 @@ async def main(quick: bool) -> None:
     print(f"\n2. storm: {groups * per_group} alerts in {groups} groups, each notification twice")
     storm = [json.dumps(notification(n, per_group)).encode() for n in range(groups)]
     began = time.perf_counter()
-    rate, lat = await fixed_rate(f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
-                                 [b for body in storm for b in (body, body)], 500)
+    rate, lat = await fixed_rate(
+        f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
+        [b for body in storm for b in (body, body)],
+        500,
+    )
     intake_done = time.perf_counter() - began
     wanted = {f"Storm{n}" for n in range(groups)}
 
@@ -185,12 +218,18 @@ async def main(quick: bool) -> None:
     all_there = time.perf_counter() - began
     by_group = storm_messages()
     calls = Counter(f"{c.method} {c.template} {c.status}" for c in fake.calls)
-    print(f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
-          f"all {2 * groups} accepted in {intake_done:.1f} s")
-    print(f"   every group had its message after {all_there:.1f} s "
-          f"(Pachca's 50 req/s alone needs {groups / 50:.0f} s)")
-    print(f"   duplicates: {sum(1 for g in wanted if by_group[g] > 1)}, "
-          f"lost: {sum(1 for g in wanted if by_group[g] == 0)}")
+    print(
+        f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
+        f"all {2 * groups} accepted in {intake_done:.1f} s"
+    )
+    print(
+        f"   every group had its message after {all_there:.1f} s "
+        f"(Pachca's 50 req/s alone needs {groups / 50:.0f} s)"
+    )
+    print(
+        f"   duplicates: {sum(1 for g in wanted if by_group[g] > 1)}, "
+        f"lost: {sum(1 for g in wanted if by_group[g] == 0)}"
+    )
     print("   Pachca calls: " + ", ".join(f"{k}: {v}" for k, v in sorted(calls.items())))
     print(f"   429 answers: {sum(v for k, v in calls.items() if k.endswith(' 429'))}")
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
@@ -202,12 +241,15 @@ async def main(quick: bool) -> None:
     await bridge.wait()
     bridge, bridge_port = await fresh_bridge("scale")
     bodies = [json.dumps(notification(500_000 + n, 10)).encode() for n in range(incidents)]
-    rate, lat = await fixed_rate(f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
-                                 bodies, 500)
+    rate, lat = await fixed_rate(
+        f"http://127.0.0.1:{bridge_port}/webhook/alertmanager", bodies, 500
+    )
     print(f"   intake at 500/s: p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms")
-    print(f"   bridge RSS now {rss_mb(bridge.pid, 'VmRSS'):.0f} MB, "
-          f"peak {rss_mb(bridge.pid):.0f} MB; state file "
-          f"{(state / 'scale.db').stat().st_size / 1e6:.0f} MB")
+    print(
+        f"   bridge RSS now {rss_mb(bridge.pid, 'VmRSS'):.0f} MB, "
+        f"peak {rss_mb(bridge.pid):.0f} MB; state file "
+        f"{(state / 'scale.db').stat().st_size / 1e6:.0f} MB"
+    )
 
     for proc in (bridge, bare):
         proc.terminate()
