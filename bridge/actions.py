@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from bridge.incidents import Effect
 from bridge.model import AlertStatus, Incident, IncidentState
+from bridge.rules import RouteConfig
+from bridge.silences import silence_matchers
 
 
 class Action(StrEnum):
@@ -30,6 +32,13 @@ class Reply(StrEnum):
     ACKED = "acked"
     UNACKED = "unacked"
     RESOLVED = "resolved"
+    QUEUED = "queued"  # Alertmanager is asked first; the DM follows its answer
+    SILENCED = "silenced"
+    UNSILENCED = "unsilenced"
+    SILENCE_FAILED = "silence_failed"
+    ALREADY_SILENCED = "already_silenced"
+    NOT_SILENCED = "not_silenced"
+    NO_SILENCE_MATCHERS = "no_silence_matchers"
     MALFORMED = "malformed"
     UNKNOWN_INCIDENT = "unknown_incident"
     NOT_ALLOWED = "not_allowed"
@@ -40,7 +49,14 @@ class Reply(StrEnum):
 
     @property
     def refused(self) -> bool:
-        return self not in (Reply.ACKED, Reply.UNACKED, Reply.RESOLVED)
+        return self not in (
+            Reply.ACKED,
+            Reply.UNACKED,
+            Reply.RESOLVED,
+            Reply.QUEUED,
+            Reply.SILENCED,
+            Reply.UNSILENCED,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +84,9 @@ def parse_button_data(data: str) -> ButtonData | None:
 @dataclass(frozen=True)
 class ClickResult:
     incident: Incident | None  # the incident after the press (unchanged when refused)
-    effects: tuple[Effect, ...]  # always ends with the DM to the presser
+    effects: tuple[Effect, ...]  # ends with the DM to the presser, or an Alertmanager request
     reply: Reply
+    arg: str = ""  # for an Alertmanager request: the silence duration
 
     @property
     def changed(self) -> bool:
@@ -84,18 +101,36 @@ def apply_click(
     incident: Incident | None,
     button: ButtonData,
     user_id: int,
-    allowed_users: list[int] | None,
+    route: RouteConfig,
     now: datetime,
+    *,
+    silence_enabled: bool = False,
 ) -> ClickResult:
-    """Apply one press by `user_id` to the incident its data names (None if unknown)."""
+    """Apply one press by `user_id` to the incident its data names (None if unknown).
+    Silence and Unsilence change nothing yet: they queue a request to Alertmanager, whose
+    answer is recorded later (`silences.py`)."""
     if incident is None:
         return refuse(None, Reply.UNKNOWN_INCIDENT)
-    if allowed_users is not None and user_id not in allowed_users:
+    if route.allowed_users is not None and user_id not in route.allowed_users:
         return refuse(incident, Reply.NOT_ALLOWED)
-    if button.action in (Action.SILENCE, Action.UNSILENCE):
-        return refuse(incident, Reply.NOT_AVAILABLE)
     if incident.state is IncidentState.RESOLVED:
         return refuse(incident, Reply.ALREADY_RESOLVED)
+    if button.action is Action.SILENCE:
+        if not silence_enabled or incident.source != "alertmanager":
+            return refuse(incident, Reply.NOT_AVAILABLE)
+        if button.arg not in route.silence_durations:
+            return refuse(incident, Reply.MALFORMED)
+        if incident.silence_id is not None:
+            return refuse(incident, Reply.ALREADY_SILENCED)
+        if not silence_matchers(incident):
+            return refuse(incident, Reply.NO_SILENCE_MATCHERS)
+        return ClickResult(incident, (Effect.SILENCE,), Reply.QUEUED, button.arg)
+    if button.action is Action.UNSILENCE:
+        if not silence_enabled:
+            return refuse(incident, Reply.NOT_AVAILABLE)
+        if incident.silence_id is None:
+            return refuse(incident, Reply.NOT_SILENCED)
+        return ClickResult(incident, (Effect.UNSILENCE,), Reply.QUEUED)
     if button.action is Action.ACK:
         if incident.acked_by is not None:
             return refuse(incident, Reply.ALREADY_ACKED)

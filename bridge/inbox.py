@@ -9,21 +9,24 @@ other replica) the store is read and the transition itself finds that nothing ch
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cachetools import TTLCache
 
+from bridge import silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.incidents import Effect, apply_notification, notification_digest
 from bridge.metrics import Metrics
-from bridge.model import Click, Incident, Notification, incident_key
-from bridge.render import render_comment, render_reply
+from bridge.model import Click, Incident, IncidentState, Notification, incident_key
+from bridge.render import RenderOptions, render_comment, render_reply
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store
 
@@ -70,10 +73,12 @@ class Inbox:
         resolved_ttl: float,
         dedup_ttl: float,
         dedup_size: int,
+        render_options: RenderOptions,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
+        self.render_options = render_options
         self.rules = rules
         self.metrics = metrics
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
@@ -136,7 +141,10 @@ class Inbox:
             items = [
                 NewOutboxItem(effect.value)
                 if effect in (Effect.CREATE, Effect.EDIT)
-                else NewOutboxItem(effect.value, render_comment(effect, incident, route.config))
+                else NewOutboxItem(
+                    effect.value,
+                    render_comment(effect, incident, route.config, self.render_options),
+                )
                 for effect in transition.effects
             ]
             replaces = (current.ref, current.version) if current else None
@@ -165,7 +173,14 @@ class Inbox:
             incident = await self._live_incident(button.ref)
             route = self.rules.by_name(incident.route) if incident else self.rules.default
             now = self.clock()
-            result = apply_click(incident, button, click.user_id, route.config.allowed_users, now)
+            result = apply_click(
+                incident,
+                button,
+                click.user_id,
+                route.config,
+                now,
+                silence_enabled=self.render_options.silence_enabled,
+            )
             items = self._click_items(result, route, click.user_id)
             if not result.changed or result.incident is None or incident is None:
                 return await self._enqueue_reply(
@@ -200,19 +215,121 @@ class Inbox:
             return None
         return stored.incident
 
-    @staticmethod
-    def _click_items(result: ClickResult, route: Route, user_id: int) -> list[NewOutboxItem]:
+    def _click_items(
+        self, result: ClickResult, route: Route, user_id: int, reason: str = ""
+    ) -> list[NewOutboxItem]:
+        """Outbox items for the effects of a press (or of Alertmanager's answer to one)."""
         items = []
         for effect in result.effects:
             if effect is Effect.EDIT:
                 items.append(NewOutboxItem(effect.value))
             elif effect is Effect.DM:
-                text = render_reply(result.reply, result.incident, route.config.language)
+                text = render_reply(
+                    result.reply,
+                    result.incident,
+                    route.config.language,
+                    self.render_options,
+                    reason,
+                )
                 items.append(NewOutboxItem(effect.value, text, actor=user_id))
+            elif effect in (Effect.SILENCE, Effect.UNSILENCE):
+                request = json.dumps({"duration": result.arg}) if result.arg else ""
+                items.append(NewOutboxItem(effect.value, request, actor=user_id))
             elif result.incident is not None:
-                text = render_comment(effect, result.incident, route.config)
+                text = render_comment(effect, result.incident, route.config, self.render_options)
                 items.append(NewOutboxItem(effect.value, text, actor=user_id))
         return items
+
+    # -- answers from Alertmanager, and what it reports -----------------------------------
+
+    async def silence_created(
+        self, ref: str, user_id: int, silence_id: str, until: datetime, by: str
+    ) -> None:
+        """Alertmanager made the silence a press asked for: show it, say so, tell the presser."""
+
+        def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
+            if incident.state is not IncidentState.FIRING:
+                return ClickResult(incident, (Effect.DM,), Reply.SILENCED)
+            after = silences.silenced(incident, silence_id, until, by, now)
+            return ClickResult(
+                after, (Effect.EDIT, Effect.COMMENT_SILENCED, Effect.DM), Reply.SILENCED
+            )
+
+        await self._change(ref, decide, user_id)
+
+    async def silence_ended(self, ref: str, user_id: int) -> None:
+        """The incident's silence was expired on a press (or was already gone)."""
+
+        def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
+            if incident.silence_id is None:
+                return ClickResult(incident, (Effect.DM,), Reply.UNSILENCED)
+            after = silences.unsilenced(incident, now)
+            return ClickResult(
+                after, (Effect.EDIT, Effect.COMMENT_UNSILENCED, Effect.DM), Reply.UNSILENCED
+            )
+
+        await self._change(ref, decide, user_id)
+
+    async def silence_failed(self, ref: str, user_id: int, reason: str) -> None:
+        """Alertmanager could not do what a press asked: the presser learns why."""
+
+        def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
+            return ClickResult(incident, (Effect.DM,), Reply.SILENCE_FAILED)
+
+        await self._change(ref, decide, user_id, reason)
+
+    async def follow_alertmanager(
+        self,
+        ref: str,
+        alerts: dict[str, dict[str, Any]] | None,
+        silences_by_id: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Align one incident with Alertmanager's current alerts and silences (`alerts` None:
+        Alertmanager could not be asked, so only a silence long past its end is dropped)."""
+
+        def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
+            if alerts is None:
+                after, effects = silences.drop_stale_silence(incident, now)
+            else:
+                after, effects = silences.follow_alertmanager(incident, alerts, silences_by_id, now)
+            return ClickResult(after, effects, Reply.QUEUED)
+
+        return await self._change(ref, decide, None)
+
+    async def _change(
+        self,
+        ref: str,
+        decide: Callable[[Incident, Route, datetime], ClickResult],
+        user_id: int | None,
+        reason: str = "",
+    ) -> bool:
+        """Apply `decide` to the live incident `ref` and commit the result with its items;
+        False if the incident is gone or nothing changed."""
+        for _ in range(CONFLICT_RETRIES):
+            incident = await self._live_incident(ref)
+            if incident is None:
+                return False
+            route = self.rules.by_name(incident.route)
+            now = self.clock()
+            result = decide(incident, route, now)
+            items = self._click_items(result, route, user_id or 0, reason)
+            if not items:
+                return False
+            try:
+                if result.incident is not None and result.incident is not incident:
+                    await self.store.save_incident(
+                        result.incident,
+                        (incident.ref, incident.version),
+                        items,
+                        now.timestamp(),
+                    )
+                else:
+                    await self.store.enqueue(ref, items, now.timestamp())
+            except ConflictError:
+                continue
+            self.on_commit()
+            return True
+        raise StoreError(f"incident {ref} kept changing; gave up")
 
     async def _enqueue_reply(
         self, click: Click, ref: str, items: list[NewOutboxItem], action: str, reply: Reply

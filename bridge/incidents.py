@@ -21,6 +21,8 @@ from bridge.model import (
     incident_key,
 )
 
+UNSILENCED: dict[str, object] = {"silence_id": None, "silenced_until": None, "silenced_by": ""}
+
 
 class Effect(StrEnum):
     """What the chat must learn from a transition; each becomes one outbox item."""
@@ -32,7 +34,12 @@ class Effect(StrEnum):
     COMMENT_ACKED = "comment_acked"  # thread comment: someone took it
     COMMENT_UNACKED = "comment_unacked"  # thread comment: someone let it go
     COMMENT_RESOLVED_BY_HAND = "comment_resolved_by_hand"  # thread comment: closed by a person
+    COMMENT_SILENCED = "comment_silenced"  # thread comment: silenced until ...
+    COMMENT_UNSILENCED = "comment_unsilenced"  # thread comment: someone lifted the silence
+    COMMENT_SILENCE_ENDED = "comment_silence_ended"  # thread comment: it expired, still firing
     DM = "dm"  # direct message to the person who pressed a button
+    SILENCE = "silence"  # ask Alertmanager for a silence (then record it through the inbox)
+    UNSILENCE = "unsilence"  # ask Alertmanager to expire the incident's silence
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,8 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     people: dict[str, object] = {}
     if reopened:  # a new episode: the old ack and the hand-closing no longer hold
         people = {"acked_by": None, "acked_at": None, "resolved_by": None}
+    if state is IncidentState.RESOLVED:
+        people.update(UNSILENCED)
     updated = current.model_copy(
         update={
             **people,

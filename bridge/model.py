@@ -99,6 +99,9 @@ class Incident(Frozen):
     acked_at: datetime | None = None
     resolved_by: int | None = None  # set when closed by hand (Resolve button)
     last_digest: str = ""  # of the last notification applied (see incidents.notification_digest)
+    silence_id: str | None = None  # the Alertmanager silence now covering it
+    silenced_until: datetime | None = None
+    silenced_by: str = ""  # the silence's createdBy (a display name)
 
     @property
     def firing(self) -> list[Alert]:

@@ -14,7 +14,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from bridge.alertmanager_api import AlertmanagerError
 from bridge.errors import PachcaError, PachcaRateLimited, PachcaRequestError, StoreError
 from bridge.incidents import Effect
 from bridge.metrics import Metrics
@@ -24,6 +26,12 @@ from bridge.render import ACTOR_SLOT, Message, RenderOptions, person, render_mes
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
 from bridge.users import UserNames
+
+if TYPE_CHECKING:  # the silencer talks back to the inbox, which the outbox must not import
+    from bridge.silencer import Silencer
+
+# a silence request is tried this many times (a person is waiting for the answer)
+SILENCE_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,7 @@ class Outbox:
     render_options: RenderOptions
     metrics: Metrics
     users: UserNames
+    silencer: Silencer | None = None
     concurrency: int = 8
     max_retry_delay: float = 300.0
     clock: Callable[[], float] = time.time
@@ -106,6 +115,9 @@ class Outbox:
                 log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
                 await self.store.finish_item(item.id)
                 return
+        if item.kind in (Effect.SILENCE, Effect.UNSILENCE) and stored is not None:
+            await self._ask_alertmanager(item, stored)
+            return
         try:
             result = await self._send_dm(item) if stored is None else await self._send(item, stored)
         except PachcaRequestError as exc:
@@ -136,6 +148,37 @@ class Outbox:
             self.metrics.delivery_latency.labels(item.kind).observe(
                 max(0.0, self.clock() - item.created_at)
             )
+        await self.store.finish_item(item.id)
+
+    async def _ask_alertmanager(self, item: OutboxItem, stored: Stored) -> None:
+        """Silence or Unsilence: a few tries (a person is waiting), then tell them why not."""
+        try:
+            if self.silencer is None:
+                raise AlertmanagerError("ALERTMANAGER_URL is not set", retryable=False)
+            if item.kind == Effect.SILENCE:
+                await self.silencer.silence(item, stored.incident)
+            else:
+                await self.silencer.unsilence(item, stored.incident)
+        except AlertmanagerError as exc:
+            if exc.retryable and item.attempts + 1 < SILENCE_ATTEMPTS:
+                delay = backoff(item.attempts, self.max_retry_delay)
+                log.warning(
+                    "outbox: %s of incident %s failed (%s); retry in %.1fs",
+                    item.kind,
+                    item.ref,
+                    exc,
+                    delay,
+                )
+                self.metrics.deliveries.labels(item.kind, "retry").inc()
+                await self.store.retry_item(item.id, self.clock() + delay, str(exc))
+                return
+            log.warning("outbox: %s of incident %s failed for good: %s", item.kind, item.ref, exc)
+            self.metrics.deliveries.labels(item.kind, "failed").inc()
+            if self.silencer is not None:
+                await self.silencer.failed(item, str(exc))
+            await self.store.finish_item(item.id)
+            return
+        self.metrics.deliveries.labels(item.kind, "sent").inc()
         await self.store.finish_item(item.id)
 
     async def _send(self, item: OutboxItem, stored: Stored) -> str:

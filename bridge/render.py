@@ -66,6 +66,19 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "«{title}» никто не брал в работу. Ничего не изменено.",
         "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
         "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
+        "unsilence": "🔔 Снять заглушение",
+        "silenced_line": "🔕 Заглушено до {time} ({name})",
+        "comment_silenced": "🔕 Заглушено до {time} ({name})",
+        "comment_unsilenced": "🔔 {actor} снял заглушение",
+        "comment_silence_ended": "🔔 Заглушение закончилось, а алерт всё ещё горит",
+        "reply_silenced": "Вы заглушили «{title}» до {time}.",
+        "reply_unsilenced": "Вы сняли заглушение с «{title}».",
+        "reply_silence_failed": "Не получилось: {reason}. Ничего не изменено.",
+        "reply_already_silenced": "«{title}» уже заглушён. Ничего не изменено.",
+        "reply_not_silenced": "«{title}» не заглушён. Ничего не изменено.",
+        "reply_no_silence_matchers": "«{title}» нельзя заглушить: у группы нет меток, такое "
+        "заглушение накрыло бы все алерты. Ничего не изменено.",
+        "reply_queued": "",
     },
     "en": {
         "firing": "FIRING",
@@ -103,6 +116,19 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "Nobody has acknowledged “{title}”. Nothing was changed.",
         "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
         "reply_not_available": "This action is not available here. Nothing was changed.",
+        "unsilence": "🔔 Unsilence",
+        "silenced_line": "🔕 Silenced until {time} ({name})",
+        "comment_silenced": "🔕 Silenced until {time} ({name})",
+        "comment_unsilenced": "🔔 {actor} lifted the silence",
+        "comment_silence_ended": "🔔 The silence ended and the alert still fires",
+        "reply_silenced": "You silenced “{title}” until {time}.",
+        "reply_unsilenced": "You lifted the silence on “{title}”.",
+        "reply_silence_failed": "That did not work: {reason}. Nothing was changed.",
+        "reply_already_silenced": "“{title}” is already silenced. Nothing was changed.",
+        "reply_not_silenced": "“{title}” is not silenced. Nothing was changed.",
+        "reply_no_silence_matchers": "“{title}” cannot be silenced: its group has no labels, "
+        "so the silence would cover every alert. Nothing was changed.",
+        "reply_queued": "",
     },
 }
 # Where the presser's display name goes in comments written before the name is looked up;
@@ -204,14 +230,23 @@ def _state_line(
                 time=_time(when.astimezone(options.timezone)),
             )
         )
+    lines = []
     if incident.acked_by is not None and incident.acked_at is not None:
-        return Md(
+        lines.append(
             words["acked_line"].format(
                 name=person(incident.acked_by, names),
                 time=_time(incident.acked_at.astimezone(options.timezone)),
             )
         )
-    return Md("")
+    if incident.silence_id is not None:
+        lines.append(_silenced_text(words["silenced_line"], incident, options))
+    return Md("\n".join(lines))
+
+
+def _silenced_text(template: str, incident: Incident, options: RenderOptions) -> str:
+    until = incident.silenced_until
+    when = _time(until.astimezone(options.timezone)) if until else "?"
+    return template.format(time=when, name=escape(incident.silenced_by or "Alertmanager"))
 
 
 def _content(
@@ -324,7 +359,9 @@ def _buttons(
             else {"text": words["ack"], "data": f"ack:{incident.ref}"}
         )
         rows.append([ack, {"text": words["resolve"], "data": f"resolve:{incident.ref}"}])
-        if options.silence_enabled and route.silence_durations:
+        if options.silence_enabled and incident.silence_id is not None:
+            rows.append([{"text": words["unsilence"], "data": f"unsilence:{incident.ref}"}])
+        elif options.silence_enabled and route.silence_durations:
             rows.append(
                 [
                     {
@@ -355,9 +392,15 @@ def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, st
     return row
 
 
-def render_comment(effect: Effect, incident: Incident, route: RouteConfig) -> str:
+def render_comment(
+    effect: Effect, incident: Incident, route: RouteConfig, options: RenderOptions
+) -> str:
     """The short thread comment for a significant transition (mentions included when firing)."""
     words = WORDS[route.language]
+    if effect is Effect.COMMENT_SILENCED:
+        return _silenced_text(words["comment_silenced"], incident, options)
+    if effect is Effect.COMMENT_SILENCE_ENDED:
+        return " ".join([words["comment_silence_ended"], *route.mentions])
     title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
     if effect is Effect.COMMENT_REFIRED:
         text = words["comment_refired"].format(
@@ -370,13 +413,28 @@ def render_comment(effect: Effect, incident: Incident, route: RouteConfig) -> st
         return words["comment_resolved"].format(
             title=title, duration=duration_text(lasted, route.language)
         )
-    if effect in (Effect.COMMENT_ACKED, Effect.COMMENT_UNACKED, Effect.COMMENT_RESOLVED_BY_HAND):
+    if effect in (
+        Effect.COMMENT_ACKED,
+        Effect.COMMENT_UNACKED,
+        Effect.COMMENT_RESOLVED_BY_HAND,
+        Effect.COMMENT_UNSILENCED,
+    ):
         return words[effect.value].format(actor=ACTOR_SLOT)
     raise ValueError(f"{effect} has no comment")
 
 
-def render_reply(reply: Reply, incident: Incident | None, language: str) -> str:
+def render_reply(
+    reply: Reply,
+    incident: Incident | None,
+    language: str,
+    options: RenderOptions | None = None,
+    reason: str = "",
+) -> str:
     """The direct message telling the presser what their press did, or why it did nothing."""
     title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS)) if incident else ""
     other = Md(f"<@{incident.acked_by}>") if incident and incident.acked_by else ""
-    return WORDS[language][f"reply_{reply.value}"].format(title=title, other=other)
+    until = incident.silenced_until if incident else None
+    time = _time(until.astimezone(options.timezone)) if until and options else "?"
+    return WORDS[language][f"reply_{reply.value}"].format(
+        title=title, other=other, time=time, reason=escape(truncate(reason, 300))
+    )

@@ -25,6 +25,7 @@ SECRET_NAMES = (
     "PACHCA_SIGNING_SECRET",
     "BRIDGE_WEBHOOK_TOKEN",
     "BRIDGE_WEBHOOK_BASIC_AUTH",
+    "ALERTMANAGER_AUTH",
 )
 
 
@@ -73,6 +74,8 @@ class Settings(BaseSettings):
     BRIDGE_RETRY_MAX_DELAY: Duration = 300
     BRIDGE_SHUTDOWN_GRACE: Duration = 20
     ALERTMANAGER_URL: str | None = None
+    ALERTMANAGER_AUTH: SecretStr | None = None  # "Bearer <token>" or "Basic <user>:<password>"
+    BRIDGE_SILENCE_CHECK_INTERVAL: Duration = 60
     BRIDGE_USER_CACHE_TTL: Duration = 3600
     BRIDGE_CALLBACK_MODE: Literal["webhook", "poll"] = "webhook"
     BRIDGE_CALLBACK_MAX_AGE: Duration = 60
@@ -190,4 +193,7 @@ class Settings(BaseSettings):
         # the password half of basic auth alone must not leak either
         if self.BRIDGE_WEBHOOK_BASIC_AUTH is not None:
             out.append(self.BRIDGE_WEBHOOK_BASIC_AUTH.get_secret_value().split(":", 1)[1])
+        if self.ALERTMANAGER_AUTH is not None:
+            credentials = self.ALERTMANAGER_AUTH.get_secret_value().partition(" ")[2]
+            out += [credentials, credentials.rpartition(":")[2]]
         return [s for s in out if len(s) >= 4]

@@ -60,6 +60,9 @@ class Store(Protocol):
 
     async def load_by_ref(self, ref: str) -> Stored | None: ...
 
+    async def open_incidents(self) -> list[Incident]:
+        """Every current incident that is not resolved."""
+
     async def save_incident(
         self,
         incident: Incident,

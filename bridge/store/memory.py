@@ -37,6 +37,10 @@ class MemoryStore:
     async def load_by_ref(self, ref: str) -> Stored | None:
         return self._stored(ref)
 
+    async def open_incidents(self) -> list[Incident]:
+        current = (self._incidents[ref] for ref in self._current.values())
+        return [i for i in current if i.state is not IncidentState.RESOLVED]
+
     async def save_incident(
         self,
         incident: Incident,

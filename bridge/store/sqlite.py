@@ -156,6 +156,15 @@ class SQLiteStore:
             )
         )
 
+    async def open_incidents(self) -> list[Incident]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT i.body FROM current_incidents c JOIN incidents i ON i.ref = c.ref "
+                "WHERE i.finished_at IS NULL"
+            ).fetchall()
+        )
+        return [Incident.model_validate_json(body) for (body,) in rows]
+
     async def save_incident(
         self,
         incident: Incident,

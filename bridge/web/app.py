@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.alertmanager_api import AlertmanagerClient
 from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
@@ -19,6 +20,7 @@ from bridge.poller import Poller
 from bridge.render import RenderOptions
 from bridge.rules import Rules
 from bridge.settings import Settings
+from bridge.silencer import Silencer
 from bridge.sources import alertmanager
 from bridge.store import Store
 from bridge.users import UserNames
@@ -35,6 +37,7 @@ from bridge.web.state import (
     PACHCA,
     RULES,
     SETTINGS,
+    SILENCER,
     STORE,
 )
 
@@ -70,13 +73,14 @@ def create_app(
     """The bridge as an aiohttp app; the store is opened and the outbox started on startup."""
     app = web.Application(middlewares=[json_errors])
     metrics = metrics or Metrics()
+    render_options = RenderOptions(
+        timezone=settings.timezone, silence_enabled=settings.ALERTMANAGER_URL is not None
+    )
     outbox = Outbox(
         store=store,
         pachca=pachca,
         rules=rules,
-        render_options=RenderOptions(
-            timezone=settings.timezone, silence_enabled=settings.ALERTMANAGER_URL is not None
-        ),
+        render_options=render_options,
         metrics=metrics,
         users=UserNames(pachca, settings.BRIDGE_USER_CACHE_TTL),
         concurrency=settings.BRIDGE_OUTBOX_CONCURRENCY,
@@ -90,15 +94,24 @@ def create_app(
     app[METRICS] = metrics
     app[AUTH] = IntakeAuth(settings.BRIDGE_WEBHOOK_TOKEN, settings.BRIDGE_WEBHOOK_BASIC_AUTH)
     app[OUTBOX] = outbox
-    app[INBOX] = Inbox(
+    app[INBOX] = inbox = Inbox(
         store,
         rules,
         metrics,
         resolved_ttl=settings.BRIDGE_RESOLVED_TTL,
         dedup_ttl=settings.BRIDGE_DEDUP_TTL,
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
+        render_options=render_options,
         on_commit=outbox.wake,
     )
+    am_client = None
+    if settings.ALERTMANAGER_URL is not None:
+        auth = settings.ALERTMANAGER_AUTH
+        am_client = AlertmanagerClient(
+            settings.ALERTMANAGER_URL, auth.get_secret_value() if auth else None
+        )
+        outbox.silencer = Silencer(am_client, inbox, outbox.users)
+    app[SILENCER] = outbox.silencer
     app.router.add_post(
         "/webhook/alertmanager", intake_handler(alertmanager.SOURCE, alertmanager.parse)
     )
@@ -123,6 +136,9 @@ def create_app(
         if run_outbox:
             delivering = asyncio.create_task(outbox.run(), name="outbox")
             tasks = [asyncio.create_task(prune_forever(store, settings.retention), name="prune")]
+        if run_outbox and outbox.silencer is not None:
+            watch = outbox.silencer.watch(store, settings.BRIDGE_SILENCE_CHECK_INTERVAL)
+            tasks.append(asyncio.create_task(watch, name="silence-watch"))
         if run_outbox and settings.BRIDGE_CALLBACK_MODE == "poll":
             if isinstance(pachca, PachcaClient):
                 poller = Poller(pachca, app[INBOX], settings.BRIDGE_POLL_INTERVAL)
@@ -137,6 +153,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await pachca.close()
+        if am_client is not None:
+            await am_client.close()
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -12,6 +12,7 @@ from bridge.outbox import Outbox
 from bridge.pachca import PachcaApi
 from bridge.rules import Rules
 from bridge.settings import Settings
+from bridge.silencer import Silencer
 from bridge.store import Store
 from bridge.web.auth import IntakeAuth
 
@@ -25,3 +26,4 @@ METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", IntakeAuth)
 INBOX = web.AppKey("inbox", Inbox)
 OUTBOX = web.AppKey("outbox", Outbox)
+SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")

@@ -1,0 +1,111 @@
+"""Carries out Silence and Unsilence presses against Alertmanager, from the outbox, and hands
+the answer back to the inbox; and keeps silenced incidents in line with Alertmanager's view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerError
+from bridge.durations import parse_duration
+from bridge.errors import StoreError
+from bridge.inbox import Inbox
+from bridge.model import Incident, IncidentState
+from bridge.render import incident_title
+from bridge.silences import drop_stale_silence, silence_matchers
+from bridge.store import OutboxItem, Store
+from bridge.users import UserNames
+
+log = logging.getLogger(__name__)
+
+
+class Silencer:
+    def __init__(
+        self,
+        alertmanager: AlertmanagerClient,
+        inbox: Inbox,
+        users: UserNames,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.alertmanager = alertmanager
+        self.inbox = inbox
+        self.users = users
+        self.clock = clock
+
+    async def silence(self, item: OutboxItem, incident: Incident) -> None:
+        """Create the silence a press asked for. AlertmanagerError if it could not be made."""
+        assert item.actor is not None
+        duration = parse_duration(json.loads(item.content)["duration"])
+        name = await self.users.name(item.actor) or f"Pachca user {item.actor}"
+        now = self.clock()
+        until = now + timedelta(seconds=duration)
+        silence_id = await self.alertmanager.create_silence(
+            silence_matchers(incident),
+            starts_at=now,
+            ends_at=until,
+            created_by=name,
+            comment=f"From Pachca chat {incident.chat_id}: incident {incident.ref} "
+            f"«{incident_title(incident)}» (pachca-alert-bridge)",
+        )
+        await self.inbox.silence_created(incident.ref, item.actor, silence_id, until, name)
+
+    async def unsilence(self, item: OutboxItem, incident: Incident) -> None:
+        """Expire the incident's silence; one Alertmanager no longer knows is as good as expired."""
+        assert item.actor is not None
+        if incident.silence_id is not None:
+            found = await self.alertmanager.expire_silence(incident.silence_id)
+            if not found:
+                log.info(
+                    "silence %s of incident %s was already gone", incident.silence_id, incident.ref
+                )
+        await self.inbox.silence_ended(incident.ref, item.actor)
+
+    async def failed(self, item: OutboxItem, reason: str) -> None:
+        if item.actor is not None:
+            await self.inbox.silence_failed(item.ref, item.actor, reason)
+
+    async def check_once(self, store: Store) -> int:
+        """One look at Alertmanager for all open incidents together; returns how many changed."""
+        open_incidents = [
+            i
+            for i in await store.open_incidents()
+            if i.source == "alertmanager" and i.state is IncidentState.FIRING
+        ]
+        if not open_incidents:
+            return 0
+        try:
+            alerts = await self.alertmanager.alerts()
+            silences = (
+                await self.alertmanager.silences()
+                if any((a.get("status") or {}).get("silencedBy") for a in alerts)
+                else []
+            )
+        except AlertmanagerError as exc:
+            log.warning("cannot ask Alertmanager about silences: %s", exc)
+            return await self._drop_stale(open_incidents)
+        by_fingerprint = {str(a.get("fingerprint")): a for a in alerts}
+        by_id = {str(s.get("id")): s for s in silences}
+        changed = 0
+        for incident in open_incidents:
+            changed += await self.inbox.follow_alertmanager(incident.ref, by_fingerprint, by_id)
+        return changed
+
+    async def _drop_stale(self, incidents: list[Incident]) -> int:
+        changed = 0
+        now = self.clock()
+        for incident in incidents:
+            if drop_stale_silence(incident, now)[1]:
+                changed += await self.inbox.follow_alertmanager(incident.ref, None, {})
+        return changed
+
+    async def watch(self, store: Store, interval: float) -> None:
+        while True:
+            try:
+                await self.check_once(store)
+            except StoreError as exc:
+                log.warning("silence check failed, will retry: %s", exc)
+            await asyncio.sleep(interval)

@@ -1,0 +1,116 @@
+"""Pure rules for Alertmanager silences on an incident: what a silence matches, what its
+creation or end does to the incident, and how the incident follows what Alertmanager reports.
+
+Alertmanager sends nothing for silenced alerts, not even "resolved" (prometheus/alertmanager#226),
+so while silenced an incident is kept true by `follow_alertmanager`, fed from `GET /api/v2/alerts`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from bridge.incidents import UNSILENCED, Effect
+from bridge.model import AlertStatus, Incident, IncidentState
+
+# A silence shown past its end by this much is dropped even if Alertmanager cannot be asked.
+STALE_SILENCE = timedelta(minutes=5)
+
+
+def silence_matchers(incident: Incident) -> dict[str, str]:
+    """Exact matchers for the incident's group: its group labels with a non-empty value.
+    Empty when the group has none, and then no silence may be made: it would match all."""
+    return {k: v for k, v in incident.group_labels.items() if v}
+
+
+def silenced(
+    incident: Incident, silence_id: str, until: datetime | None, by: str, now: datetime
+) -> Incident:
+    return _changed(incident, now, silence_id=silence_id, silenced_until=until, silenced_by=by)
+
+
+def unsilenced(incident: Incident, now: datetime) -> Incident:
+    return _changed(incident, now, **UNSILENCED)
+
+
+def follow_alertmanager(
+    incident: Incident,
+    alerts: dict[str, dict[str, Any]],
+    silences: dict[str, dict[str, Any]],
+    now: datetime,
+) -> tuple[Incident, tuple[Effect, ...]]:
+    """Bring a firing incident in line with Alertmanager's own view.
+
+    `alerts` are Alertmanager's current alerts by fingerprint; `silences` its silences by id.
+    - shown silenced, and none of its alerts is left: they resolved unseen -> resolved;
+    - shown silenced, no silence covers its alerts any more (expired, or expired in the UI)
+      -> silence dropped, Silence buttons back, the thread says so;
+    - not shown silenced, but every alert still present is silenced (e.g. from Alertmanager's
+      UI) -> shown silenced.
+    """
+    if incident.state is not IncidentState.FIRING:
+        return incident, ()
+    firing = [a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING]
+    present = [alerts[fp] for fp in firing if fp in alerts]
+    covering = [_covering(a) for a in present]
+    if incident.silence_id is not None:
+        if not present:
+            return _resolved_unseen(incident, firing, now), (Effect.EDIT, Effect.COMMENT_RESOLVED)
+        if not any(covering):
+            return unsilenced(incident, now), (Effect.EDIT, Effect.COMMENT_SILENCE_ENDED)
+        ids = set().union(*covering)
+        if incident.silence_id not in ids:  # another silence took over: show that one
+            return _shown(incident, sorted(ids)[0], silences, now), (Effect.EDIT,)
+        return incident, ()
+    if present and all(covering):
+        common = set.intersection(*covering) or set().union(*covering)
+        return _shown(incident, sorted(common)[0], silences, now), (
+            Effect.EDIT,
+            Effect.COMMENT_SILENCED,
+        )
+    return incident, ()
+
+
+def drop_stale_silence(incident: Incident, now: datetime) -> tuple[Incident, tuple[Effect, ...]]:
+    """A silence shown well past its end, when Alertmanager could not be asked."""
+    until = incident.silenced_until
+    if incident.silence_id is not None and until is not None and now > until + STALE_SILENCE:
+        return unsilenced(incident, now), (Effect.EDIT, Effect.COMMENT_SILENCE_ENDED)
+    return incident, ()
+
+
+def _covering(alert: dict[str, Any]) -> set[str]:
+    status = alert.get("status") or {}
+    return {str(s) for s in status.get("silencedBy") or []}
+
+
+def _shown(
+    incident: Incident, silence_id: str, silences: dict[str, dict[str, Any]], now: datetime
+) -> Incident:
+    silence = silences.get(silence_id, {})
+    until = _parse_time(silence.get("endsAt"))
+    return silenced(incident, silence_id, until, str(silence.get("createdBy") or ""), now)
+
+
+def _resolved_unseen(incident: Incident, firing: list[str], now: datetime) -> Incident:
+    alerts = dict(incident.alerts)
+    for fp in firing:
+        alerts[fp] = alerts[fp].model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": now})
+    return _changed(
+        incident, now, alerts=alerts, state=IncidentState.RESOLVED, resolved_at=now, **UNSILENCED
+    )
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _changed(incident: Incident, now: datetime, **update: object) -> Incident:
+    return incident.model_copy(
+        update={**update, "changed_at": now, "version": incident.version + 1}
+    )
