@@ -109,6 +109,19 @@ async def test_outbox_hands_out_the_oldest_item_of_each_incident(store: Store) -
     assert await store.outbox_stats(10.0) == (2, 9.0)
 
 
+async def test_items_keep_content_and_actor_through_retries(store: Store) -> None:
+    await store.save_incident(incident(), None, [NewOutboxItem("silence", '{"d": 1}', 42)], 1.0)
+    (item,) = await store.due_items(1.0, 10)
+    await store.retry_item(item.id, 2.0, "HTTP 503")
+    (again,) = await store.due_items(2.0, 10)
+    assert (again.kind, again.content, again.actor, again.attempts) == (
+        "silence",
+        '{"d": 1}',
+        42,
+        1,
+    )
+
+
 async def test_retried_item_waits_and_blocks_its_incident(store: Store) -> None:
     await store.save_incident(
         incident(), None, [NewOutboxItem("create"), NewOutboxItem("edit")], 1.0

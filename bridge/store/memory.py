@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
@@ -96,10 +98,7 @@ class MemoryStore:
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
         if item_id in self._outbox:
             item, _ = self._outbox[item_id]
-            bumped = OutboxItem(
-                item.id, item.ref, item.kind, item.content, item.created_at, item.attempts + 1
-            )
-            self._outbox[item_id] = (bumped, not_before)
+            self._outbox[item_id] = (replace(item, attempts=item.attempts + 1), not_before)
 
     async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
         self._outbox.pop(item.id, None)

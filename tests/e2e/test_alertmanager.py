@@ -1,0 +1,162 @@
+"""End to end with a real Alertmanager: grouping, resolution, and silences from the chat."""
+
+import asyncio
+from typing import Any
+
+from bridge.web.state import METRICS, SILENCER
+from tests.conftest import Bridge
+from tests.e2e.conftest import Alertmanager, alert, settle
+from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
+
+
+def message_of(bridge: Bridge, name: str) -> dict[str, Any]:
+    (found,) = [m for m in bridge.fake.channel_messages() if f"**{name}**" in m["content"]]
+    return found
+
+
+def ref_of(message: dict[str, Any]) -> str:
+    return data_buttons(message)[0].split(":")[1]
+
+
+def received(bridge: Bridge) -> float:
+    counter = bridge.app[METRICS].notifications
+    return sum(counter.labels("alertmanager", s)._value.get() for s in ("firing", "resolved"))
+
+
+async def opened(bridge: Bridge, am: Alertmanager, name: str, *instances: str) -> dict[str, Any]:
+    await am.push(*(alert(name, i) for i in instances))
+    await settle(
+        bridge, lambda: any(f"**{name}**" in m["content"] for m in bridge.fake.channel_messages())
+    )
+    message = message_of(bridge, name)
+    await settle(bridge, lambda: f"🔥 {len(instances)} ·" in message_of(bridge, name)["content"])
+    return message
+
+
+async def test_pushed_alerts_become_one_message_per_group_and_resolve_in_place(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    bridge, am = wired
+    db = await opened(bridge, am, "DiskFull", "db-1:9100", "db-2:9100", "db-3:9100")
+    await opened(bridge, am, "HighCPU", "web-1:9100")
+    assert len(bridge.fake.channel_messages()) == 2
+    await am.push(alert("DiskFull", "db-1:9100", resolved=True))
+    await settle(bridge, lambda: "🔥 2 · ✅ 1" in db["content"])
+    await am.push(*(alert("DiskFull", f"db-{i}:9100", resolved=True) for i in (2, 3)))
+    await settle(bridge, lambda: db["content"].startswith("✅ **РЕШЕНО**"))
+    assert len(bridge.fake.channel_messages()) == 2
+    assert bridge.fake.thread_comments(db["id"])[-1].startswith("✅ Решено: DiskFull")
+
+
+async def test_silence_button_silences_in_alertmanager_and_unsilence_expires_it(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    bridge, am = wired
+    bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
+    message = await opened(bridge, am, "DiskFull", "db-1:9100")
+    ref = ref_of(message)
+    assert f"silence:{ref}:1h" in data_buttons(message)
+
+    assert (await press(bridge, click_body(f"silence:{ref}:1h"))).status == 200
+    await settle(bridge, lambda: "🔕 Заглушено до" in message["content"])
+    (silence,) = [s for s in await am.get("/api/v2/silences") if s["status"]["state"] == "active"]
+    assert silence["matchers"] == [
+        {"name": "alertname", "value": "DiskFull", "isRegex": False, "isEqual": True}
+    ]
+    assert silence["createdBy"] == "Алиса Петрова"
+    assert ref in silence["comment"] and "chat 1000" in silence["comment"]
+    assert "(Алиса Петрова)" in message["content"]
+    assert data_buttons(message)[2:] == [f"unsilence:{ref}"]
+    assert bridge.fake.thread_comments(message["id"])[-1].startswith("🔕 Заглушено до")
+    assert dms(bridge, ALICE)[-1].startswith("Вы заглушили «DiskFull» до")
+
+    # silenced: a new alert of the group makes Alertmanager send nothing
+    before = received(bridge)
+    await am.push(alert("DiskFull", "db-2:9100"))
+    await asyncio.sleep(4)  # two group_intervals
+    assert received(bridge) == before
+
+    assert (await press(bridge, click_body(f"unsilence:{ref}"))).status == 200
+    await settle(bridge, lambda: "Заглушено" not in message["content"])
+    (expired,) = await am.get("/api/v2/silences")
+    assert expired["status"]["state"] == "expired"
+    assert f"silence:{ref}:1h" in data_buttons(message)
+    assert dms(bridge, ALICE)[-1] == "Вы сняли заглушение с «DiskFull»."
+    # and Alertmanager notifies again: the group's second alert shows up
+    await settle(bridge, lambda: "🔥 2 ·" in message["content"])
+
+
+async def test_silence_from_alertmanager_ui_is_shown_and_its_end_too(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100")
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    silence_id = await am.silence({"alertname": "HighCPU"})
+    await asyncio.sleep(0.5)  # Alertmanager marks the alert suppressed
+    await silencer.check_once(bridge.store)
+    await bridge.deliver()
+    assert "🔕 Заглушено до" in message["content"] and "(Оля из UI)" in message["content"]
+    await am.expire(silence_id)
+    await asyncio.sleep(0.5)
+    await silencer.check_once(bridge.store)
+    await bridge.deliver()
+    assert "Заглушено" not in message["content"]
+    assert bridge.fake.thread_comments(message["id"])[-1].startswith("🔔 Заглушение закончилось")
+
+
+async def test_alerts_resolved_while_silenced_resolve_the_message(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100")
+    await press(bridge, click_body(f"silence:{ref_of(message)}:4h"))
+    await settle(bridge, lambda: "🔕" in message["content"])
+    before = received(bridge)
+    await am.push(alert("HighCPU", "web-1:9100", resolved=True))
+    await asyncio.sleep(3)
+    assert received(bridge) == before  # Alertmanager says nothing about it (#226)
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    await silencer.check_once(bridge.store)
+    await bridge.deliver()
+    assert message["content"].startswith("✅ **РЕШЕНО**")
+    assert data_buttons(message) == []
+
+
+async def test_unsilence_of_a_silence_alertmanager_forgot_counts_as_expired(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    """Alertmanager 0.25 answers 500 "silence not found" (newer: 404) for an unknown id."""
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100")
+    ref = ref_of(message)
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.web.state import INBOX
+
+    await bridge.app[INBOX].silence_created(
+        ref,
+        ALICE,
+        "00000000-0000-4000-8000-000000000000",
+        datetime.now(UTC) + timedelta(hours=1),
+        "ghost",
+    )
+    await bridge.deliver()
+    assert "(ghost)" in message["content"]
+    await press(bridge, click_body(f"unsilence:{ref}"))
+    await settle(bridge, lambda: "Заглушено" not in message["content"])
+    assert dms(bridge, ALICE)[-1] == "Вы сняли заглушение с «HighCPU»."
+
+
+async def test_silence_for_a_duration_not_on_the_route_is_refused(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100")
+    ref = ref_of(message)
+    await press(bridge, click_body(f"silence:{ref}:2h"))  # not a configured duration
+    await bridge.deliver()
+    assert dms(bridge, ALICE)[-1].startswith("Эта кнопка не от бота алертов")
+    assert await am.get("/api/v2/silences") == []

@@ -1,0 +1,145 @@
+"""Silence rules without Alertmanager running: the pure follow-up logic, and how the bridge
+answers when Alertmanager is unreachable or refuses (with its captured answers)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bridge.incidents import Effect
+from bridge.model import IncidentState
+from bridge.silences import drop_stale_silence, follow_alertmanager, silenced
+from bridge.web.state import OUTBOX
+from tests.conftest import BridgeFactory, fixture_json
+from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
+from tests.test_outbox import Clock
+from tests.test_render import fixture_incident
+
+NOW = datetime(2026, 11, 24, 13, 10, tzinfo=UTC)
+SILENCE_ID = "48bb06e9-3cc5-4ef8-941f-480e1420aae0"
+
+
+def am_alerts(name: str) -> dict[str, dict[str, Any]]:
+    body = fixture_json(f"alertmanager-api/{name}")["response"]["body"]
+    return {a["fingerprint"]: a for a in body}
+
+
+def silence_demo() -> Any:
+    """The SilenceDemo incident (app-1..3) as the bridge holds it."""
+    return fixture_incident("alertmanager/13-after-silences-expired.json")
+
+
+def test_every_alert_silenced_in_alertmanager_shows_the_incident_silenced() -> None:
+    alerts = {
+        fp: {**a, "status": {"state": "suppressed", "silencedBy": [SILENCE_ID], "inhibitedBy": []}}
+        for fp, a in am_alerts("43-alerts-all-unfiltered.json").items()
+    }
+    silences = {
+        SILENCE_ID: {"id": SILENCE_ID, "createdBy": "Иван", "endsAt": "2026-11-24T15:07:52.238Z"}
+    }
+    after, effects = follow_alertmanager(silence_demo(), alerts, silences, NOW)
+    assert effects == (Effect.EDIT, Effect.COMMENT_SILENCED)
+    assert after.silence_id == SILENCE_ID and after.silenced_by == "Иван"
+    assert after.silenced_until == datetime(2026, 11, 24, 15, 7, 52, 238000, tzinfo=UTC)
+
+
+def test_one_of_three_silenced_is_not_the_incident_silenced() -> None:
+    """06: only app-2 silenced; the others still notify."""
+    incident = silence_demo()
+    alerts = am_alerts("43-alerts-all-unfiltered.json") | am_alerts(
+        "06-alerts-filtered-one-silenced.json"
+    )
+    assert follow_alertmanager(incident, alerts, {}, NOW) == (incident, ())
+
+
+def test_silence_gone_while_alerts_fire_drops_the_silenced_state() -> None:
+    incident = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(hours=1), "Иван", NOW)
+    active = {
+        fp: {**a, "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}
+        for fp, a in am_alerts("43-alerts-all-unfiltered.json").items()
+    }
+    after, effects = follow_alertmanager(incident, active, {}, NOW)
+    assert effects == (Effect.EDIT, Effect.COMMENT_SILENCE_ENDED)
+    assert after.silence_id is None
+
+
+def test_silenced_alerts_gone_from_alertmanager_resolve_the_incident() -> None:
+    incident = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(hours=1), "Иван", NOW)
+    after, effects = follow_alertmanager(incident, {}, {}, NOW)
+    assert effects == (Effect.EDIT, Effect.COMMENT_RESOLVED)
+    assert after.state is IncidentState.RESOLVED and after.silence_id is None
+
+
+def test_a_silence_long_past_its_end_is_dropped_without_alertmanager() -> None:
+    incident = silenced(silence_demo(), SILENCE_ID, NOW - timedelta(minutes=6), "Иван", NOW)
+    after, effects = drop_stale_silence(incident, NOW)
+    assert effects and after.silence_id is None
+    fresh = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(minutes=6), "Иван", NOW)
+    assert drop_stale_silence(fresh, NOW) == (fresh, ())
+
+
+async def captured_alertmanager(name: str) -> TestServer:
+    """Answers every request with one captured Alertmanager response."""
+    response = fixture_json(f"alertmanager-api/{name}")["response"]
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(
+            status=response["status"],
+            text=json.dumps(response["body"]),
+            content_type="application/json",
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:9", "unreachable"),  # nothing listens on the discard port
+        ("captured:22-err-bad-regex.json", "HTTP 400"),
+        ("captured:27-err-missing-comment.json", "HTTP 422"),
+    ],
+)
+async def test_alertmanager_failing_tells_the_presser_and_changes_nothing(
+    make_bridge: BridgeFactory, url: str, reason: str
+) -> None:
+    server = None
+    if url.startswith("captured:"):
+        server = await captured_alertmanager(url.removeprefix("captured:"))
+        url = str(server.make_url("")).rstrip("/")
+    bridge = await make_bridge(ALERTMANAGER_URL=url)
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    response = await bridge.post_fixture("alertmanager/01-single-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    before = json.dumps(message, sort_keys=True)
+    await press(bridge, click_body(f"silence:{ref}:1h"))
+    for _ in range(4):  # bounded retries for what may pass, then the answer
+        await bridge.deliver()
+        clock.now += 600
+    (dm,) = dms(bridge, ALICE)
+    assert dm.startswith("Не получилось:") and reason in dm and dm.endswith("Ничего не изменено.")
+    assert json.dumps(message, sort_keys=True) == before
+    assert f"silence:{ref}:1h" in data_buttons(message)
+    if server is not None:
+        await server.close()
+
+
+async def test_group_without_labels_cannot_be_silenced(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge(ALERTMANAGER_URL="http://127.0.0.1:9")
+    payload = fixture_json("alertmanager/01-single-firing.json")
+    payload["groupLabels"] = {}
+    response = await bridge.post(payload)
+    (ref,) = (await response.json())["changed"]
+    await press(bridge, click_body(f"silence:{ref}:1h"))
+    await bridge.deliver()
+    assert dms(bridge, ALICE)[-1].startswith("«HighCPU» нельзя заглушить")
