@@ -1,9 +1,10 @@
 """End to end with a real Alertmanager: grouping, resolution, and silences from the chat."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.web.state import METRICS, SILENCER
+from bridge.web.state import INBOX, METRICS, SILENCER
 from tests.conftest import Bridge
 from tests.e2e.conftest import Alertmanager, alert, settle
 from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
@@ -21,6 +22,14 @@ def ref_of(message: dict[str, Any]) -> str:
 def received(bridge: Bridge) -> float:
     counter = bridge.app[METRICS].notifications
     return sum(counter.labels("alertmanager", s)._value.get() for s in ("firing", "resolved"))
+
+
+async def check_silences(bridge: Bridge) -> None:
+    """One round of the periodic silence check, then delivery."""
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    await silencer.check_once(bridge.store)
+    await bridge.deliver()
 
 
 async def opened(bridge: Bridge, am: Alertmanager, name: str, *instances: str) -> dict[str, Any]:
@@ -91,17 +100,13 @@ async def test_silence_from_alertmanager_ui_is_shown_and_its_end_too(
 ) -> None:
     bridge, am = wired
     message = await opened(bridge, am, "HighCPU", "web-1:9100")
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
     silence_id = await am.silence({"alertname": "HighCPU"})
     await asyncio.sleep(0.5)  # Alertmanager marks the alert suppressed
-    await silencer.check_once(bridge.store)
-    await bridge.deliver()
+    await check_silences(bridge)
     assert "🔕 Заглушено до" in message["content"] and "(Оля из UI)" in message["content"]
     await am.expire(silence_id)
     await asyncio.sleep(0.5)
-    await silencer.check_once(bridge.store)
-    await bridge.deliver()
+    await check_silences(bridge)
     assert "Заглушено" not in message["content"]
     assert bridge.fake.thread_comments(message["id"])[-1].startswith("🔔 Заглушение закончилось")
 
@@ -117,10 +122,7 @@ async def test_alerts_resolved_while_silenced_resolve_the_message(
     await am.push(alert("HighCPU", "web-1:9100", resolved=True))
     await asyncio.sleep(3)
     assert received(bridge) == before  # Alertmanager says nothing about it (#226)
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
-    await silencer.check_once(bridge.store)
-    await bridge.deliver()
+    await check_silences(bridge)
     assert message["content"].startswith("✅ **РЕШЕНО**")
     assert data_buttons(message) == []
 
@@ -132,10 +134,6 @@ async def test_unsilence_of_a_silence_alertmanager_forgot_counts_as_expired(
     bridge, am = wired
     message = await opened(bridge, am, "HighCPU", "web-1:9100")
     ref = ref_of(message)
-    from datetime import UTC, datetime, timedelta
-
-    from bridge.web.state import INBOX
-
     await bridge.app[INBOX].silence_created(
         ref,
         ALICE,
