@@ -36,6 +36,7 @@ SILENCE_ATTEMPTS = 3
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
+STATS_EVERY_SECONDS = 1.0  # outbox depth and age gauges
 BASE_RETRY_DELAY = 1.0
 
 
@@ -60,6 +61,7 @@ class Outbox:
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
         self._stop_by: float | None = None  # monotonic deadline once shutting down
+        self._stats_at = float("-inf")
 
     def wake(self) -> None:
         """Called by the inbox after a commit: deliver now rather than at the next poll."""
@@ -100,9 +102,11 @@ class Outbox:
         """Deliver the items due now (one per incident); returns how many were handled."""
         now = self.clock()
         items = await self.store.due_items(now, self.concurrency)
-        depth, age = await self.store.outbox_stats(now)
-        self.metrics.outbox_depth.set(depth)
-        self.metrics.outbox_oldest_age.set(age)
+        if time.monotonic() - self._stats_at >= STATS_EVERY_SECONDS:
+            self._stats_at = time.monotonic()
+            depth, age = await self.store.outbox_stats(now)
+            self.metrics.outbox_depth.set(depth)
+            self.metrics.outbox_oldest_age.set(age)
         if items:
             await asyncio.gather(*(self.deliver(item) for item in items))
         return len(items)

@@ -109,6 +109,24 @@ async def test_outbox_hands_out_the_oldest_item_of_each_incident(store: Store) -
     assert await store.outbox_stats(10.0) == (2, 9.0)
 
 
+async def test_an_edit_waiting_behind_the_head_absorbs_new_edits(store: Store) -> None:
+    await store.save_incident(
+        incident(), None, [NewOutboxItem("create"), NewOutboxItem("edit")], 1.0
+    )
+    await store.save_incident(
+        incident(version=2),
+        ("r1", 1),
+        [NewOutboxItem("edit"), NewOutboxItem("comment_resolved", "x")],
+        2.0,
+    )
+    assert (await store.outbox_stats(2.0))[0] == 3  # create, edit, comment: no second edit
+    (head,) = await store.due_items(5.0, 10)
+    await store.finish_item(head.id)  # the create went; the waiting edit is now the head
+    await store.save_incident(incident(version=3), ("r1", 2), [NewOutboxItem("edit")], 3.0)
+    # the head edit may already be in flight with older content, so a new one is queued
+    assert (await store.outbox_stats(3.0))[0] == 3
+
+
 async def test_items_keep_content_and_actor_through_retries(store: Store) -> None:
     await store.save_incident(incident(), None, [NewOutboxItem("silence", '{"d": 1}', 42)], 1.0)
     (item,) = await store.due_items(1.0, 10)

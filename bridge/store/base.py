@@ -29,6 +29,15 @@ class NewOutboxItem:
     actor: int | None = None  # the person a DM goes to / whose name a comment shows
 
 
+def coalesced(items: list[NewOutboxItem], edit_waiting: bool) -> list[NewOutboxItem]:
+    """`items` without an edit when one already waits behind the incident's head item: that
+    one renders the latest state when its turn comes. (An edit that *is* the head may be in
+    flight with older content, so it does not count.) Keeps each incident's queue short."""
+    if not edit_waiting:
+        return items
+    return [i for i in items if i.kind != "edit"]
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     id: int

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 
 
 class MemoryStore:
@@ -77,7 +77,11 @@ class MemoryStore:
         self._events[event_id] = now
 
     def _add_items(self, ref: str, items: list[NewOutboxItem], now: float) -> None:
-        for new in items:
+        queued = sorted(
+            (item for item, _ in self._outbox.values() if item.ref == ref), key=lambda i: i.id
+        )
+        waiting = any(item.kind == "edit" for item in queued[1:])
+        for new in coalesced(items, waiting):
             item = OutboxItem(self._next_id, ref, new.kind, new.content, now, 0, new.actor)
             self._outbox[item.id] = (item, now)
             self._next_id += 1

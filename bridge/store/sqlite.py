@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 
 T = TypeVar("T")
 
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS processed_events (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (ref, id);
+CREATE INDEX IF NOT EXISTS outbox_by_kind ON outbox (kind, id);
 CREATE INDEX IF NOT EXISTS incidents_finished ON incidents (finished_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
@@ -68,6 +69,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 _ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts, actor"
+# the oldest item of each incident, if due
+_DUE_HEADS = (
+    "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor FROM outbox o "
+    "WHERE o.not_before <= ? {kind} AND NOT EXISTS "
+    "(SELECT 1 FROM outbox p WHERE p.ref = o.ref AND p.id < o.id) ORDER BY o.id LIMIT ?"
+)
 
 
 class SQLiteStore:
@@ -243,17 +250,19 @@ class SQLiteStore:
         )
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor "
-                "FROM outbox o JOIN (SELECT MIN(id) AS id FROM outbox GROUP BY ref) h "
-                "ON o.id = h.id WHERE o.not_before <= ? "
-                # new incidents first: an opening is not stuck behind a queue of cosmetic edits
-                "ORDER BY o.kind != 'create', o.id LIMIT ?",
-                (now, limit),
+        def heads(db: sqlite3.Connection) -> list[OutboxItem]:
+            # new incidents first (an opening is not stuck behind cosmetic edits), then the
+            # rest; both walk an index in id order and stop at `limit`, whatever the backlog
+            found = db.execute(
+                _DUE_HEADS.format(kind="AND o.kind = 'create'"), (now, limit)
             ).fetchall()
-        )
-        return [OutboxItem(*row) for row in rows]
+            if len(found) < limit:
+                found += db.execute(
+                    _DUE_HEADS.format(kind="AND o.kind != 'create'"), (now, limit - len(found))
+                ).fetchall()
+            return [OutboxItem(*row) for row in found]
+
+        return await self._run(heads)
 
     async def finish_item(self, item_id: int) -> None:
         await self._run(lambda db: db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)))
@@ -341,8 +350,13 @@ def _record_event(db: sqlite3.Connection, event_id: str | None, now: float) -> N
 
 
 def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now: float) -> None:
+    waiting_edit = db.execute(
+        "SELECT 1 FROM outbox WHERE ref = ? AND kind = 'edit' AND id > "
+        "(SELECT MIN(id) FROM outbox WHERE ref = ?)",
+        (ref, ref),
+    ).fetchone()
     db.executemany(
         "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        [(ref, i.kind, i.content, now, now, i.actor) for i in items],
+        [(ref, i.kind, i.content, now, now, i.actor) for i in coalesced(items, bool(waiting_edit))],
     )
