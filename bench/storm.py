@@ -70,6 +70,7 @@ def rss_mb(pid: int, field: str = "VmHWM") -> float:
 
 BARE_SERVER = """
 import json, sys
+from aiohttp import web
 async def handle(request):
     json.loads(await request.read())
     return web.json_response({"status": "ok"})
