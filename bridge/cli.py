@@ -164,10 +164,10 @@ def render(payload_path: str, rules_path: str) -> int:
 async def dead_letters(replay: bool) -> int:
     """List the dead letters (one line each: when, incident, kind, Pachca's answer), or
     replay them: the running bridge delivers them again."""
-    from bridge.store import open_store
+    from bridge.store import store_from_settings
 
     settings = Settings.from_environ()
-    store = open_store(settings.BRIDGE_STORE)
+    store = store_from_settings(settings)
     await store.open()
     try:
         if replay:
@@ -209,10 +209,19 @@ async def register_webhook(disable: bool) -> int:
     return 0
 
 
+def without_credentials(url: str) -> str:
+    """A store URL fit for a log line: `redis://:secret@host` -> `redis://***@host`."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
+
+
 def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
     from aiohttp import web
 
-    from bridge.store import open_store
+    from bridge.store import store_from_settings
+    from bridge.store.redis import RedisStore, SharedRateLimiter
     from bridge.web.app import create_app
 
     settings = Settings.from_environ()
@@ -224,16 +233,23 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
         if not dry_run:
             log.warning("PACHCA_TOKEN is not set: running dry, Pachca calls are only logged")
         pachca = DryRunPachca()
-    else:
-        pachca = client_from_settings(settings, metrics)
-    app = create_app(settings, rules, open_store(settings.BRIDGE_STORE), pachca, metrics)
+    store = store_from_settings(settings)
+    if not (dry_run or settings.PACHCA_TOKEN is None):
+        # with several replicas (Redis), one pace for all of them
+        limiter = (
+            SharedRateLimiter(store, settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
+            if isinstance(store, RedisStore)
+            else None
+        )
+        pachca = client_from_settings(settings, metrics, limiter)
+    app = create_app(settings, rules, store, pachca, metrics)
     log.info(
         "pachca-alert-bridge %s on %s:%d, %d routes, store %s",
         __version__,
         host,
         port,
         len(rules.routes),
-        settings.BRIDGE_STORE,
+        without_credentials(settings.BRIDGE_STORE),
     )
     # on SIGTERM: stop accepting, let in-flight requests finish, then the outbox's grace
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10)

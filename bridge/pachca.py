@@ -20,7 +20,7 @@ from bridge.errors import (
     PachcaUnavailable,
 )
 from bridge.metrics import Metrics
-from bridge.ratelimit import RateLimiter
+from bridge.ratelimit import Limiter, RateLimiter
 from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class PachcaClient:
         token: str,
         timeout: float,
         metrics: Metrics,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -155,14 +155,14 @@ class PachcaClient:
                 if resp.status == 429:
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
                     if self._limiter is not None:
-                        self._limiter.rate_limited(retry_after)
+                        await self._limiter.rate_limited(retry_after)
                     raise PachcaRateLimited(endpoint, retry_after)
                 if resp.status >= 500:
                     raise PachcaServerError(endpoint, f"HTTP {resp.status}", resp.status)
                 if resp.status >= 400:
                     raise PachcaRequestError(endpoint, resp.status, describe_error_body(parsed))
                 if self._limiter is not None:
-                    self._limiter.succeeded()
+                    await self._limiter.succeeded()
                 return parsed
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise PachcaUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
@@ -236,11 +236,15 @@ class PachcaClient:
         )
 
 
-def client_from_settings(settings: Settings, metrics: Metrics) -> PachcaClient:
-    """The real client with the configured token, timeout and rate limit."""
+def client_from_settings(
+    settings: Settings, metrics: Metrics, limiter: Limiter | None = None
+) -> PachcaClient:
+    """The real client with the configured token, timeout and rate limit (this process's
+    own, unless a limiter shared by all replicas is given)."""
     if settings.PACHCA_TOKEN is None:
         raise ValueError("PACHCA_TOKEN is not set")
-    limiter = RateLimiter(settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
+    if limiter is None:
+        limiter = RateLimiter(settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
     return PachcaClient(
         settings.PACHCA_API_URL,
         settings.PACHCA_TOKEN.get_secret_value(),

@@ -10,9 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 RECOVERY_PER_SUCCESS = 0.02  # of the configured rate
 SLOWEST = 0.1  # requests per second; never stop entirely
+
+
+class Limiter(Protocol):
+    """What the Pachca client needs from a rate limiter (this process's, or one shared by
+    all replicas through Redis: `store.redis.SharedRateLimiter`)."""
+
+    async def acquire(self) -> None: ...
+
+    async def rate_limited(self, retry_after: float | None) -> None: ...
+
+    async def succeeded(self) -> None: ...
 
 
 class RateLimiter:
@@ -49,7 +61,7 @@ class RateLimiter:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    def rate_limited(self, retry_after: float | None) -> None:
+    async def rate_limited(self, retry_after: float | None) -> None:
         """Pachca said 429: stop everyone for Retry-After (1 s if absent) and slow down."""
         now = self._clock()
         self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
@@ -57,7 +69,7 @@ class RateLimiter:
         self._tokens = 0.0
         self._updated = now
 
-    def succeeded(self) -> None:
+    async def succeeded(self) -> None:
         if self.rate < self.configured_rate:
             self.rate = min(
                 self.configured_rate, self.rate + self.configured_rate * RECOVERY_PER_SUCCESS

@@ -26,6 +26,7 @@ SECRET_NAMES = (
     "BRIDGE_WEBHOOK_TOKEN",
     "BRIDGE_WEBHOOK_BASIC_AUTH",
     "ALERTMANAGER_AUTH",
+    "REDIS_PASSWORD",
 )
 
 
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
     BRIDGE_STORE: str = "sqlite:///./bridge-state.db"
+    REDIS_PASSWORD: SecretStr | None = None
+    BRIDGE_CLAIM_TTL: Duration = 60
     BRIDGE_MAX_BODY: int = Field(default=1024 * 1024, gt=0)
     BRIDGE_DEDUP_TTL: Duration = 6 * 3600
     BRIDGE_DEDUP_CACHE_SIZE: int = Field(default=100_000, gt=0)
@@ -117,8 +120,11 @@ class Settings(BaseSettings):
     @field_validator("BRIDGE_STORE")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        if not (value.startswith("sqlite:///") or value == "memory://"):
-            raise ValueError("use sqlite:///path/to/state.db or memory:// (tests only)")
+        if not (value.startswith(("sqlite:///", "redis://", "rediss://")) or value == "memory://"):
+            raise ValueError(
+                "use sqlite:///path/to/state.db, redis://host:6379/0 (several replicas) "
+                "or memory:// (tests only)"
+            )
         return value
 
     @field_validator("BRIDGE_CALLBACK_ALLOW_IPS", "BRIDGE_TRUSTED_PROXIES")
@@ -196,4 +202,8 @@ class Settings(BaseSettings):
         if self.ALERTMANAGER_AUTH is not None:
             credentials = self.ALERTMANAGER_AUTH.get_secret_value().partition(" ")[2]
             out += [credentials, credentials.rpartition(":")[2]]
+        # a password inside the store URL (redis://:password@host)
+        userinfo = self.BRIDGE_STORE.partition("://")[2].rpartition("@")[0]
+        if userinfo:
+            out.append(userinfo.rpartition(":")[2])
         return [s for s in out if len(s) >= 4]

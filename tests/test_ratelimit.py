@@ -33,13 +33,13 @@ async def test_limiter_keeps_any_second_under_rate_plus_burst() -> None:
 
 async def test_429_pauses_everyone_and_halves_the_pace() -> None:
     limiter = RateLimiter(rate=40, burst=5)
-    limiter.rate_limited(retry_after=0.3)
+    await limiter.rate_limited(retry_after=0.3)
     started = time.monotonic()
     await limiter.acquire()
     assert time.monotonic() - started >= 0.29
     assert limiter.rate == 20
     for _ in range(100):
-        limiter.succeeded()
+        await limiter.succeeded()
     assert limiter.rate == 40
 
 

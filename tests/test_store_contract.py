@@ -1,5 +1,6 @@
 """One contract every store backend passes."""
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,21 @@ from bridge.errors import ConflictError
 from bridge.housekeeping import prune_once
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store import NewOutboxItem, Store, open_store
+from bridge.store.redis import RedisStore
+from tests.redis_server import redis_server  # noqa: F401 - a fixture
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 's.db'}"
-    store = open_store(url)
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        store: Store = RedisStore(server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    elif request.param == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    else:
+        store = open_store("memory://")
     await store.open()
     yield store
     await store.close()

@@ -3,18 +3,30 @@ backends; `open_store` picks one from `BRIDGE_STORE`."""
 
 from __future__ import annotations
 
+from bridge.settings import Settings
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Store, Stored
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
 
 
-def open_store(url: str) -> Store:
-    """A store for `url`: `sqlite:///path.db` or `memory://`."""
+def open_store(url: str, password: str | None = None, claim_ttl: float = 60.0) -> Store:
+    """A store for `url`: `sqlite:///path.db`, `redis://host:port/db` (or `rediss://`), or
+    `memory://` (tests)."""
     if url == "memory://":
         return MemoryStore()
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("redis://", "rediss://")):
+        from bridge.store.redis import RedisStore
+
+        return RedisStore(url, password=password, claim_ttl=claim_ttl)
     raise ValueError(f"unsupported store URL {url!r}")
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """The store `BRIDGE_STORE` names, with its password and claim expiry."""
+    password = settings.REDIS_PASSWORD.get_secret_value() if settings.REDIS_PASSWORD else None
+    return open_store(settings.BRIDGE_STORE, password, settings.BRIDGE_CLAIM_TTL)
 
 
 __all__ = [
@@ -26,4 +38,5 @@ __all__ = [
     "Store",
     "Stored",
     "open_store",
+    "store_from_settings",
 ]

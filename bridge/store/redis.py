@@ -1,0 +1,475 @@
+"""The shared store for several replicas: everything in one Redis (standalone, not Cluster).
+
+Each write that must be atomic is one Lua script, so replicas racing on one incident (the two
+copies of an HA notification arriving at two pods) cannot both win: compare-and-set on the
+incident's (ref, version), the processed-event id and the outbox items in one step.
+
+Outbox: one list per incident (its items in order) and two sorted sets of incident refs whose
+oldest item is due, scored by when (creations first). A replica takes an incident's head item
+by setting a claim key with an expiry, so a replica killed mid-send strands nothing: the claim
+lapses after `claim_ttl` and another replica takes the item.
+
+Keys (prefix `pab:`): inc:<ref> (hash), cur:<key> -> ref, open (set), finished (zset),
+q:<ref> (list of item ids), item:<id> (hash), seq, due:create / due:other (zsets),
+claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bridge.errors import ConflictError, DuplicateEvent, StoreError
+from bridge.model import Delivery, Incident, IncidentState
+from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+
+PREFIX = "pab:"
+EVENT_TTL_SECONDS = 86400
+
+# Shared Lua: queue items for an incident (an edit already waiting behind the head absorbs
+# new edits, as in the SQLite store), and put the incident's head item on a due list.
+_LIB = """
+local P = ARGV[1]
+local function schedule_head(ref)
+  redis.call('ZREM', P..'due:create', ref)
+  redis.call('ZREM', P..'due:other', ref)
+  local head = redis.call('LINDEX', P..'q:'..ref, 0)
+  if head then
+    local h = redis.call('HMGET', P..'item:'..head, 'kind', 'not_before')
+    local due = (h[1] == 'create') and 'due:create' or 'due:other'
+    redis.call('ZADD', P..due, h[2], ref)
+  end
+end
+local function add_items(ref, now, first)
+  local q = P..'q:'..ref
+  local waiting = false
+  for _, id in ipairs(redis.call('LRANGE', q, 1, -1)) do
+    if redis.call('HGET', P..'item:'..id, 'kind') == 'edit' then waiting = true end
+  end
+  local n = tonumber(ARGV[first])
+  for i = 0, n - 1 do
+    local kind = ARGV[first + 1 + i * 3]
+    if not (kind == 'edit' and waiting) then
+      local id = redis.call('INCR', P..'seq')
+      redis.call('HSET', P..'item:'..id, 'ref', ref, 'kind', kind,
+        'content', ARGV[first + 2 + i * 3], 'actor', ARGV[first + 3 + i * 3],
+        'created_at', now, 'not_before', now, 'attempts', 0)
+      redis.call('RPUSH', q, id)
+      redis.call('INCR', P..'depth')
+    end
+  end
+  schedule_head(ref)
+end
+local function record_event(event_id, now)
+  if event_id == '' then return true end
+  return redis.call('SET', P..'ev:'..event_id, now, 'NX', 'EX', EVENT_TTL)
+end
+local function release(ref, owner)
+  if redis.call('GET', P..'claim:'..ref) == owner then redis.call('DEL', P..'claim:'..ref) end
+end
+""".replace("EVENT_TTL", str(EVENT_TTL_SECONDS))
+
+# ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
+#       event_id, then the items (count, then kind/content/actor triples)
+_SAVE = (
+    _LIB
+    + """
+local key, ref = ARGV[2], ARGV[3]
+local cur = redis.call('GET', P..'cur:'..key)
+if cur then
+  local version = redis.call('HGET', P..'inc:'..cur, 'version')
+  if cur ~= ARGV[7] or version ~= ARGV[8] then return 'CONFLICT' end
+elseif ARGV[7] ~= '' then
+  return 'CONFLICT'
+end
+if not record_event(ARGV[10], ARGV[9]) then return 'DUPLICATE' end
+redis.call('HSET', P..'inc:'..ref, 'body', ARGV[5], 'version', ARGV[4], 'key', key)
+if ARGV[6] == '' then
+  redis.call('HDEL', P..'inc:'..ref, 'finished_at')
+  redis.call('SADD', P..'open', ref)
+  redis.call('ZREM', P..'finished', ref)
+else
+  redis.call('HSET', P..'inc:'..ref, 'finished_at', ARGV[6])
+  redis.call('SREM', P..'open', ref)
+  redis.call('ZADD', P..'finished', ARGV[6], ref)
+end
+if cur and cur ~= ref then redis.call('SREM', P..'open', cur) end
+redis.call('SET', P..'cur:'..key, ref)
+add_items(ref, ARGV[9], 11)
+return 'OK'
+"""
+)
+
+# ARGV: P, ref, now, event_id, items...
+_ENQUEUE = (
+    _LIB
+    + """
+if not record_event(ARGV[4], ARGV[3]) then return 'DUPLICATE' end
+add_items(ARGV[2], ARGV[3], 5)
+return 'OK'
+"""
+)
+
+# ARGV: P, now, limit, owner, claim_ms -> flat list of item hashes (as field/value lists)
+_CLAIM = (
+    _LIB
+    + """
+local out = {}
+local limit = tonumber(ARGV[3])
+for _, due in ipairs({'due:create', 'due:other'}) do
+  if #out >= limit then break end
+  local refs = redis.call('ZRANGEBYSCORE', P..due, '-inf', ARGV[2], 'LIMIT', 0, limit * 4)
+  for _, ref in ipairs(refs) do
+    if #out >= limit then break end
+    local claim = P..'claim:'..ref
+    if redis.call('SET', claim, ARGV[4], 'NX', 'PX', ARGV[5])
+        or redis.call('GET', claim) == ARGV[4] then
+      redis.call('PEXPIRE', claim, ARGV[5])
+      local id = redis.call('LINDEX', P..'q:'..ref, 0)
+      if id then
+        local item = redis.call('HGETALL', P..'item:'..id)
+        table.insert(item, 'id')
+        table.insert(item, id)
+        table.insert(out, item)
+      else
+        release(ref, ARGV[4])
+        schedule_head(ref)
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+# ARGV: P, item_id, owner, then: mode ('finish' | 'retry' | 'dead'), not_before, error, now
+_SETTLE = (
+    _LIB
+    + """
+local id = ARGV[2]
+local ref = redis.call('HGET', P..'item:'..id, 'ref')
+if not ref then return 0 end
+if ARGV[4] == 'retry' then
+  redis.call('HINCRBY', P..'item:'..id, 'attempts', 1)
+  redis.call('HSET', P..'item:'..id, 'not_before', ARGV[5], 'last_error', ARGV[6])
+else
+  if ARGV[4] == 'dead' then
+    local h = redis.call('HGETALL', P..'item:'..id)
+    table.insert(h, 'id') table.insert(h, id)
+    table.insert(h, 'error') table.insert(h, ARGV[6])
+    table.insert(h, 'failed_at') table.insert(h, ARGV[7])
+    redis.call('RPUSH', P..'dead', cjson.encode(h))
+  end
+  redis.call('LREM', P..'q:'..ref, 1, id)
+  redis.call('DEL', P..'item:'..id)
+  redis.call('DECR', P..'depth')
+end
+schedule_head(ref)
+release(ref, ARGV[3])
+return 1
+"""
+)
+
+# ARGV: P, now -> number replayed
+_REPLAY = (
+    _LIB
+    + """
+local dead = redis.call('LRANGE', P..'dead', 0, -1)
+redis.call('DEL', P..'dead')
+for _, raw in ipairs(dead) do
+  local flat = cjson.decode(raw)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  ARGV[3] = '1' ARGV[4] = h['kind'] ARGV[5] = h['content'] ARGV[6] = h['actor'] or ''
+  add_items(h['ref'], ARGV[2], 3)
+end
+return #dead
+"""
+)
+
+# ARGV: P, finished_before -> number of incidents forgotten
+_PRUNE = (
+    _LIB
+    + """
+local removed = 0
+for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])) do
+  if redis.call('LLEN', P..'q:'..ref) == 0 then
+    local key = redis.call('HGET', P..'inc:'..ref, 'key')
+    if key and redis.call('GET', P..'cur:'..key) == ref then redis.call('DEL', P..'cur:'..key) end
+    redis.call('DEL', P..'inc:'..ref)
+    redis.call('ZREM', P..'finished', ref)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+)
+
+
+# GCRA over Redis' own clock: ARGV P, interval_ms, burst -> ms to wait (0: go)
+_RATE = """
+local P = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local pause = tonumber(redis.call('GET', P..'pause') or '0')
+if now < pause then return pause - now end
+local interval, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', P..'rate') or '0'), now)
+local early = tat - now - interval * (burst - 1)
+if early > 0 then return math.ceil(early) end
+redis.call('SET', P..'rate', tat + interval, 'PX', math.ceil(interval * burst) + 1000)
+return 0
+"""
+
+# ARGV P, pause_ms: every replica stops until Redis' clock passes now + pause_ms
+_PAUSE = """
+local t = redis.call('TIME')
+local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+local current = tonumber(redis.call('GET', ARGV[1]..'pause') or '0')
+if until_ms > current then redis.call('SET', ARGV[1]..'pause', until_ms, 'PX', ARGV[2]) end
+return 0
+"""
+
+
+class SharedRateLimiter:
+    """One pace for all replicas: at most `burst` calls at once, then one per 1/`rate` s,
+    counted in Redis; a 429 seen by any replica pauses them all for Retry-After."""
+
+    def __init__(self, store: RedisStore, rate: float, burst: int) -> None:
+        self._store = store
+        self._interval_ms = 1000.0 / rate
+        self._burst = max(1, burst)
+        self._rate = store._redis.register_script(_RATE)
+        self._pause = store._redis.register_script(_PAUSE)
+
+    async def acquire(self) -> None:
+        while True:
+            try:
+                wait_ms = int(
+                    await self._rate(args=[self._store.prefix, self._interval_ms, self._burst])
+                )
+            except RedisError:
+                return  # Redis down: the store fails loudly elsewhere; do not block Pachca
+            if wait_ms <= 0:
+                return
+            await asyncio.sleep(wait_ms / 1000)
+
+    async def rate_limited(self, retry_after: float | None) -> None:
+        with contextlib.suppress(RedisError):
+            await self._pause(args=[self._store.prefix, int((retry_after or 1.0) * 1000)])
+
+    async def succeeded(self) -> None:
+        return None
+
+
+def _item(fields: dict[str, str]) -> OutboxItem:
+    actor = fields.get("actor") or ""
+    return OutboxItem(
+        id=int(fields["id"]),
+        ref=fields["ref"],
+        kind=fields["kind"],
+        content=fields.get("content", ""),
+        created_at=float(fields["created_at"]),
+        attempts=int(fields.get("attempts", 0)),
+        actor=int(actor) if actor else None,
+    )
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _items_argv(items: list[NewOutboxItem]) -> list[str]:
+    argv = [str(len(items))]
+    for item in items:
+        argv += [item.kind, item.content, "" if item.actor is None else str(item.actor)]
+    return argv
+
+
+class RedisStore:
+    def __init__(
+        self, url: str, password: str | None = None, claim_ttl: float = 60.0, prefix: str = PREFIX
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.claim_ms = int(claim_ttl * 1000)
+        # who holds a claim: unique per process
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._redis = aioredis.from_url(
+            url,
+            password=password,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
+        self._scripts = {
+            name: self._redis.register_script(source)
+            for name, source in (
+                ("save", _SAVE),
+                ("enqueue", _ENQUEUE),
+                ("claim", _CLAIM),
+                ("settle", _SETTLE),
+                ("replay", _REPLAY),
+                ("prune", _PRUNE),
+            )
+        }
+
+    async def _eval(self, script: str, *argv: str) -> Any:
+        try:
+            return await self._scripts[script](args=[self.prefix, *argv])
+        except RedisError as exc:
+            raise StoreError(f"redis {script}: {exc}") from exc
+
+    async def _do(self, what: str, call: Any) -> Any:
+        try:
+            return await call
+        except RedisError as exc:
+            raise StoreError(f"redis {what}: {exc}") from exc
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def ping(self) -> None:
+        await self._do("ping", self._redis.ping())
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def _stored(self, ref: str | None) -> Stored | None:
+        if not ref:
+            return None
+        fields = await self._do("load", self._redis.hgetall(self._k("inc", ref)))
+        if not fields or "body" not in fields:
+            return None
+        return Stored(
+            Incident.model_validate_json(fields["body"]),
+            Delivery(
+                message_id=int(fields["message_id"]) if fields.get("message_id") else None,
+                thread_id=int(fields["thread_id"]) if fields.get("thread_id") else None,
+                rendered_version=int(fields.get("rendered_version", 0)),
+                create_attempted=fields.get("create_attempted") == "1",
+            ),
+        )
+
+    async def load_incident(self, key: str) -> Stored | None:
+        ref = await self._do("load", self._redis.get(self._k("cur", key)))
+        return await self._stored(ref)
+
+    async def load_by_ref(self, ref: str) -> Stored | None:
+        return await self._stored(ref)
+
+    async def open_incidents(self) -> list[Incident]:
+        refs = await self._do("open", self._redis.smembers(self._k("open")))
+        out = []
+        for ref in sorted(refs):
+            stored = await self._stored(ref)
+            if stored is not None and stored.incident.state is not IncidentState.RESOLVED:
+                out.append(stored.incident)
+        return out
+
+    async def save_incident(
+        self,
+        incident: Incident,
+        replaces: tuple[str, int] | None,
+        items: list[NewOutboxItem],
+        now: float,
+        event_id: str | None = None,
+    ) -> None:
+        finished = (
+            str(incident.changed_at.timestamp()) if incident.state is IncidentState.RESOLVED else ""
+        )
+        answer = await self._eval(
+            "save",
+            incident.key,
+            incident.ref,
+            str(incident.version),
+            incident.model_dump_json(),
+            finished,
+            replaces[0] if replaces else "",
+            str(replaces[1]) if replaces else "",
+            str(now),
+            event_id or "",
+            *_items_argv(items),
+        )
+        if answer == "CONFLICT":
+            raise ConflictError(f"incident {incident.key!r} changed under this write")
+        if answer == "DUPLICATE":
+            raise DuplicateEvent(str(event_id))
+
+    async def enqueue(
+        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+    ) -> None:
+        answer = await self._eval("enqueue", ref, str(now), event_id or "", *_items_argv(items))
+        if answer == "DUPLICATE":
+            raise DuplicateEvent(str(event_id))
+
+    async def event_seen(self, event_id: str) -> bool:
+        return bool(await self._do("event", self._redis.exists(self._k("ev", event_id))))
+
+    async def record_delivery(self, ref: str, delivery: Delivery) -> None:
+        fields: dict[str | bytes | bytearray | memoryview[int] | int | float, str] = {
+            "message_id": "" if delivery.message_id is None else str(delivery.message_id),
+            "thread_id": "" if delivery.thread_id is None else str(delivery.thread_id),
+            "rendered_version": str(delivery.rendered_version),
+            "create_attempted": "1" if delivery.create_attempted else "0",
+        }
+        await self._do("delivery", self._redis.hset(self._k("inc", ref), mapping=fields))
+
+    async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
+        """Claims what it returns: other replicas skip these incidents until the items are
+        settled or the claim lapses."""
+        found = await self._eval("claim", str(now), str(limit), self.owner, str(self.claim_ms))
+        return [_item(_pairs(flat)) for flat in found]
+
+    async def _settle(
+        self, item_id: int, mode: str, not_before: float = 0.0, error: str = "", now: float = 0.0
+    ) -> None:
+        await self._eval("settle", str(item_id), self.owner, mode, str(not_before), error, str(now))
+
+    async def finish_item(self, item_id: int) -> None:
+        await self._settle(item_id, "finish")
+
+    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
+        await self._settle(item_id, "retry", not_before, error)
+
+    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+        await self._settle(item.id, "dead", error=error, now=now)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        raw = await self._do("dead", self._redis.lrange(self._k("dead"), 0, -1))
+        letters = []
+        for entry in raw:
+            fields = _pairs(json.loads(entry))
+            letters.append(DeadLetter(_item(fields), fields["error"], float(fields["failed_at"])))
+        return letters
+
+    async def replay_dead_letters(self, now: float) -> int:
+        return int(await self._eval("replay", str(now)))
+
+    async def prune(self, finished_before: float, events_before: float) -> int:
+        # processed event ids expire by themselves (EVENT_TTL_SECONDS)
+        return int(await self._eval("prune", str(finished_before)))
+
+    async def outbox_stats(self, now: float) -> tuple[int, float]:
+        """Depth from a counter kept by the scripts; age of the earliest due head (its
+        `not_before`, which is its creation time unless it is waiting for a retry)."""
+        try:
+            depth = int(await self._redis.get(self._k("depth")) or 0)
+            earliest: list[float] = []
+            for name in ("due:create", "due:other"):
+                firsts = await self._redis.zrange(self._k(name), 0, 0, withscores=True)
+                earliest += [float(pair[1]) for pair in firsts]
+        except RedisError as exc:
+            raise StoreError(f"redis stats: {exc}") from exc
+        return depth, max(0.0, now - min(earliest)) if earliest else 0.0
