@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.alertmanager_api import AlertmanagerError
@@ -37,7 +38,18 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
 STATS_EVERY_SECONDS = 1.0  # outbox depth and age gauges
+# how far back (pages of 50) a lost post is looked for in its chat before posting again
+RECONCILE_PAGES = 20
 BASE_RETRY_DELAY = 1.0
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.random) -> float:
@@ -193,7 +205,7 @@ class Outbox:
             if delivery.message_id is not None:
                 return "coalesced"
             if delivery.create_attempted:
-                found = await self._find_posted(incident.chat_id, incident.ref)
+                found = await self._find_posted(incident.chat_id, incident.ref, item.created_at)
                 if found is not None:
                     log.warning(
                         "outbox: incident %s was posted before a crash as message %d; adopting it",
@@ -248,15 +260,22 @@ class Outbox:
         await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
         return "sent"
 
-    async def _find_posted(self, chat_id: int, ref: str) -> int | None:
+    async def _find_posted(self, chat_id: int, ref: str, since: float) -> int | None:
         """The id of a message in the chat whose buttons name this incident, if any: the trace
-        of a post whose answer was lost when the bridge died."""
-        for message in await self.pachca.recent_messages(chat_id):
-            for row in message.get("buttons") or []:
-                for button in row:
-                    data = str(button.get("data", ""))
-                    if data.endswith(f":{ref}") or f":{ref}:" in data:
-                        return int(message["id"])
+        of a post whose answer was lost when the bridge died. Reads back page by page to the
+        time the post was asked for (at most RECONCILE_PAGES pages)."""
+        cursor: str | None = None
+        for _ in range(RECONCILE_PAGES):
+            messages, cursor = await self.pachca.messages_page(chat_id, cursor)
+            for message in messages:
+                for row in message.get("buttons") or []:
+                    for button in row:
+                        data = str(button.get("data", ""))
+                        if data.endswith(f":{ref}") or f":{ref}:" in data:
+                            return int(message["id"])
+            oldest = _timestamp(messages[-1].get("created_at")) if messages else None
+            if cursor is None or (oldest is not None and oldest < since - 60):
+                return None
         return None
 
     async def _send_dm(self, item: OutboxItem) -> str:

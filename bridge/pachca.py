@@ -50,8 +50,10 @@ class PachcaApi(Protocol):
     async def get_user(self, user_id: int) -> dict[str, Any]:
         """The user's record (`first_name`, `last_name`, `nickname`, ...)."""
 
-    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
-        """The chat's latest messages (up to 50), newest first."""
+    async def messages_page(
+        self, chat_id: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (50) of the chat's messages, newest first, and the cursor of the next."""
 
     async def close(self) -> None: ...
 
@@ -210,12 +212,18 @@ class PachcaClient:
             raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
         return dict(answer["data"])
 
-    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
+    async def messages_page(
+        self, chat_id: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         endpoint = "GET /messages"
-        answer = await self._call("GET", endpoint, f"/messages?chat_id={chat_id}&limit=50")
+        query = f"?chat_id={chat_id}&limit=50" + (f"&cursor={quote(cursor)}" if cursor else "")
+        answer = await self._call("GET", endpoint, "/messages" + query)
         if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
             raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
-        return [m for m in answer["data"] if isinstance(m, dict)]
+        messages = [m for m in answer["data"] if isinstance(m, dict)]
+        paginate = (answer.get("meta") or {}).get("paginate") or {}
+        following = paginate.get("next_page") if messages else None
+        return messages, str(following) if following else None
 
     async def list_events(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """One page of the bot's event history (polling mode)."""
@@ -291,8 +299,10 @@ class DryRunPachca:
         self._log(f"POST /messages/{message_id}/thread", {})
         return next(self._ids)
 
-    async def recent_messages(self, chat_id: int) -> list[dict[str, Any]]:
-        return []
+    async def messages_page(
+        self, chat_id: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return [], None
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         return {"id": user_id, "first_name": "", "last_name": "", "nickname": f"user{user_id}"}

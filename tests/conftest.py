@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from bridge.store import Store, open_store
 from bridge.web.app import create_app
 from bridge.web.state import OUTBOX
 from tests.fake_pachca import FakePachca
+from tests.redis_server import RedisServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SIGNING_SECRET = "pachca-signing-secret"
@@ -147,3 +148,23 @@ async def make_bridge(
 @pytest.fixture
 async def bridge(make_bridge: BridgeFactory) -> Bridge:
     return await make_bridge()
+
+
+@pytest.fixture
+async def slow_pachca() -> AsyncIterator[tuple[FakePachca, str]]:
+    fake = FakePachca(rate_limit=50, delay=0.02)
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("/api/shared/v1"))
+    await server.close()
+    assert fake.violations == []
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port for the whole session (tests use own prefixes or
+    flush it)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

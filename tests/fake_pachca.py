@@ -273,6 +273,7 @@ class FakePachca:
         if (method, template) == ("GET", "/messages"):
             chat_id = int(query["chat_id"])
             limit = min(50, int(query.get("limit", "50")))
+            start = int(query.get("cursor") or 0)  # the cursor is an offset here
             found = sorted(
                 (
                     m
@@ -280,9 +281,11 @@ class FakePachca:
                     if m["entity_type"] == "discussion" and m["entity_id"] == chat_id
                 ),
                 key=lambda m: -m["id"],
-            )[:limit]
-            public = [{k: v for k, v in m.items() if k != "display_name"} for m in found]
-            return 200, {"data": public, "meta": {"paginate": {"next_page": "end"}}}
+            )
+            page = found[start : start + limit]
+            public = [{k: v for k, v in m.items() if k != "display_name"} for m in page]
+            following = str(start + limit) if start + limit < len(found) else ""
+            return 200, {"data": public, "meta": {"paginate": {"next_page": following}}}
         if (method, template) == ("POST", "/messages"):
             return self._create(body["message"])
         if (method, template) == ("PUT", "/messages/{id}"):

@@ -13,6 +13,7 @@ from bridge.rules import load_rules
 from bridge.sources.pachca import signature
 from bridge.web.state import METRICS, STORE
 from tests.conftest import SIGNING_SECRET, Bridge, BridgeFactory, fixture_json
+from tests.fake_pachca import FakePachca
 
 ALICE, BOB = 2345, 4242
 
@@ -54,10 +55,12 @@ async def press(
     return await bridge.client.post("/pachca/webhook", data=body, headers=sent)
 
 
-def dms(bridge: Bridge, user_id: int) -> list[str]:
+def dms(source: Bridge | FakePachca, user_id: int) -> list[str]:
+    """Direct messages the fake Pachca holds for a user."""
+    fake = source.fake if isinstance(source, Bridge) else source
     return [
         m["content"]
-        for m in bridge.fake.messages.values()
+        for m in fake.messages.values()
         if m["entity_type"] == "user" and m["entity_id"] == user_id
     ]
 

@@ -7,13 +7,10 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 
 from bridge.web.state import OUTBOX
 from tests.conftest import BridgeFactory, fixture_json
@@ -102,26 +99,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def slow_pachca() -> AsyncIterator[tuple[FakePachca, str]]:
-    fake = FakePachca(rate_limit=50, delay=0.02)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("/api/shared/v1"))
-    await server.close()
-    assert fake.violations == []
-
-
 class BridgeProcess:
-    def __init__(self, pachca_url: str, token: str, state: Path) -> None:
+    """`python -m bridge serve` as its own process, with its log in a file."""
+
+    def __init__(
+        self, pachca_url: str, token: str, state: Path, store: str | None = None, **env: str
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
         self.env.update(
             PACHCA_TOKEN=token,
             PACHCA_API_URL=pachca_url,
-            BRIDGE_STORE=f"sqlite:///{state}",
+            BRIDGE_STORE=store or f"sqlite:///{state}",
             BRIDGE_SHUTDOWN_GRACE="10s",
+            **env,
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.log = state.with_suffix(f".{self.port}.log")
@@ -185,7 +177,7 @@ async def test_kill_9_during_a_storm_then_restart(
     slow_pachca: tuple[FakePachca, str], tmp_path: Path
 ) -> None:
     fake, url = slow_pachca
-    fake.delay = 0.3  # slow enough that several posts are in flight when the bridge dies
+    fake.delay = 0.6  # slow enough that several posts are in flight when the bridge dies
     bridge = BridgeProcess(url, fake.token, tmp_path / "state.db")
     await bridge.start()
     storm = [group(n) for n in range(120)]

@@ -12,7 +12,6 @@ from bridge.housekeeping import prune_once
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store import NewOutboxItem, Store, open_store
 from bridge.store.redis import RedisStore
-from tests.redis_server import redis_server  # noqa: F401 - a fixture
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
