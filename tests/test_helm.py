@@ -198,3 +198,15 @@ def test_notes_tell_the_receiver_and_callback_urls() -> None:
     )["pachca-alert-bridge/templates/NOTES.txt"]
     assert "http://bridge-pachca-alert-bridge.monitoring.svc:8080/webhook/alertmanager" in notes
     assert "https://alerts-bridge.example.com/pachca/webhook" in notes
+
+
+def test_chart_readme_lists_every_documented_value() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_table", CHART.parent / "values_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (CHART / "README.md").read_text() == module.updated_readme(), (
+        "run python3 helm/values_table.py"
+    )
