@@ -104,7 +104,7 @@ def apply_click(
     route: RouteConfig,
     now: datetime,
     *,
-    silence_enabled: bool = False,
+    can_silence: bool = False,
 ) -> ClickResult:
     """Apply one press by `user_id` to the incident its data names (None if unknown).
     Silence and Unsilence change nothing yet: they queue a request to Alertmanager, whose
@@ -116,7 +116,7 @@ def apply_click(
     if incident.state is IncidentState.RESOLVED:
         return refuse(incident, Reply.ALREADY_RESOLVED)
     if button.action is Action.SILENCE:
-        if not silence_enabled or incident.source != "alertmanager":
+        if not can_silence:
             return refuse(incident, Reply.NOT_AVAILABLE)
         if button.arg not in route.silence_durations:
             return refuse(incident, Reply.MALFORMED)
@@ -126,7 +126,7 @@ def apply_click(
             return refuse(incident, Reply.NO_SILENCE_MATCHERS)
         return ClickResult(incident, (Effect.SILENCE,), Reply.QUEUED, button.arg)
     if button.action is Action.UNSILENCE:
-        if not silence_enabled:
+        if not can_silence:
             return refuse(incident, Reply.NOT_AVAILABLE)
         if incident.silence_id is None:
             return refuse(incident, Reply.NOT_SILENCED)

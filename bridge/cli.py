@@ -22,7 +22,7 @@ from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
 from bridge.render import RenderOptions, render_message
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
-from bridge.sources import alertmanager
+from bridge.sources import alertmanager, grafana
 
 log = logging.getLogger("bridge")
 
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--replay", action="store_true", help="put them back in the outbox")
 
     render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
-    render.add_argument("payload", help="an Alertmanager webhook JSON file")
+    render.add_argument("payload", help="an Alertmanager or Grafana webhook JSON file")
     render.add_argument("--rules", default=DEFAULT_RULES)
     return parser
 
@@ -126,11 +126,27 @@ def route_test(rules_path: str, pairs: list[str]) -> int:
     return 0
 
 
+def _version(body: bytes) -> object:
+    """The payload's `version`: Grafana sends "1", Alertmanager "4"."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("version") if isinstance(data, dict) else None
+
+
 def render(payload_path: str, rules_path: str) -> int:
     rules = load_rules(rules_path)
     settings = Settings.from_environ()
     try:
-        note = alertmanager.parse(Path(payload_path).read_bytes())
+        body = Path(payload_path).read_bytes()
+        # Grafana's payloads say version "1", Alertmanager's "4"
+        parse = (
+            grafana.parse
+            if b'"version": "1"' in body or b'"version":"1"' in body
+            else (alertmanager.parse)
+        )
+        note = parse(body)
     except OSError as exc:
         print(f"cannot read {payload_path}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -139,7 +155,7 @@ def render(payload_path: str, rules_path: str) -> int:
         for detail in exc.details or []:
             print(f"  {detail}", file=sys.stderr)
         return 1
-    options = RenderOptions(settings.timezone, settings.ALERTMANAGER_URL is not None)
+    options = RenderOptions(settings.timezone, settings.silence_sources)
     for route in rules.route_for(note.labels_for_routing):
         transition = apply_notification(
             None,

@@ -179,7 +179,7 @@ class Inbox:
                 click.user_id,
                 route.config,
                 now,
-                silence_enabled=self.render_options.silence_enabled,
+                can_silence=incident is not None and self.render_options.can_silence(incident),
             )
             items = self._click_items(result, route, click.user_id)
             if not result.changed or result.incident is None or incident is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-SOURCES = ("alertmanager",)
+SOURCES = ("alertmanager", "grafana")
 STATUSES = ("firing", "resolved")
 
 

@@ -40,6 +40,12 @@ WORDS: dict[str, dict[str, str]] = {
         "resolved_at": "решено в {time}, длилось {duration}",
         "source": "источник",
         "runbook": "runbook",
+        "values": "значения",
+        "dashboard": "дашборд",
+        "panel": "панель",
+        "grafana_silence": "заглушить в Grafana",
+        "image": "снимок",
+        "dashboard_button": "📊 Дашборд",
         "ack": "👀 Взять в работу",
         "resolve": "✅ Решено",
         "silence": "🔕 {duration}",
@@ -89,6 +95,12 @@ WORDS: dict[str, dict[str, str]] = {
         "resolved_at": "resolved at {time}, lasted {duration}",
         "source": "source",
         "runbook": "runbook",
+        "values": "values",
+        "dashboard": "dashboard",
+        "panel": "panel",
+        "grafana_silence": "silence in Grafana",
+        "image": "image",
+        "dashboard_button": "📊 Dashboard",
         "ack": "👀 Acknowledge",
         "resolve": "✅ Resolve",
         "silence": "🔕 {duration}",
@@ -142,7 +154,11 @@ class RenderOptions:
     """What rendering needs beyond the incident and its route."""
 
     timezone: tzinfo
-    silence_enabled: bool = False
+    # sources whose incidents can be silenced from the chat (an Alertmanager API is configured)
+    silence_sources: frozenset[str] = frozenset()
+
+    def can_silence(self, incident: Incident) -> bool:
+        return incident.source in self.silence_sources
 
 
 @dataclass(frozen=True)
@@ -178,9 +194,17 @@ def duration_text(seconds: float, language: str) -> str:
     return " ".join(shown) or f"0{second}"
 
 
+# Grafana replaces the alertname of rules whose query fails or returns nothing, and keeps the
+# rule's own name in `rulename`
+_GRAFANA_STAND_INS = {"DatasourceNoData": "NoData", "DatasourceError": "DatasourceError"}
+
+
 def incident_title(incident: Incident) -> str:
     """The alertname of the group, or what the group is keyed by."""
     name = incident.common_labels.get("alertname") or incident.group_labels.get("alertname")
+    rule = incident.common_labels.get("rulename")
+    if name in _GRAFANA_STAND_INS and rule:
+        return f"{_GRAFANA_STAND_INS[name]}: {rule}"
     if name:
         return name
     return ", ".join(f"{k}={v}" for k, v in sorted(incident.group_labels.items())) or "alert"
@@ -316,6 +340,8 @@ def _alert_view(
     words = WORDS[language]
     summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
     description = alert.annotations.get("description", "")
+    if alert.annotations.get("Error"):  # Grafana's DatasourceError: the query's own error
+        description = f"⚠️ {alert.annotations['Error']}\n{description}".strip()
     own_labels = {k: v for k, v in alert.labels.items() if incident.common_labels.get(k) != v}
     local = alert.starts_at.astimezone(options.timezone)
     if alert.status is AlertStatus.FIRING:
@@ -329,6 +355,14 @@ def _alert_view(
     links = []
     if alert.generator_url and safe_url(alert.generator_url):
         links.append(link(words["source"], alert.generator_url))
+    for key, url in (
+        ("dashboard", alert.dashboard_url),
+        ("panel", alert.panel_url),
+        ("grafana_silence", alert.silence_url),
+        ("image", alert.image_url),
+    ):
+        if url and safe_url(url):
+            links.append(link(words[key], url))
     runbook = alert.annotations.get("runbook_url", "")
     # the group's common runbook is a button already; only a different one is worth a link
     if runbook and runbook != incident.common_annotations.get("runbook_url") and safe_url(runbook):
@@ -338,6 +372,10 @@ def _alert_view(
         "title": escape(truncate(summary, MAX_TITLE_CHARS)),
         "description": escape(truncate(description, text_limit)) if description != summary else "",
         "labels": _label_line(own_labels, exclude=_QUIET_LABELS),
+        "value_text": code(truncate(alert.value_string, MAX_TITLE_CHARS))
+        if alert.value_string
+        else "",
+        "values_word": words["values"],
         "timing": timing,
         "links": links,
     }
@@ -359,9 +397,9 @@ def _buttons(
             else {"text": words["ack"], "data": f"ack:{incident.ref}"}
         )
         rows.append([ack, {"text": words["resolve"], "data": f"resolve:{incident.ref}"}])
-        if options.silence_enabled and incident.silence_id is not None:
+        if options.can_silence(incident) and incident.silence_id is not None:
             rows.append([{"text": words["unsilence"], "data": f"unsilence:{incident.ref}"}])
-        elif options.silence_enabled and route.silence_durations:
+        elif options.can_silence(incident) and route.silence_durations:
             rows.append(
                 [
                     {
@@ -385,7 +423,12 @@ def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, st
     )
     row = []
     source = first.generator_url if first else ""
-    for text, url in ((words["runbook_button"], runbook), (words["source_button"], source)):
+    dashboard = first.dashboard_url if first else ""
+    for text, url in (
+        (words["runbook_button"], runbook),
+        (words["source_button"], source),
+        (words["dashboard_button"], dashboard),
+    ):
         target = safe_url(url) if url else None
         if target:
             row.append({"text": text, "url": target})

@@ -27,6 +27,8 @@ SECRET_NAMES = (
     "BRIDGE_WEBHOOK_BASIC_AUTH",
     "ALERTMANAGER_AUTH",
     "REDIS_PASSWORD",
+    "GRAFANA_WEBHOOK_SECRET",
+    "GRAFANA_TOKEN",
 )
 
 
@@ -79,6 +81,12 @@ class Settings(BaseSettings):
     ALERTMANAGER_URL: str | None = None
     ALERTMANAGER_AUTH: SecretStr | None = None  # "Bearer <token>" or "Basic <user>:<password>"
     BRIDGE_SILENCE_CHECK_INTERVAL: Duration = 60
+    GRAFANA_WEBHOOK_SECRET: SecretStr | None = None
+    GRAFANA_SIGNATURE_HEADER: str | None = None
+    GRAFANA_TIMESTAMP_HEADER: str | None = None
+    GRAFANA_SIGNATURE_MAX_AGE: Duration = 300
+    GRAFANA_URL: str | None = None
+    GRAFANA_TOKEN: SecretStr | None = None
     BRIDGE_USER_CACHE_TTL: Duration = 3600
     BRIDGE_CALLBACK_MODE: Literal["webhook", "poll"] = "webhook"
     BRIDGE_CALLBACK_MAX_AGE: Duration = 60
@@ -133,7 +141,7 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL", "BRIDGE_PUBLIC_URL")
+    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL", "BRIDGE_PUBLIC_URL", "GRAFANA_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -177,6 +185,22 @@ class Settings(BaseSettings):
     @property
     def trusted_proxies(self) -> list[IPNetwork]:
         return parse_networks(self.BRIDGE_TRUSTED_PROXIES)
+
+    @property
+    def silence_sources(self) -> frozenset[str]:
+        """Sources whose incidents get Silence buttons: those with an Alertmanager API."""
+        sources = {"alertmanager"} if self.ALERTMANAGER_URL else set()
+        return frozenset(sources | ({"grafana"} if self.grafana_alertmanager else set()))
+
+    @property
+    def grafana_alertmanager(self) -> tuple[str, str] | None:
+        """(URL, auth) of Grafana's own Alertmanager API, for silences on Grafana incidents."""
+        if self.GRAFANA_URL is None or self.GRAFANA_TOKEN is None:
+            return None
+        return (
+            f"{self.GRAFANA_URL}/api/alertmanager/grafana",
+            f"Bearer {self.GRAFANA_TOKEN.get_secret_value()}",
+        )
 
     @property
     def retention(self) -> float:

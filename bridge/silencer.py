@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 class Silencer:
     def __init__(
         self,
-        alertmanager: AlertmanagerClient,
+        alertmanagers: dict[str, AlertmanagerClient],
         inbox: Inbox,
         users: UserNames,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.alertmanager = alertmanager
+        # by incident source: Alertmanager's own API, and Grafana's managed Alertmanager
+        self.alertmanagers = alertmanagers
         self.inbox = inbox
         self.users = users
         self.clock = clock
@@ -43,7 +44,7 @@ class Silencer:
         name = await self.users.name(item.actor) or f"Pachca user {item.actor}"
         now = self.clock()
         until = now + timedelta(seconds=duration)
-        silence_id = await self.alertmanager.create_silence(
+        silence_id = await self._client(incident).create_silence(
             silence_matchers(incident),
             starts_at=now,
             ends_at=until,
@@ -57,30 +58,41 @@ class Silencer:
         """Expire the incident's silence; one Alertmanager no longer knows is as good as expired."""
         assert item.actor is not None
         if incident.silence_id is not None:
-            found = await self.alertmanager.expire_silence(incident.silence_id)
+            found = await self._client(incident).expire_silence(incident.silence_id)
             if not found:
                 log.info(
                     "silence %s of incident %s was already gone", incident.silence_id, incident.ref
                 )
         await self.inbox.silence_ended(incident.ref, item.actor)
 
+    def _client(self, incident: Incident) -> AlertmanagerClient:
+        client = self.alertmanagers.get(incident.source)
+        if client is None:
+            raise AlertmanagerError(
+                f"no silence API configured for {incident.source} alerts", retryable=False
+            )
+        return client
+
     async def failed(self, item: OutboxItem, reason: str) -> None:
         if item.actor is not None:
             await self.inbox.silence_failed(item.ref, item.actor, reason)
 
     async def check_once(self, store: Store) -> int:
-        """One look at Alertmanager for all open incidents together; returns how many changed."""
-        open_incidents = [
-            i
-            for i in await store.open_incidents()
-            if i.source == "alertmanager" and i.state is IncidentState.FIRING
-        ]
-        if not open_incidents:
-            return 0
+        """One look at each Alertmanager for all its open incidents together; returns how
+        many incidents changed."""
+        everything = await store.open_incidents()
+        changed = 0
+        for source, client in self.alertmanagers.items():
+            mine = [i for i in everything if i.source == source and i.state is IncidentState.FIRING]
+            if mine:
+                changed += await self._check(client, mine)
+        return changed
+
+    async def _check(self, client: AlertmanagerClient, open_incidents: list[Incident]) -> int:
         try:
-            alerts = await self.alertmanager.alerts()
+            alerts = await client.alerts()
             silences = (
-                await self.alertmanager.silences()
+                await client.silences()
                 if any((a.get("status") or {}).get("silencedBy") for a in alerts)
                 else []
             )

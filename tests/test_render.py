@@ -101,7 +101,7 @@ def test_english_route_and_local_time_zone() -> None:
 
 
 def test_buttons_carry_short_opaque_data() -> None:
-    options = RenderOptions(timezone=ZoneInfo("UTC"), silence_enabled=True)
+    options = RenderOptions(timezone=ZoneInfo("UTC"), silence_sources=frozenset({"alertmanager"}))
     message = render_message(
         fixture_incident("alertmanager/02-group-3-firing.json"), ROUTE, options
     )

@@ -21,13 +21,13 @@ from bridge.render import RenderOptions
 from bridge.rules import Rules
 from bridge.settings import Settings
 from bridge.silencer import Silencer
-from bridge.sources import alertmanager
+from bridge.sources import alertmanager, grafana
 from bridge.store import Store
 from bridge.users import UserNames
 from bridge.web import health
 from bridge.web.auth import IntakeAuth
 from bridge.web.callbacks import pachca_webhook
-from bridge.web.intake import intake_handler, json_error
+from bridge.web.intake import BodyCheck, intake_handler, json_error
 from bridge.web.state import (
     AUTH,
     CLOCK,
@@ -60,6 +60,26 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_error(500, "internal error")
 
 
+def grafana_signature(settings: Settings) -> BodyCheck | None:
+    """With GRAFANA_WEBHOOK_SECRET set, Grafana's HMAC signature is required."""
+    secret = settings.GRAFANA_WEBHOOK_SECRET
+    if secret is None:
+        return None
+
+    def check(request: web.Request, body: bytes) -> None:
+        grafana.require_signature(
+            secret.get_secret_value(),
+            body,
+            dict(request.headers),
+            settings.GRAFANA_SIGNATURE_HEADER,
+            settings.GRAFANA_TIMESTAMP_HEADER,
+            request.app[CLOCK](),
+            settings.GRAFANA_SIGNATURE_MAX_AGE,
+        )
+
+    return check
+
+
 def create_app(
     settings: Settings,
     rules: Rules,
@@ -73,8 +93,16 @@ def create_app(
     """The bridge as an aiohttp app; the store is opened and the outbox started on startup."""
     app = web.Application(middlewares=[json_errors])
     metrics = metrics or Metrics()
+    silence_apis = {}
+    if settings.ALERTMANAGER_URL is not None:
+        auth = settings.ALERTMANAGER_AUTH
+        silence_apis[alertmanager.SOURCE] = AlertmanagerClient(
+            settings.ALERTMANAGER_URL, auth.get_secret_value() if auth else None
+        )
+    if settings.grafana_alertmanager is not None:
+        silence_apis[grafana.SOURCE] = AlertmanagerClient(*settings.grafana_alertmanager)
     render_options = RenderOptions(
-        timezone=settings.timezone, silence_enabled=settings.ALERTMANAGER_URL is not None
+        timezone=settings.timezone, silence_sources=settings.silence_sources
     )
     outbox = Outbox(
         store=store,
@@ -104,17 +132,15 @@ def create_app(
         render_options=render_options,
         on_commit=outbox.wake,
     )
-    am_client = None
-    if settings.ALERTMANAGER_URL is not None:
-        auth = settings.ALERTMANAGER_AUTH
-        am_client = AlertmanagerClient(
-            settings.ALERTMANAGER_URL, auth.get_secret_value() if auth else None
-        )
-        outbox.silencer = Silencer(am_client, inbox, outbox.users)
+    if silence_apis:
+        outbox.silencer = Silencer(silence_apis, inbox, outbox.users)
     app[SILENCER] = outbox.silencer
     app.router.add_post(
         "/webhook/alertmanager", intake_handler(alertmanager.SOURCE, alertmanager.parse)
     )
+    grafana_intake = intake_handler(grafana.SOURCE, grafana.parse, grafana_signature(settings))
+    app.router.add_post("/webhook/grafana", grafana_intake)
+    app.router.add_put("/webhook/grafana", grafana_intake)
     app.router.add_post("/pachca/webhook", pachca_webhook)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -153,8 +179,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await pachca.close()
-        if am_client is not None:
-            await am_client.close()
+        for client in silence_apis.values():
+            await client.close()
         await store.close()
 
     app.cleanup_ctx.append(lifecycle)

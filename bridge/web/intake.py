@@ -41,8 +41,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# an extra check of the raw body (e.g. a signature), raising PayloadError to refuse it
+BodyCheck = Callable[[web.Request, bytes], None]
+
+
 def intake_handler(
-    source: str, parse: Callable[[bytes], Notification]
+    source: str, parse: Callable[[bytes], Notification], check_body: BodyCheck | None = None
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A webhook endpoint for one source."""
 
@@ -57,6 +61,8 @@ def intake_handler(
                     415, f"Content-Type must be application/json, not {request.content_type!r}"
                 )
             body = await read_body(request, app[SETTINGS].BRIDGE_MAX_BODY)
+            if check_body is not None:
+                check_body(request, body)
             note = parse(body)
         except PayloadError as exc:
             metrics.rejected.labels(source, str(exc.status)).inc()
