@@ -20,13 +20,30 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from bridge import silences
+from bridge import oncall, silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.incidents import Effect, apply_notification, notification_digest
 from bridge.metrics import Metrics
-from bridge.model import Click, Incident, IncidentState, Notification, incident_key
-from bridge.render import RenderOptions, render_comment, render_reply
+from bridge.model import (
+    Click,
+    Command,
+    Incident,
+    IncidentState,
+    Notification,
+    PachcaEvent,
+    Reaction,
+    incident_key,
+)
+from bridge.render import (
+    RenderOptions,
+    render_active,
+    render_comment,
+    render_escalation,
+    render_escalation_post,
+    render_reminder,
+    render_reply,
+)
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store
 
@@ -63,6 +80,11 @@ class ClickOutcome:
 NO_INCIDENT = "-"
 
 
+def post_item(chat_id: int, text: str) -> NewOutboxItem:
+    """A message of its own to a chat (escalation elsewhere, digest, command replies)."""
+    return NewOutboxItem(Effect.POST.value, json.dumps({"chat_id": chat_id, "text": text}))
+
+
 class Inbox:
     def __init__(
         self,
@@ -74,11 +96,13 @@ class Inbox:
         dedup_ttl: float,
         dedup_size: int,
         render_options: RenderOptions,
+        ack_reaction: str = "👀",
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.render_options = render_options
+        self.ack_reaction = ack_reaction
         self.rules = rules
         self.metrics = metrics
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
@@ -157,6 +181,68 @@ class Inbox:
                 self.metrics.incidents_opened.labels(route.name).inc()
             return incident.ref
         raise StoreError(f"incident {key!r} kept changing; gave up after {CONFLICT_RETRIES} tries")
+
+    async def handle_event(self, event: PachcaEvent) -> ClickOutcome | None:
+        """A Pachca event from the webhook or the event history; None when it asks nothing
+        of the bridge (another emoji, a message that is not a command of ours)."""
+        if isinstance(event, Click):
+            return await self.click(event)
+        if isinstance(event, Reaction):
+            return await self.react(event)
+        return await self.command(event)
+
+    async def react(self, reaction: Reaction) -> ClickOutcome | None:
+        """The ack emoji put on an incident's message acks it, as the button would; taking it
+        off does nothing (an ack is undone with Unack)."""
+        if not reaction.added or reaction.code != self.ack_reaction:
+            return None
+        ref = await self.store.find_by_message(reaction.message_id)
+        if ref is None:
+            return None
+        return await self.click(
+            Click(event_id=reaction.event_id, data=f"ack:{ref}", user_id=reaction.user_id)
+        )
+
+    async def command(self, command: Command) -> ClickOutcome | None:
+        """`/ack <ref>` acks as the button would; `/alerts` answers in the chat with its
+        active incidents."""
+        word, _, argument = command.text.partition(" ")
+        if word == "/ack" and argument.strip():
+            return await self.click(
+                Click(
+                    event_id=command.event_id,
+                    data=f"ack:{argument.strip()}",
+                    user_id=command.user_id,
+                )
+            )
+        if word != "/alerts":
+            return None
+        route = next(
+            (r for r in self.rules.routes if r.config.chat_id == command.chat_id),
+            self.rules.default,
+        )
+        active = [
+            s
+            for s in await self.store.all_incidents()
+            if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
+        ]
+        current = {
+            (await self.store.load_incident(s.incident.key) or s).incident.ref for s in active
+        }
+        text = render_active(
+            [s for s in active if s.incident.ref in current], route.config, self.render_options
+        )
+        try:
+            await self.store.enqueue(
+                f"chat-{command.chat_id}",
+                [post_item(command.chat_id, text)],
+                self.clock().timestamp(),
+                event_id=command.event_id,
+            )
+        except DuplicateEvent:
+            return self._counted(ClickOutcome("alerts", None))
+        self.on_commit()
+        return self._counted(ClickOutcome("alerts", Reply.QUEUED))
 
     async def click(self, click: Click) -> ClickOutcome:
         """Record a button press and what it causes, in one commit with its event id, so a
@@ -303,25 +389,66 @@ class Inbox:
         user_id: int | None,
         reason: str = "",
     ) -> bool:
+        """`_commit` for decisions that end in a reply to a person."""
+
+        def with_items(
+            incident: Incident, route: Route, now: datetime
+        ) -> tuple[Incident, list[NewOutboxItem]]:
+            result = decide(incident, route, now)
+            items = self._click_items(result, route, user_id or 0, reason)
+            return result.incident or incident, items
+
+        return await self._commit(ref, with_items)
+
+    async def oncall(self, ref: str) -> bool:
+        """Reminders and escalation steps due now for one incident."""
+
+        def decide(
+            incident: Incident, route: Route, now: datetime
+        ) -> tuple[Incident, list[NewOutboxItem]]:
+            due = oncall.due(incident, route.config, now)
+            items = []
+            for step in due.steps:
+                items.append(
+                    NewOutboxItem(
+                        Effect.COMMENT_ESCALATED.value,
+                        render_escalation(step, due.incident, route.config, now),
+                    )
+                )
+                if step.chat_id is not None:
+                    post = render_escalation_post(step, due.incident, route.config, now)
+                    items.append(post_item(step.chat_id, post))
+            if Effect.COMMENT_REMINDER in due.effects:
+                items.append(
+                    NewOutboxItem(
+                        Effect.COMMENT_REMINDER.value,
+                        render_reminder(due.incident, route.config, now),
+                    )
+                )
+            return due.incident, items
+
+        return await self._commit(ref, decide)
+
+    async def _commit(
+        self,
+        ref: str,
+        decide: Callable[[Incident, Route, datetime], tuple[Incident, list[NewOutboxItem]]],
+    ) -> bool:
         """Apply `decide` to the live incident `ref` and commit the result with its items;
-        False if the incident is gone or nothing changed."""
+        False if the incident is gone or nothing is to be said."""
         for _ in range(CONFLICT_RETRIES):
             incident = await self._live_incident(ref)
             if incident is None:
                 return False
             route = self.rules.by_name(incident.route)
             now = self.clock()
-            result = decide(incident, route, now)
-            items = self._click_items(result, route, user_id or 0, reason)
+            after, items = decide(incident, route, now)
             if not items:
                 return False
             try:
-                if result.incident is not None and result.incident is not incident:
+                if after is not incident:
                     await self.store.save_incident(
-                        result.incident,
-                        (incident.ref, incident.version),
-                        items,
-                        now.timestamp(),
+                        after, (incident.ref, incident.version), items, now.timestamp()
                     )
                 else:
                     await self.store.enqueue(ref, items, now.timestamp())

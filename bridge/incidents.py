@@ -37,6 +37,9 @@ class Effect(StrEnum):
     COMMENT_SILENCED = "comment_silenced"  # thread comment: silenced until ...
     COMMENT_UNSILENCED = "comment_unsilenced"  # thread comment: someone lifted the silence
     COMMENT_SILENCE_ENDED = "comment_silence_ended"  # thread comment: it expired, still firing
+    COMMENT_REMINDER = "comment_reminder"  # thread comment: still firing, nobody on it
+    COMMENT_ESCALATED = "comment_escalated"  # thread comment: the next people are called
+    POST = "post"  # a message of its own to some chat (escalation elsewhere, digest, replies)
     DM = "dm"  # direct message to the person who pressed a button
     SILENCE = "silence"  # ask Alertmanager for a silence (then record it through the inbox)
     UNSILENCE = "unsilence"  # ask Alertmanager to expire the incident's silence
@@ -121,6 +124,7 @@ def _open(
         state=IncidentState.FIRING,
         opened_at=now,
         changed_at=now,
+        firing_since=now,
         last_digest=notification_digest(note),
     )
     return Transition(incident, (Effect.CREATE,))
@@ -162,8 +166,15 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     resolved_at = None if any_firing else _last_end(alerts.values(), default=now)
     reopened = current.state is IncidentState.RESOLVED and state is IncidentState.FIRING
     people: dict[str, object] = {}
-    if reopened:  # a new episode: the old ack and the hand-closing no longer hold
-        people = {"acked_by": None, "acked_at": None, "resolved_by": None}
+    if reopened:  # a new episode: the old ack, hand-closing, reminders and escalation reset
+        people = {
+            "acked_by": None,
+            "acked_at": None,
+            "resolved_by": None,
+            "firing_since": now,
+            "reminded_at": None,
+            "escalated": 0,
+        }
     if state is IncidentState.RESOLVED:
         people.update(UNSILENCED)
     updated = current.model_copy(

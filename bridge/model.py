@@ -102,6 +102,9 @@ class Incident(Frozen):
     silence_id: str | None = None  # the Alertmanager silence now covering it
     silenced_until: datetime | None = None
     silenced_by: str = ""  # the silence's createdBy (a display name)
+    firing_since: datetime | None = None  # start of this firing episode (bridge clock)
+    reminded_at: datetime | None = None
+    escalated: int = 0  # escalation steps already taken in this episode
 
     @property
     def firing(self) -> list[Alert]:
@@ -134,6 +137,28 @@ class Click(Frozen):
     user_id: int
     chat_id: int | None = None
     message_id: int | None = None
+
+
+class Reaction(Frozen):
+    """An emoji put on (or taken off) a message."""
+
+    event_id: str
+    message_id: int
+    code: str
+    user_id: int
+    added: bool
+
+
+class Command(Frozen):
+    """A chat message that starts with `/` (`/alerts`, `/ack <ref>`)."""
+
+    event_id: str
+    chat_id: int
+    user_id: int
+    text: str
+
+
+PachcaEvent = Click | Reaction | Command
 
 
 def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -23,7 +24,15 @@ from bridge.incidents import Effect
 from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.pachca import PachcaApi
-from bridge.render import ACTOR_SLOT, Message, RenderOptions, person, render_message
+from bridge.render import (
+    ACTOR_SLOT,
+    LINK_SLOT,
+    Message,
+    RenderOptions,
+    message_url,
+    person,
+    render_message,
+)
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
 from bridge.users import UserNames
@@ -124,18 +133,22 @@ class Outbox:
         return len(items)
 
     async def deliver(self, item: OutboxItem) -> None:
-        stored = None
-        if item.kind != Effect.DM:
-            stored = await self.store.load_by_ref(item.ref)
-            if stored is None:
-                log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
-                await self.store.finish_item(item.id)
-                return
+        stored = await self.store.load_by_ref(item.ref)
+        if stored is None and item.kind not in (Effect.DM, Effect.POST):
+            log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
+            await self.store.finish_item(item.id)
+            return
         if item.kind in (Effect.SILENCE, Effect.UNSILENCE) and stored is not None:
             await self._ask_alertmanager(item, stored)
             return
         try:
-            result = await self._send_dm(item) if stored is None else await self._send(item, stored)
+            if item.kind == Effect.DM:
+                result = await self._send_dm(item)
+            elif item.kind == Effect.POST:
+                result = await self._send_post(item, stored)
+            else:
+                assert stored is not None
+                result = await self._send(item, stored)
         except PachcaRequestError as exc:
             log.error(
                 "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
@@ -277,6 +290,17 @@ class Outbox:
             if cursor is None or (oldest is not None and oldest < since - 60):
                 return None
         return None
+
+    async def _send_post(self, item: OutboxItem, stored: Stored | None) -> str:
+        """A message of its own to a chat; a link to the incident's message is put in."""
+        post = json.loads(item.content)
+        text = str(post["text"])
+        if LINK_SLOT in text:
+            message_id = stored.delivery.message_id if stored else None
+            chat_id = stored.incident.chat_id if stored else None
+            text = text.replace(LINK_SLOT, message_url(chat_id, message_id) if message_id else "")
+        await self.pachca.create_message("discussion", int(post["chat_id"]), text.strip())
+        return "sent"
 
     async def _send_dm(self, item: OutboxItem) -> str:
         if item.actor is None:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from bridge.errors import PachcaError, PayloadError, StoreError
 from bridge.inbox import Inbox
-from bridge.sources.pachca import click_from_event
+from bridge.sources.pachca import event_from_payload
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,10 @@ class Poller:
             log.error("Pachca event %s has no payload; deleting it", event.get("id"))
             return
         try:
-            click = click_from_event(payload)
+            parsed = event_from_payload(payload)
         except PayloadError as exc:
             log.error("Pachca event %s is unusable (%s); deleting it", event.get("id"), exc)
             return
-        if click is not None:
-            await self.inbox.click(click)  # StoreError: stop here, the event stays for next time
+        if parsed is not None:
+            # StoreError: stop here, the event stays for next time
+            await self.inbox.handle_event(parsed)

@@ -17,11 +17,14 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge.actions import Reply
+from bridge.digest import DigestDue, summarize
 from bridge.durations import parse_duration
 from bridge.incidents import Effect
 from bridge.markdown import Md, code, escape, link, safe_url, truncate
 from bridge.model import Alert, AlertStatus, Incident, IncidentState
-from bridge.rules import RouteConfig
+from bridge.rules import EscalationStep, RouteConfig
+from bridge.store.base import Stored
+from bridge.words import WORDS
 
 MAX_CONTENT_BYTES = 40_000
 MAX_BUTTON_TEXT = 255
@@ -30,122 +33,11 @@ MAX_TITLE_CHARS = 200
 # Labels that say nothing a reader needs in every alert line.
 _QUIET_LABELS = {"alertname", "severity", "__name__"}
 
-WORDS: dict[str, dict[str, str]] = {
-    "ru": {
-        "firing": "ГОРИТ",
-        "resolved": "РЕШЕНО",
-        "and_more": "…и ещё {n}",
-        "since": "с {time}",
-        "lasted": "длилось {duration}",
-        "resolved_at": "решено в {time}, длилось {duration}",
-        "source": "источник",
-        "runbook": "runbook",
-        "values": "значения",
-        "dashboard": "дашборд",
-        "panel": "панель",
-        "grafana_silence": "заглушить в Grafana",
-        "image": "снимок",
-        "dashboard_button": "📊 Дашборд",
-        "ack": "👀 Взять в работу",
-        "resolve": "✅ Решено",
-        "silence": "🔕 {duration}",
-        "source_button": "📈 Источник",
-        "runbook_button": "📖 Runbook",
-        "comment_refired": "🔥 Снова горит: {title} ({firing} из {total})",
-        "comment_resolved": "✅ Решено: {title}, длилось {duration}",
-        "units": "д ч м с",
-        "unack": "↩️ Отпустить",
-        "acked_line": "👀 Взял в работу: {name}, {time}",
-        "resolved_by_line": "✋ Закрыто вручную: {name}, {time}",
-        "comment_acked": "👀 {actor} взял в работу",
-        "comment_unacked": "↩️ {actor} больше не занимается инцидентом",
-        "comment_resolved_by_hand": "✋ {actor} закрыл инцидент вручную",
-        "reply_acked": "Вы взяли в работу «{title}».",
-        "reply_unacked": "Вы больше не занимаетесь «{title}».",
-        "reply_resolved": "Вы закрыли «{title}» вручную. Если алерт сработает снова, "
-        "сообщение откроется заново.",
-        "reply_malformed": "Эта кнопка не от бота алертов или повреждена. Ничего не изменено.",
-        "reply_unknown_incident": "Инцидент не найден: он давно закрыт или забыт. "
-        "Ничего не изменено.",
-        "reply_not_allowed": "У вас нет прав на действия с «{title}». Ничего не изменено.",
-        "reply_already_acked": "«{title}» уже в работе у {other}. Ничего не изменено.",
-        "reply_not_acked": "«{title}» никто не брал в работу. Ничего не изменено.",
-        "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
-        "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
-        "unsilence": "🔔 Снять заглушение",
-        "silenced_line": "🔕 Заглушено до {time} ({name})",
-        "comment_silenced": "🔕 Заглушено до {time} ({name})",
-        "comment_unsilenced": "🔔 {actor} снял заглушение",
-        "comment_silence_ended": "🔔 Заглушение закончилось, а алерт всё ещё горит",
-        "reply_silenced": "Вы заглушили «{title}» до {time}.",
-        "reply_unsilenced": "Вы сняли заглушение с «{title}».",
-        "reply_silence_failed": "Не получилось: {reason}. Ничего не изменено.",
-        "reply_already_silenced": "«{title}» уже заглушён. Ничего не изменено.",
-        "reply_not_silenced": "«{title}» не заглушён. Ничего не изменено.",
-        "reply_no_silence_matchers": "«{title}» нельзя заглушить: у группы нет меток, такое "
-        "заглушение накрыло бы все алерты. Ничего не изменено.",
-        "reply_queued": "",
-    },
-    "en": {
-        "firing": "FIRING",
-        "resolved": "RESOLVED",
-        "and_more": "…and {n} more",
-        "since": "since {time}",
-        "lasted": "lasted {duration}",
-        "resolved_at": "resolved at {time}, lasted {duration}",
-        "source": "source",
-        "runbook": "runbook",
-        "values": "values",
-        "dashboard": "dashboard",
-        "panel": "panel",
-        "grafana_silence": "silence in Grafana",
-        "image": "image",
-        "dashboard_button": "📊 Dashboard",
-        "ack": "👀 Acknowledge",
-        "resolve": "✅ Resolve",
-        "silence": "🔕 {duration}",
-        "source_button": "📈 Source",
-        "runbook_button": "📖 Runbook",
-        "comment_refired": "🔥 Firing again: {title} ({firing} of {total})",
-        "comment_resolved": "✅ Resolved: {title}, lasted {duration}",
-        "units": "d h m s",
-        "unack": "↩️ Unacknowledge",
-        "acked_line": "👀 Acknowledged by {name}, {time}",
-        "resolved_by_line": "✋ Resolved by hand by {name}, {time}",
-        "comment_acked": "👀 {actor} acknowledged",
-        "comment_unacked": "↩️ {actor} is no longer on it",
-        "comment_resolved_by_hand": "✋ {actor} resolved it by hand",
-        "reply_acked": "You acknowledged “{title}”.",
-        "reply_unacked": "You are no longer on “{title}”.",
-        "reply_resolved": "You resolved “{title}” by hand. If the alert fires again, the "
-        "message re-opens.",
-        "reply_malformed": "This button is not from the alert bot or is damaged. "
-        "Nothing was changed.",
-        "reply_unknown_incident": "Incident not found: it was closed long ago or forgotten. "
-        "Nothing was changed.",
-        "reply_not_allowed": "You are not allowed to act on “{title}”. Nothing was changed.",
-        "reply_already_acked": "“{title}” is already acknowledged by {other}. Nothing was changed.",
-        "reply_not_acked": "Nobody has acknowledged “{title}”. Nothing was changed.",
-        "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
-        "reply_not_available": "This action is not available here. Nothing was changed.",
-        "unsilence": "🔔 Unsilence",
-        "silenced_line": "🔕 Silenced until {time} ({name})",
-        "comment_silenced": "🔕 Silenced until {time} ({name})",
-        "comment_unsilenced": "🔔 {actor} lifted the silence",
-        "comment_silence_ended": "🔔 The silence ended and the alert still fires",
-        "reply_silenced": "You silenced “{title}” until {time}.",
-        "reply_unsilenced": "You lifted the silence on “{title}”.",
-        "reply_silence_failed": "That did not work: {reason}. Nothing was changed.",
-        "reply_already_silenced": "“{title}” is already silenced. Nothing was changed.",
-        "reply_not_silenced": "“{title}” is not silenced. Nothing was changed.",
-        "reply_no_silence_matchers": "“{title}” cannot be silenced: its group has no labels, "
-        "so the silence would cover every alert. Nothing was changed.",
-        "reply_queued": "",
-    },
-}
 # Where the presser's display name goes in comments written before the name is looked up;
 # the outbox replaces it with the (escaped) name when it sends.
 ACTOR_SLOT = "\u2063actor\u2063"
+# Where the link to the incident's message goes in a post to another chat; the outbox knows it.
+LINK_SLOT = "\u2063link\u2063"
 SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
 
 
@@ -481,3 +373,107 @@ def render_reply(
     return WORDS[language][f"reply_{reply.value}"].format(
         title=title, other=other, time=time, reason=escape(truncate(reason, 300))
     )
+
+
+def message_url(chat_id: int | None, message_id: int) -> str:
+    """Pachca's link to a message (the shape of `url` in its Message objects)."""
+    return f"https://app.pachca.com/chats/{chat_id}?message={message_id}"
+
+
+def _mentions(mentions: list[str]) -> str:
+    return " ".join(mentions)
+
+
+def _firing_for(incident: Incident, now: datetime, language: str) -> str:
+    since = incident.firing_since or incident.opened_at
+    return duration_text((now - since).total_seconds(), language)
+
+
+def render_reminder(incident: Incident, route: RouteConfig, now: datetime) -> str:
+    words = WORDS[route.language]
+    return (
+        words["comment_reminder"]
+        .format(
+            duration=_firing_for(incident, now, route.language), mentions=_mentions(route.mentions)
+        )
+        .strip()
+    )
+
+
+def render_escalation(
+    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
+) -> str:
+    words = WORDS[route.language]
+    return words["comment_escalated"].format(mentions=_mentions(step.mention)).strip()
+
+
+def render_escalation_post(
+    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
+) -> str:
+    """The message an escalation step posts to its own chat, linking the incident's message."""
+    words = WORDS[route.language]
+    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
+    return (
+        words["escalation_post"]
+        .format(
+            title=f"**{title}**",
+            duration=_firing_for(incident, now, route.language),
+            mentions=_mentions(step.mention),
+            link=LINK_SLOT,
+        )
+        .strip()
+    )
+
+
+def render_digest(due: DigestDue, stored: list[Stored], now: datetime) -> str:
+    """The chat's daily summary: counts, MTTA/MTTR, the noisiest alerts, what still fires."""
+    words = WORDS[due.route.language]
+    language = due.route.language
+    summary = summarize(stored, due.chat_id, due.start, due.end, incident_title)
+    lines = [words["digest_header"].format(start=_time(due.start), end=_time(due.end))]
+    if not summary.opened and not summary.resolved and not summary.firing:
+        return "\n".join([*lines, words["digest_quiet"]])
+    lines.append(
+        words["digest_counts"].format(
+            opened=summary.opened, resolved=summary.resolved, firing=len(summary.firing)
+        )
+    )
+
+    def took(seconds: float | None) -> str:
+        return duration_text(seconds, language) if seconds is not None else "–"
+
+    lines.append(words["digest_times"].format(mtta=took(summary.mtta), mttr=took(summary.mttr)))
+    if summary.noisiest:
+        names = ", ".join(f"{escape(name)} ({count})" for name, count in summary.noisiest)
+        lines.append(words["digest_noisiest"].format(names=names))
+    if summary.firing:
+        lines.append(words["digest_firing"])
+        for s in summary.firing[:20]:
+            title = truncate(incident_title(s.incident), MAX_TITLE_CHARS)
+            message_id = s.delivery.message_id
+            lines.append(
+                f"🔥 {link(title, message_url(s.incident.chat_id, message_id))}"
+                if message_id
+                else f"🔥 {escape(title)}"
+            )
+    return "\n".join(lines)
+
+
+def render_active(active: list[Stored], route: RouteConfig, options: RenderOptions) -> str:
+    """The answer to `/alerts`: the chat's firing incidents, with links to their messages."""
+    words = WORDS[route.language]
+    if not active:
+        return words["active_none"]
+    lines = [words["active_header"].format(count=len(active))]
+    for s in sorted(active, key=lambda s: s.incident.opened_at)[:30]:
+        incident = s.incident
+        title = truncate(incident_title(incident), MAX_TITLE_CHARS)
+        since = _time(incident.opened_at.astimezone(options.timezone))
+        shown = (
+            link(title, message_url(incident.chat_id, s.delivery.message_id))
+            if s.delivery.message_id
+            else escape(title)
+        )
+        state = " 👀" if incident.acked_by else ""
+        lines.append(f"🔥 {shown} · {since} · `{incident.ref}`{state}")
+    return "\n".join(lines)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +20,63 @@ from bridge.errors import ConfigError
 from bridge.matchers import Matcher, MatcherSyntaxError, parse_matcher
 
 MAX_SILENCE_BUTTONS = 3
+
+
+def _mention_valid(text: str) -> bool:
+    return (text.startswith("@") and len(text) > 1) or (
+        text.startswith("<@") and text.endswith(">") and text[2:-1].isdigit()
+    )
+
+
+def _check_mentions(value: list[str]) -> list[str]:
+    for text in value:
+        if not _mention_valid(text):
+            raise ValueError(f"mention {text!r} must be '@nickname' or '<@user_id>'")
+    return value
+
+
+class EscalationStep(BaseModel):
+    """`{after: 15m, mention: ["@lead"], chat_id: 2000}`: while the incident fires unacked,
+    this long after it started, mention these people (and post to another chat)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after: str
+    mention: list[str] = []
+    chat_id: int | None = Field(default=None, gt=0)
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("mention")
+    @classmethod
+    def _mentions(cls, value: list[str]) -> list[str]:
+        return _check_mentions(value)
+
+    @property
+    def after_seconds(self) -> float:
+        return parse_duration(self.after)
+
+
+class DigestConfig(BaseModel):
+    """`{at: "09:00", timezone: "Europe/Moscow"}`: a daily summary to the route's chat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
 
 class RouteConfig(BaseModel):
@@ -39,6 +97,20 @@ class RouteConfig(BaseModel):
         default=["1h", "4h", "24h"], max_length=MAX_SILENCE_BUTTONS
     )
     allowed_users: list[int] | None = None
+    remind_every: str | None = None
+    escalation: list[EscalationStep] = []
+    digest: DigestConfig | None = None
+
+    @field_validator("remind_every")
+    @classmethod
+    def _remind_every(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 60:
+            raise ValueError(f"remind_every {value!r} is shorter than a minute")
+        return value
+
+    @property
+    def remind_seconds(self) -> float | None:
+        return parse_duration(self.remind_every) if self.remind_every else None
 
     @field_validator("matchers")
     @classmethod
@@ -61,12 +133,7 @@ class RouteConfig(BaseModel):
     @field_validator("mentions")
     @classmethod
     def _mentions_shape(cls, value: list[str]) -> list[str]:
-        for text in value:
-            if not (text.startswith("@") and len(text) > 1) and not (
-                text.startswith("<@") and text.endswith(">") and text[2:-1].isdigit()
-            ):
-                raise ValueError(f"mention {text!r} must be '@nickname' or '<@user_id>'")
-        return value
+        return _check_mentions(value)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     ALERTMANAGER_URL: str | None = None
     ALERTMANAGER_AUTH: SecretStr | None = None  # "Bearer <token>" or "Basic <user>:<password>"
     BRIDGE_SILENCE_CHECK_INTERVAL: Duration = 60
+    BRIDGE_SCHEDULER_INTERVAL: Duration = 15
+    BRIDGE_ACK_REACTION: str = "👀"
     GRAFANA_WEBHOOK_SECRET: SecretStr | None = None
     GRAFANA_SIGNATURE_HEADER: str | None = None
     GRAFANA_TIMESTAMP_HEADER: str | None = None

@@ -189,3 +189,18 @@ async def test_prune_forgets_only_long_resolved_idle_incidents(store: Store) -> 
     assert await store.load_incident("k1") is None and await store.load_by_ref("r1") is None
     for key in ("k2", "k3", "k4"):
         assert await store.load_incident(key) is not None
+
+
+async def test_find_by_message_and_all_incidents(store: Store) -> None:
+    await store.save_incident(incident(), None, [], 1.0)
+    await store.save_incident(incident("r2", "k2"), None, [], 1.0)
+    await store.record_delivery("r2", Delivery(message_id=777))
+    assert await store.find_by_message(777) == "r2"
+    assert await store.find_by_message(778) is None
+    assert sorted(s.incident.ref for s in await store.all_incidents()) == ["r1", "r2"]
+
+
+async def test_claim_once_is_once(store: Store) -> None:
+    assert await store.claim_once("digest:1000:2026-11-24T09:00", 1.0) is True
+    assert await store.claim_once("digest:1000:2026-11-24T09:00", 2.0) is False
+    assert await store.claim_once("digest:1000:2026-11-25T09:00", 3.0) is True

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.errors import PayloadError
-from bridge.model import Click
+from bridge.model import Click, Command, PachcaEvent, Reaction
 from bridge.sources.alertmanager import decode_json
 
 SIGNATURE_HEADER = "Pachca-Signature"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -61,19 +62,75 @@ def event_timestamp(event: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def click_from_event(event: dict[str, Any]) -> Click | None:
-    """The button press an event carries; None for the kinds of event the bridge ignores.
-    Raises PayloadError for a button event that is not shaped as Pachca sends it."""
-    if event.get("type") != "button":
-        return None
+class ReactionEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["reaction"]
+    event: Literal["new", "delete"]
+    message_id: int
+    code: str
+    user_id: int
+    created_at: str = ""
+
+
+class MessageEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"]
+    event: str
+    id: int
+    chat_id: int
+    user_id: int
+    content: str = ""
+
+
+def _validated(model: type[ModelT], event: dict[str, Any], what: str) -> ModelT:
     try:
-        button = ButtonEvent.model_validate(event)
+        return model.model_validate(event)
     except ValidationError as exc:
         problems = [
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
             for e in exc.errors(include_url=False)
         ]
-        raise PayloadError(400, "not a valid Pachca button event", problems) from exc
+        raise PayloadError(400, f"not a valid Pachca {what} event", problems) from exc
+
+
+def event_from_payload(event: dict[str, Any]) -> PachcaEvent | None:
+    """The press, reaction or chat command an event carries; None for the kinds of event the
+    bridge ignores. Raises PayloadError for one not shaped as Pachca sends it."""
+    kind = event.get("type")
+    if kind == "button":
+        return click_from_event(event)
+    if kind == "reaction":
+        reaction = _validated(ReactionEvent, event, "reaction")
+        return Reaction(
+            # reactions carry no trigger id: the same emoji by the same person at the same
+            # moment on the same message is the same event
+            event_id=f"reaction:{reaction.message_id}:{reaction.user_id}:{reaction.code}:"
+            f"{reaction.event}:{reaction.created_at}",
+            message_id=reaction.message_id,
+            code=reaction.code,
+            user_id=reaction.user_id,
+            added=reaction.event == "new",
+        )
+    if kind == "message" and event.get("event") == "new":
+        message = _validated(MessageEvent, event, "message")
+        if message.content.startswith("/"):
+            return Command(
+                event_id=f"message:{message.id}",
+                chat_id=message.chat_id,
+                user_id=message.user_id,
+                text=message.content.strip(),
+            )
+    return None
+
+
+def click_from_event(event: dict[str, Any]) -> Click | None:
+    """The button press an event carries; None for the kinds of event the bridge ignores.
+    Raises PayloadError for a button event that is not shaped as Pachca sends it."""
+    if event.get("type") != "button":
+        return None
+    button = _validated(ButtonEvent, event, "button")
     return Click(
         event_id=button.trigger_id,
         data=button.data,

@@ -72,6 +72,16 @@ class Store(Protocol):
     async def open_incidents(self) -> list[Incident]:
         """Every current incident that is not resolved."""
 
+    async def all_incidents(self) -> list[Stored]:
+        """Every incident the store still holds (resolved ones until pruned), for digests."""
+
+    async def find_by_message(self, message_id: int) -> str | None:
+        """The ref of the incident whose Pachca message this is."""
+
+    async def claim_once(self, key: str, now: float) -> bool:
+        """True for the first caller with this key, False for every later one (any replica):
+        how once-per-period work (the digest) is done once."""
+
     async def save_incident(
         self,
         incident: Incident,

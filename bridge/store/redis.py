@@ -203,6 +203,8 @@ local removed = 0
 for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])) do
   if redis.call('LLEN', P..'q:'..ref) == 0 then
     local key = redis.call('HGET', P..'inc:'..ref, 'key')
+    local message = redis.call('HGET', P..'inc:'..ref, 'message_id')
+    if message and message ~= '' then redis.call('DEL', P..'msg:'..message) end
     if key and redis.call('GET', P..'cur:'..key) == ref then redis.call('DEL', P..'cur:'..key) end
     redis.call('DEL', P..'inc:'..ref)
     redis.call('ZREM', P..'finished', ref)
@@ -378,6 +380,27 @@ class RedisStore:
                 out.append(stored.incident)
         return out
 
+    async def all_incidents(self) -> list[Stored]:
+        out = []
+        try:
+            async for key in self._redis.scan_iter(match=self._k("inc", "*"), count=500):
+                stored = await self._stored(str(key).removeprefix(self._k("inc", "")))
+                if stored is not None:
+                    out.append(stored)
+        except RedisError as exc:
+            raise StoreError(f"redis scan: {exc}") from exc
+        return out
+
+    async def find_by_message(self, message_id: int) -> str | None:
+        ref = await self._do("message", self._redis.get(self._k("msg", str(message_id))))
+        return str(ref) if ref else None
+
+    async def claim_once(self, key: str, now: float) -> bool:
+        done = await self._do(
+            "once", self._redis.set(self._k("once", key), str(now), nx=True, ex=8 * 86400)
+        )
+        return bool(done)
+
     async def save_incident(
         self,
         incident: Incident,
@@ -425,6 +448,10 @@ class RedisStore:
             "create_attempted": "1" if delivery.create_attempted else "0",
         }
         await self._do("delivery", self._redis.hset(self._k("inc", ref), mapping=fields))
+        if delivery.message_id is not None:  # for reactions, which name only the message
+            await self._do(
+                "delivery", self._redis.set(self._k("msg", str(delivery.message_id)), ref)
+            )
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         """Claims what it returns: other replicas skip these incidents until the items are

@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     actor INTEGER
 );
+CREATE TABLE IF NOT EXISTS once (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_message ON incidents (message_id);
 CREATE TABLE IF NOT EXISTS processed_events (
     event_id TEXT PRIMARY KEY,
     at REAL NOT NULL
@@ -162,6 +167,33 @@ class SQLiteStore:
                 ).fetchone()
             )
         )
+
+    async def all_incidents(self) -> list[Stored]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT body, message_id, thread_id, rendered_version, create_attempted "
+                "FROM incidents"
+            ).fetchall()
+        )
+        return [s for row in rows if (s := self._stored(row)) is not None]
+
+    async def find_by_message(self, message_id: int) -> str | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT ref FROM incidents WHERE message_id = ?", (message_id,)
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
+    async def claim_once(self, key: str, now: float) -> bool:
+        inserted = await self._run(
+            lambda db: (
+                db.execute(
+                    "INSERT OR IGNORE INTO once (key, at) VALUES (?, ?)", (key, now)
+                ).rowcount
+            )
+        )
+        return bool(inserted)
 
     async def open_incidents(self) -> list[Incident]:
         rows = await self._run(
@@ -307,6 +339,7 @@ class SQLiteStore:
     async def prune(self, finished_before: float, events_before: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM processed_events WHERE at < ?", (events_before,))
+            db.execute("DELETE FROM once WHERE at < ?", (finished_before,))
             stale = (
                 "SELECT ref FROM incidents WHERE finished_at < ? "
                 "AND ref NOT IN (SELECT ref FROM outbox)"

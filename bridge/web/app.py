@@ -19,6 +19,7 @@ from bridge.pachca import PachcaApi, PachcaClient
 from bridge.poller import Poller
 from bridge.render import RenderOptions
 from bridge.rules import Rules
+from bridge.scheduler import Scheduler
 from bridge.settings import Settings
 from bridge.silencer import Silencer
 from bridge.sources import alertmanager, grafana
@@ -130,6 +131,7 @@ def create_app(
         dedup_ttl=settings.BRIDGE_DEDUP_TTL,
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
         render_options=render_options,
+        ack_reaction=settings.BRIDGE_ACK_REACTION,
         on_commit=outbox.wake,
     )
     if silence_apis:
@@ -162,6 +164,13 @@ def create_app(
         if run_outbox:
             delivering = asyncio.create_task(outbox.run(), name="outbox")
             tasks = [asyncio.create_task(prune_forever(store, settings.retention), name="prune")]
+        if run_outbox:
+            scheduler = Scheduler(store, inbox, rules)
+            tasks.append(
+                asyncio.create_task(
+                    scheduler.run(settings.BRIDGE_SCHEDULER_INTERVAL), name="scheduler"
+                )
+            )
         if run_outbox and outbox.silencer is not None:
             watch = outbox.silencer.watch(store, settings.BRIDGE_SILENCE_CHECK_INTERVAL)
             tasks.append(asyncio.create_task(watch, name="silence-watch"))

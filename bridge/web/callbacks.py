@@ -84,16 +84,18 @@ async def pachca_webhook(request: web.Request) -> web.Response:
             f"{settings.BRIDGE_CALLBACK_MAX_AGE:.0f}s of now",
         )
     try:
-        click = pachca.click_from_event(event)
+        parsed = pachca.event_from_payload(event)
     except PayloadError as exc:
         return _ignore(request, f"{exc.message}: {exc.details}")
-    if click is None:
+    if parsed is None:
         return web.json_response({"status": "ignored"})
     try:
-        outcome = await request.app[INBOX].click(click)
+        outcome = await request.app[INBOX].handle_event(parsed)
     except StoreError as exc:
-        log.error("could not record Pachca event %s: %s", click.event_id, exc)
+        log.error("could not record Pachca event %s: %s", parsed.event_id, exc)
         return json_error(503, "could not record the event; retry later")
+    if outcome is None:
+        return web.json_response({"status": "ignored"})
     status = "duplicate" if outcome.duplicate else "accepted"
     return web.json_response({"status": status})
 

@@ -1,0 +1,84 @@
+"""Pure rules of the daily digest: which chats are due one now, and what the period held."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import mean
+from zoneinfo import ZoneInfo
+
+from bridge.model import Incident, IncidentState
+from bridge.rules import RouteConfig, Rules
+from bridge.store.base import Stored
+
+# a digest missed by more than this (the bridge was down at the time) is skipped, not sent late
+LATE_BY_AT_MOST = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class DigestDue:
+    key: str  # names the chat and the period: claimed once in the store
+    chat_id: int
+    route: RouteConfig
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Summary:
+    opened: int
+    resolved: int
+    firing: list[Stored]
+    mtta: float | None  # seconds
+    mttr: float | None
+    noisiest: list[tuple[str, int]]
+
+
+def digests_due(rules: Rules, now: datetime) -> list[DigestDue]:
+    """One per chat whose digest time has just passed (first route naming the chat wins)."""
+    due, seen = [], set()
+    for route in rules.routes:
+        config = route.config
+        if config.digest is None or config.chat_id in seen:
+            continue
+        seen.add(config.chat_id)
+        local = now.astimezone(ZoneInfo(config.digest.timezone))
+        hour, minute = (int(part) for part in config.digest.at.split(":"))
+        end = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if end > local:
+            end -= timedelta(days=1)
+        if local - end <= LATE_BY_AT_MOST:
+            key = f"digest:{config.chat_id}:{end.isoformat()}"
+            due.append(DigestDue(key, config.chat_id, config, end - timedelta(days=1), end))
+    return due
+
+
+def summarize(
+    stored: list[Stored],
+    chat_id: int,
+    start: datetime,
+    end: datetime,
+    title: Callable[[Incident], str],
+) -> Summary:
+    """What happened in the chat in [start, end): `title` names an incident (for noisiest)."""
+    mine = [s for s in stored if s.incident.chat_id == chat_id]
+    opened = [s.incident for s in mine if start <= s.incident.opened_at < end]
+    resolved = [
+        s.incident
+        for s in mine
+        if s.incident.state is IncidentState.RESOLVED and start <= s.incident.changed_at < end
+    ]
+    acks = [(i.acked_at - i.opened_at).total_seconds() for i in opened if i.acked_at]
+    repairs = [(i.changed_at - (i.firing_since or i.opened_at)).total_seconds() for i in resolved]
+    noisiest = Counter(title(i) for i in opened).most_common(3)
+    firing = [s for s in mine if s.incident.state is IncidentState.FIRING]
+    return Summary(
+        opened=len(opened),
+        resolved=len(resolved),
+        firing=firing,
+        mtta=mean(acks) if acks else None,
+        mttr=mean(repairs) if repairs else None,
+        noisiest=noisiest,
+    )

@@ -1,0 +1,62 @@
+"""The bridge's own clock-driven work (Pachca has no scheduler): reminders and escalation of
+unacknowledged incidents, and each chat's daily digest. Every tick is safe to run on several
+replicas at once: what it does is decided and recorded through the inbox's compare-and-set,
+and each digest is claimed once per period in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bridge.digest import digests_due
+from bridge.errors import StoreError
+from bridge.inbox import Inbox, post_item
+from bridge.oncall import needs_attention
+from bridge.render import render_digest
+from bridge.rules import Rules
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        inbox: Inbox,
+        rules: Rules,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.inbox = inbox
+        self.rules = rules
+        self.clock = clock
+
+    async def tick(self) -> int:
+        """Do what is due now; returns how many things were recorded."""
+        done = 0
+        for incident in await self.store.open_incidents():
+            route = self.rules.by_name(incident.route).config
+            if (route.remind_every or route.escalation) and needs_attention(incident):
+                done += await self.inbox.oncall(incident.ref)
+        now = self.clock()
+        for due in digests_due(self.rules, now):
+            # one replica wins the period; the others skip it
+            if not await self.store.claim_once(due.key, now.timestamp()):
+                continue
+            stored = await self.store.all_incidents()
+            text = render_digest(due, stored, now)
+            await self.store.enqueue(due.key, [post_item(due.chat_id, text)], now.timestamp())
+            self.inbox.on_commit()
+            done += 1
+        return done
+
+    async def run(self, interval: float) -> None:
+        while True:
+            try:
+                await self.tick()
+            except StoreError as exc:
+                log.warning("scheduler: store unavailable, will retry: %s", exc)
+            await asyncio.sleep(interval)
