@@ -226,12 +226,8 @@ class Inbox:
             for s in await self.store.all_incidents()
             if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
         ]
-        current = {
-            (await self.store.load_incident(s.incident.key) or s).incident.ref for s in active
-        }
-        text = render_active(
-            [s for s in active if s.incident.ref in current], route.config, self.render_options
-        )
+        # a firing incident is always its group's current one (only resolved ones get replaced)
+        text = render_active(active, route.config, self.render_options)
         try:
             await self.store.enqueue(
                 f"chat-{command.chat_id}",
