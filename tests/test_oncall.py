@@ -1,0 +1,334 @@
+"""Reminders, escalation chains and the daily digest, on a controllable clock; ack by
+reaction and the chat commands."""
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.rules import Rules, load_rules
+from bridge.scheduler import Scheduler
+from bridge.web.state import INBOX
+from tests.conftest import SIGNING_SECRET, Bridge, BridgeFactory, fixture_json
+from tests.test_callbacks import ALICE, click_body, dms, press, signature
+
+T0 = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # 08:00 in Moscow
+
+RULES = """
+routes:
+  - name: databases
+    matchers: ['team="db"']
+    chat_id: 1001
+    mentions: ["@oncall"]
+    remind_every: 30m
+    escalation:
+      - {after: 15m, mention: ["@dba_lead"]}
+      - {after: 45m, mention: ["<@42>"], chat_id: 2000}
+    digest: {at: "09:00", timezone: Europe/Moscow}
+  - name: default
+    chat_id: 1000
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def oncall_rules(tmp_path: Path) -> Rules:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return load_rules(path)
+
+
+async def oncall_bridge(
+    make_bridge: BridgeFactory, rules: Rules, clock: Clock, store_url: str = "memory://"
+) -> tuple[Bridge, Scheduler]:
+    bridge = await make_bridge(store_url, rules_override=rules)
+    bridge.app[INBOX].clock = clock
+    return bridge, Scheduler(bridge.store, bridge.app[INBOX], rules, clock)
+
+
+async def at(bridge: Bridge, scheduler: Scheduler, clock: Clock, minutes: float) -> None:
+    clock.now = T0 + timedelta(minutes=minutes)
+    await scheduler.tick()
+    await bridge.deliver()
+
+
+def thread(bridge: Bridge) -> list[str]:
+    """The thread of the DiskFull incident's message."""
+    (message,) = [
+        m
+        for m in bridge.fake.channel_messages()
+        if m["entity_id"] == 1001 and "**DiskFull**" in m["content"].splitlines()[0]
+    ]
+    return bridge.fake.thread_comments(message["id"])
+
+
+async def test_escalation_steps_fire_in_order_once_and_reminders_repeat(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    await bridge.deliver()
+    await at(bridge, scheduler, clock, 10)
+    assert thread(bridge) == []
+    await at(bridge, scheduler, clock, 16)
+    await at(bridge, scheduler, clock, 17)
+    assert thread(bridge) == ["⏫ Эскалация: @dba_lead"]
+    await at(bridge, scheduler, clock, 31)
+    assert thread(bridge)[-1].startswith("⏰ Всё ещё горит, и никто не взял в работу (31м)")
+    assert thread(bridge)[-1].endswith("@oncall")
+    await at(bridge, scheduler, clock, 46)
+    assert thread(bridge)[-1] == "⏫ Эскалация: <@42>"
+    (elsewhere,) = [m for m in bridge.fake.channel_messages() if m["entity_id"] == 2000]
+    (original,) = [
+        m
+        for m in bridge.fake.channel_messages()
+        if m["entity_id"] == 1001 and "**DiskFull**" in m["content"]
+    ]
+    assert elsewhere["content"].startswith("⏫ **DiskFull** горит 46м, и никто не взял в работу.")
+    assert f"https://app.pachca.com/chats/1001?message={original['id']}" in elsewhere["content"]
+    await at(bridge, scheduler, clock, 61)
+    assert sum(c.startswith("⏰") for c in thread(bridge)) == 2
+    assert sum(c.startswith("⏫") for c in thread(bridge)) == 2
+
+
+async def test_ack_stops_reminders_and_escalation(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    await at(bridge, scheduler, clock, 16)
+    await press(bridge, click_body(f"ack:{ref}"))
+    await bridge.deliver()
+    before = len(thread(bridge))
+    for minutes in (31, 46, 120):
+        await at(bridge, scheduler, clock, minutes)
+    assert len(thread(bridge)) == before
+
+
+async def test_resolution_stops_and_a_refire_starts_a_new_chain(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    await at(bridge, scheduler, clock, 16)
+    clock.now = T0 + timedelta(minutes=20)
+    await bridge.post_fixture("alertmanager/05-group-all-resolved.json")
+    await at(bridge, scheduler, clock, 50)
+    assert sum(c.startswith("⏫") for c in thread(bridge)) == 1
+    clock.now = T0 + timedelta(minutes=55)
+    await bridge.post_fixture("alertmanager-ha-split/01-firing-from-am-a.json")  # re-fires
+    await at(bridge, scheduler, clock, 60)
+    assert sum(c.startswith("⏫") for c in thread(bridge)) == 1  # 5 minutes into the new episode
+    await at(bridge, scheduler, clock, 71)
+    assert sum(c.startswith("⏫") for c in thread(bridge)) == 2
+
+
+async def test_steps_survive_a_restart(
+    make_bridge: BridgeFactory, oncall_rules: Rules, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    clock = Clock()
+    first, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock, url)
+    await first.post_fixture("alertmanager/02-group-3-firing.json")
+    await at(first, scheduler, clock, 16)
+    await first.client.close()
+    second, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock, url)
+    await at(second, scheduler, clock, 17)
+    assert [c for c in thread(second) if c.startswith("⏫")] == ["⏫ Эскалация: @dba_lead"]
+
+
+async def test_two_schedulers_at_once_fire_each_step_once(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    from bridge.inbox import Inbox
+
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    other = bridge.app[INBOX]
+    twin_inbox = Inbox(
+        bridge.store,
+        oncall_rules,
+        other.metrics,
+        resolved_ttl=3600,
+        dedup_ttl=60,
+        dedup_size=10,
+        render_options=other.render_options,
+        clock=clock,
+    )
+    twin = Scheduler(bridge.store, twin_inbox, oncall_rules, clock)
+    await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    await bridge.deliver()
+    clock.now = T0 + timedelta(minutes=46)
+    await asyncio.gather(scheduler.tick(), twin.tick())
+    await bridge.deliver()
+    assert sorted(c for c in thread(bridge) if c.startswith("⏫")) == [
+        "⏫ Эскалация: <@42>",
+        "⏫ Эскалация: @dba_lead",
+    ]
+    assert len([m for m in bridge.fake.channel_messages() if m["entity_id"] == 2000]) == 1
+    # and the digest at 09:00 Moscow, asked by both, is sent once
+    clock.now = datetime(2026, 11, 24, 6, 1, tzinfo=UTC)
+    await asyncio.gather(scheduler.tick(), twin.tick())
+    await bridge.deliver()
+    digests = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    assert len(digests) == 1
+
+
+async def test_digest_counts_mtta_mttr_and_noisiest(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    (ref,) = (await response.json())["changed"]
+    clock.now = T0 + timedelta(minutes=4)
+    await press(bridge, click_body(f"ack:{ref}"))
+    clock.now = T0 + timedelta(minutes=20)
+    await bridge.post_fixture("alertmanager/05-group-all-resolved.json")
+    clock.now = T0 + timedelta(minutes=30)
+    await bridge.post_fixture("alertmanager/10-group-by-alertname-and-cluster.json")  # default
+    payload = fixture_json("alertmanager/07-truncated-max-alerts-3-of-7.json")
+    payload["commonLabels"]["team"] = "db"
+    await bridge.post(payload)  # still firing at 09:00
+    await at(bridge, scheduler, clock, 59)
+    assert not [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    await at(bridge, scheduler, clock, 61)  # 09:01 Moscow
+    (digest,) = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    assert digest["entity_id"] == 1001
+    lines = digest["content"].splitlines()
+    assert lines[0] == "📋 **Сводка** за 23.11 09:00 MSK – 24.11 09:00 MSK"
+    assert lines[1] == "Открыто: 2 · Решено: 1 · Горит сейчас: 1"
+    assert lines[2] == "MTTA: 4м · MTTR: 20м"
+    assert lines[3].startswith("Самые шумные: ")
+    assert "PodCrashLooping" in digest["content"]
+    await at(bridge, scheduler, clock, 65)
+    assert len([m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]) == 1
+
+
+def reaction(message_id: int, code: str = "👀", event: str = "new") -> bytes:
+    body: dict[str, Any] = fixture_json("pachca/reaction-new.json")
+    body.update(
+        message_id=message_id,
+        code=code,
+        event=event,
+        user_id=ALICE,
+        webhook_timestamp=int(time.time()),
+    )
+    return json.dumps(body).encode()
+
+
+async def signed(bridge: Bridge, body: bytes) -> dict[str, Any]:
+    response = await bridge.client.post(
+        "/pachca/webhook",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Pachca-Signature": signature(SIGNING_SECRET, body),
+        },
+    )
+    assert response.status == 200
+    result: dict[str, Any] = await response.json()
+    return result
+
+
+async def test_the_ack_emoji_acks_and_nothing_else_does(bridge: Bridge) -> None:
+    await bridge.post_fixture("alertmanager/01-single-firing.json")
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert (await signed(bridge, reaction(message["id"], code="👍")))["status"] == "ignored"
+    assert (await signed(bridge, reaction(message["id"], event="delete")))["status"] == "ignored"
+    assert (await signed(bridge, reaction(999_999)))["status"] == "ignored"  # not an incident
+    await bridge.deliver()
+    assert "Взял в работу" not in message["content"]
+    assert (await signed(bridge, reaction(message["id"])))["status"] == "accepted"
+    await bridge.deliver()
+    assert "👀 Взял в работу: <@2345>" in message["content"]
+    assert dms(bridge, ALICE) == ["Вы взяли в работу «HighCPU»."]
+
+
+def command(text: str, chat_id: int = 1000, message_id: int = 56431) -> bytes:
+    body: dict[str, Any] = fixture_json("pachca/message-command.json")
+    body.update(
+        content=text,
+        chat_id=chat_id,
+        id=message_id,
+        user_id=ALICE,
+        webhook_timestamp=int(time.time()),
+    )
+    return json.dumps(body).encode()
+
+
+async def test_ack_command_and_alerts_listing(bridge: Bridge) -> None:
+    response = await bridge.post_fixture("alertmanager/01-single-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert (await signed(bridge, command(f"/ack {ref}")))["status"] == "accepted"
+    await bridge.deliver()
+    assert "Взял в работу" in message["content"]
+    assert (await signed(bridge, command("/alerts", message_id=56432)))["status"] == "accepted"
+    assert (await signed(bridge, command("/alerts", message_id=56432)))["status"] == "duplicate"
+    assert (await signed(bridge, command("hello", message_id=56433)))["status"] == "ignored"
+    await bridge.deliver()
+    (listing,) = [m for m in bridge.fake.channel_messages() if m["id"] != message["id"]]
+    assert listing["entity_id"] == 1000
+    assert listing["content"].startswith("🔥 Горит в этом чате: 1")
+    assert (
+        f"[HighCPU](https://app.pachca.com/chats/1000?message={message['id']})"
+        in listing["content"]
+    )
+    assert f"`{ref}` 👀" in listing["content"]
+
+
+async def test_alerts_in_a_quiet_chat(bridge: Bridge) -> None:
+    await signed(bridge, command("/alerts", chat_id=1001))
+    await bridge.deliver()
+    (answer,) = bridge.fake.channel_messages()
+    assert answer["content"] == "✅ В этом чате сейчас ничего не горит."
+
+
+async def test_polled_reaction_acks_too(bridge: Bridge) -> None:
+    from bridge.poller import Poller
+    from bridge.web.state import PACHCA
+
+    await bridge.post_fixture("alertmanager/01-single-firing.json")
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    event = fixture_json("pachca/webhook-events-page.json")["data"][0]
+    event["event_type"] = "reaction_new"
+    event["payload"] = json.loads(reaction(message["id"]))
+    bridge.fake.events = [event]
+    await Poller(bridge.app[PACHCA], bridge.app[INBOX], 0.01).poll_once()  # type: ignore[arg-type]
+    await bridge.deliver()
+    assert "Взял в работу" in message["content"]
+
+
+def test_bad_oncall_rules_are_refused(tmp_path: Path) -> None:
+    from bridge.errors import ConfigError
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "routes:\n  - {name: d, chat_id: 1, remind_every: 10s, "
+        "escalation: [{after: soon}], digest: {at: '25:00', timezone: Mars/X}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    text = str(caught.value)
+    for fragment in ("remind_every", "escalation.0.after", "digest.at", "digest.timezone"):
+        assert fragment in text, text
