@@ -30,6 +30,7 @@ from bridge.model import (
     Command,
     Incident,
     IncidentState,
+    LinkShared,
     Notification,
     PachcaEvent,
     Reaction,
@@ -41,11 +42,13 @@ from bridge.render import (
     render_comment,
     render_escalation,
     render_escalation_post,
+    render_preview,
     render_reminder,
     render_reply,
 )
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store
+from bridge.unfurl import incident_for
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +100,14 @@ class Inbox:
         dedup_size: int,
         render_options: RenderOptions,
         ack_reaction: str = "👀",
+        public_url: str | None = None,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.render_options = render_options
         self.ack_reaction = ack_reaction
+        self.public_url = public_url
         self.rules = rules
         self.metrics = metrics
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
@@ -189,7 +194,34 @@ class Inbox:
             return await self.click(event)
         if isinstance(event, Reaction):
             return await self.react(event)
+        if isinstance(event, LinkShared):
+            return await self.unfurl(event)
         return await self.command(event)
+
+    async def unfurl(self, shared: LinkShared) -> ClickOutcome | None:
+        """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
+        preview with the incident's current state."""
+        incidents = [s.incident for s in await self.store.all_incidents()]
+        previews = {}
+        for url in shared.urls:
+            incident = incident_for(url, incidents, self.public_url)
+            if incident is not None:
+                route = self.rules.by_name(incident.route).config
+                previews[url] = render_preview(incident, route, self.render_options)
+        if not previews:
+            return None
+        request = json.dumps({"message_id": shared.message_id, "previews": previews})
+        try:
+            await self.store.enqueue(
+                f"links-{shared.message_id}",
+                [NewOutboxItem(Effect.UNFURL.value, request)],
+                self.clock().timestamp(),
+                event_id=shared.event_id,
+            )
+        except DuplicateEvent:
+            return self._counted(ClickOutcome("unfurl", None))
+        self.on_commit()
+        return self._counted(ClickOutcome("unfurl", Reply.QUEUED))
 
     async def react(self, reaction: Reaction) -> ClickOutcome | None:
         """The ack emoji put on an incident's message acks it, as the button would; taking it

@@ -40,6 +40,7 @@ class Effect(StrEnum):
     COMMENT_REMINDER = "comment_reminder"  # thread comment: still firing, nobody on it
     COMMENT_ESCALATED = "comment_escalated"  # thread comment: the next people are called
     POST = "post"  # a message of its own to some chat (escalation elsewhere, digest, replies)
+    UNFURL = "unfurl"  # link previews for a message that links to incidents
     DM = "dm"  # direct message to the person who pressed a button
     SILENCE = "silence"  # ask Alertmanager for a silence (then record it through the inbox)
     UNSILENCE = "unsilence"  # ask Alertmanager to expire the incident's silence

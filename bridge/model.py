@@ -158,7 +158,15 @@ class Command(Frozen):
     text: str
 
 
-PachcaEvent = Click | Reaction | Command
+class LinkShared(Frozen):
+    """Links posted in a chat that an unfurl bot may preview."""
+
+    event_id: str
+    message_id: int
+    urls: tuple[str, ...]
+
+
+PachcaEvent = Click | Reaction | Command | LinkShared
 
 
 def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> str:

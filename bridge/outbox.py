@@ -134,7 +134,7 @@ class Outbox:
 
     async def deliver(self, item: OutboxItem) -> None:
         stored = await self.store.load_by_ref(item.ref)
-        if stored is None and item.kind not in (Effect.DM, Effect.POST):
+        if stored is None and item.kind not in (Effect.DM, Effect.POST, Effect.UNFURL):
             log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
             await self.store.finish_item(item.id)
             return
@@ -146,6 +146,10 @@ class Outbox:
                 result = await self._send_dm(item)
             elif item.kind == Effect.POST:
                 result = await self._send_post(item, stored)
+            elif item.kind == Effect.UNFURL:
+                request = json.loads(item.content)
+                await self.pachca.link_previews(int(request["message_id"]), request["previews"])
+                result = "sent"
             else:
                 assert stored is not None
                 result = await self._send(item, stored)

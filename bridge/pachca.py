@@ -55,6 +55,9 @@ class PachcaApi(Protocol):
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page (50) of the chat's messages, newest first, and the cursor of the next."""
 
+    async def link_previews(self, message_id: int, previews: dict[str, Any]) -> None:
+        """Show these previews for the links of a message (unfurl bots only)."""
+
     async def close(self) -> None: ...
 
 
@@ -238,6 +241,14 @@ class PachcaClient:
             "DELETE", "DELETE /webhooks/events/{id}", f"/webhooks/events/{quote(event_id)}"
         )
 
+    async def link_previews(self, message_id: int, previews: dict[str, Any]) -> None:
+        await self._call(
+            "POST",
+            "POST /messages/{id}/link_previews",
+            f"/messages/{message_id}/link_previews",
+            {"link_previews": previews},
+        )
+
     async def set_webhook(self, url: str) -> None:
         await self._call(
             "PUT", "PUT /bot/webhook", "/bot/webhook", {"webhook": {"outgoing_url": url}}
@@ -303,6 +314,9 @@ class DryRunPachca:
         self, chat_id: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         return [], None
+
+    async def link_previews(self, message_id: int, previews: dict[str, Any]) -> None:
+        self._log(f"POST /messages/{message_id}/link_previews", {"link_previews": previews})
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         return {"id": user_id, "first_name": "", "last_name": "", "nickname": f"user{user_id}"}

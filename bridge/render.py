@@ -477,3 +477,22 @@ def render_active(active: list[Stored], route: RouteConfig, options: RenderOptio
         state = " 👀" if incident.acked_by else ""
         lines.append(f"🔥 {shown} · {since} · `{incident.ref}`{state}")
     return "\n".join(lines)
+
+
+def render_preview(
+    incident: Incident, route: RouteConfig, options: RenderOptions
+) -> dict[str, str]:
+    """A link preview (plain text: previews are not markdown) of the incident as it is now."""
+    words = WORDS[route.language]
+    title = truncate(incident_title(incident), MAX_TITLE_CHARS)
+    if incident.state is IncidentState.FIRING:
+        state = f"🔥 {words['firing']} ({len(incident.firing)}/{len(incident.alerts)})"
+    else:
+        state = f"✅ {words['resolved']}"
+    since = words["since"].format(time=_time(incident.opened_at.astimezone(options.timezone)))
+    lines = [since]
+    if incident.acked_by is not None:
+        lines.append(words["preview_acked"].format(user=f"<@{incident.acked_by}>"))
+    if incident.silence_id is not None:
+        lines.append(_silenced_text(words["silenced_line"], incident, options))
+    return {"title": truncate(f"{state} · {title}", 255), "description": " · ".join(lines)}

@@ -66,6 +66,7 @@ WORDS: dict[str, dict[str, str]] = {
         "digest_quiet": "Спокойные сутки: ни одного инцидента.",
         "active_header": "🔥 Горит в этом чате: {count}",
         "active_none": "✅ В этом чате сейчас ничего не горит.",
+        "preview_acked": "в работе у {user}",
         "comment_escalated": "⏫ Эскалация: {mentions}",
         "escalation_post": "⏫ {title} горит {duration}, и никто не взял в работу. "
         "{mentions} {link}",
@@ -134,6 +135,7 @@ WORDS: dict[str, dict[str, str]] = {
         "digest_quiet": "A quiet day: no incidents.",
         "active_header": "🔥 Firing in this chat: {count}",
         "active_none": "✅ Nothing is firing in this chat.",
+        "preview_acked": "acknowledged by {user}",
         "comment_escalated": "⏫ Escalation: {mentions}",
         "escalation_post": "⏫ {title} has been firing for {duration} with nobody on it. "
         "{mentions} {link}",

@@ -133,6 +133,7 @@ class FakePachca:
     delay: float = 0.0  # seconds each answer takes (a slow Pachca)
     down: bool = False  # answer 503 to everything (Pachca down)
     posts_in_flight: int = 0  # POST /messages received and not yet answered
+    previews: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -346,6 +347,9 @@ class FakePachca:
             if user is None:
                 return 404, api_error("id", "Пользователь не найден", "not_found", parts[1])
             return 200, {"data": user}
+        if (method, template) == ("POST", "/messages/{id}/link_previews"):
+            self.previews.setdefault(int(parts[1]), {}).update(body["link_previews"])
+            return 204, None
         if (method, template) == ("GET", "/webhooks/events"):
             return 200, self._events_page()
         if (method, template) == ("DELETE", "/webhooks/events/{id}"):

@@ -332,3 +332,39 @@ def test_bad_oncall_rules_are_refused(tmp_path: Path) -> None:
     text = str(caught.value)
     for fragment in ("remind_every", "escalation.0.after", "digest.at", "digest.timezone"):
         assert fragment in text, text
+
+
+async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge(BRIDGE_PUBLIC_URL="https://bridge.example.com")
+    response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    source = fixture_json("alertmanager/02-group-3-firing.json")["alerts"][0]["generatorURL"]
+    event: dict[str, Any] = fixture_json("pachca/link-shared.json")
+    event["webhook_timestamp"] = int(time.time())
+    event["links"] = [
+        {"url": source, "domain": "prometheus.example.com", "skip": False},
+        {
+            "url": "https://am.example.com/#/alerts?filter=%7Balertname%3D%22DiskFull%22%7D",
+            "domain": "am.example.com",
+            "skip": False,
+        },
+        {
+            "url": f"https://bridge.example.com/incidents/{ref}",
+            "domain": "bridge.example.com",
+            "skip": False,
+        },
+        {
+            "url": "https://am.example.com/#/alerts?filter=%7Balertname%3D%22Other%22%7D",
+            "domain": "am.example.com",
+            "skip": False,
+        },
+        {"url": source + "&x=1", "domain": "prometheus.example.com", "skip": True},
+    ]
+    assert (await signed(bridge, json.dumps(event).encode()))["status"] == "accepted"
+    await bridge.deliver()
+    previews = bridge.fake.previews[event["message_id"]]
+    assert sorted(previews) == sorted(link["url"] for link in event["links"][:3])
+    for preview in previews.values():
+        assert preview["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
+        assert preview["description"].startswith("с ")

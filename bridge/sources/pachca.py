@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bridge.errors import PayloadError
-from bridge.model import Click, Command, PachcaEvent, Reaction
+from bridge.model import Click, Command, LinkShared, PachcaEvent, Reaction
 from bridge.sources.alertmanager import decode_json
 
 SIGNATURE_HEADER = "Pachca-Signature"
@@ -84,6 +84,22 @@ class MessageEvent(BaseModel):
     content: str = ""
 
 
+class SharedLink(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str
+    skip: bool = False
+
+
+class LinkSharedEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"]
+    event: Literal["link_shared"]
+    message_id: int
+    links: list[SharedLink]
+
+
 def _validated(model: type[ModelT], event: dict[str, Any], what: str) -> ModelT:
     try:
         return model.model_validate(event)
@@ -112,6 +128,13 @@ def event_from_payload(event: dict[str, Any]) -> PachcaEvent | None:
             code=reaction.code,
             user_id=reaction.user_id,
             added=reaction.event == "new",
+        )
+    if kind == "message" and event.get("event") == "link_shared":
+        shared = _validated(LinkSharedEvent, event, "link_shared")
+        return LinkShared(
+            event_id=f"links:{shared.message_id}",
+            message_id=shared.message_id,
+            urls=tuple(link.url for link in shared.links if not link.skip),
         )
     if kind == "message" and event.get("event") == "new":
         message = _validated(MessageEvent, event, "message")

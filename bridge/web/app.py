@@ -132,6 +132,7 @@ def create_app(
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
         render_options=render_options,
         ack_reaction=settings.BRIDGE_ACK_REACTION,
+        public_url=settings.BRIDGE_PUBLIC_URL,
         on_commit=outbox.wake,
     )
     if silence_apis:
