@@ -166,15 +166,7 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
-            log.warning(
-                "outbox: %s of incident %s failed (%s); retry in %.1fs",
-                item.kind,
-                item.ref,
-                exc,
-                delay,
-            )
-            self.metrics.deliveries.labels(item.kind, "retry").inc()
-            await self.store.retry_item(item.id, self.clock() + delay, str(exc))
+            await self._retry_later(item, exc, delay)
             return
         self.metrics.deliveries.labels(item.kind, result).inc()
         if result == "sent":
@@ -182,6 +174,13 @@ class Outbox:
                 max(0.0, self.clock() - item.created_at)
             )
         await self.store.finish_item(item.id)
+
+    async def _retry_later(self, item: OutboxItem, exc: Exception, delay: float) -> None:
+        log.warning(
+            "outbox: %s of incident %s failed (%s); retry in %.1fs", item.kind, item.ref, exc, delay
+        )
+        self.metrics.deliveries.labels(item.kind, "retry").inc()
+        await self.store.retry_item(item.id, self.clock() + delay, str(exc))
 
     async def _ask_alertmanager(self, item: OutboxItem, stored: Stored) -> None:
         """Silence or Unsilence: a few tries (a person is waiting), then tell them why not."""
@@ -194,16 +193,7 @@ class Outbox:
                 await self.silencer.unsilence(item, stored.incident)
         except AlertmanagerError as exc:
             if exc.retryable and item.attempts + 1 < SILENCE_ATTEMPTS:
-                delay = backoff(item.attempts, self.max_retry_delay)
-                log.warning(
-                    "outbox: %s of incident %s failed (%s); retry in %.1fs",
-                    item.kind,
-                    item.ref,
-                    exc,
-                    delay,
-                )
-                self.metrics.deliveries.labels(item.kind, "retry").inc()
-                await self.store.retry_item(item.id, self.clock() + delay, str(exc))
+                await self._retry_later(item, exc, backoff(item.attempts, self.max_retry_delay))
                 return
             log.warning("outbox: %s of incident %s failed for good: %s", item.kind, item.ref, exc)
             self.metrics.deliveries.labels(item.kind, "failed").inc()

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from bridge.errors import PayloadError
 from bridge.model import Alert, AlertStatus, Notification
-from bridge.sources.alertmanager import decode_json, schema_error
+from bridge.sources.alertmanager import (
+    AlertmanagerAlert,
+    AlertmanagerPayload,
+    decode_json,
+    schema_error,
+)
 
 SOURCE = "grafana"
 # Grafana's docs name the header X-Grafana-Alerting-Signature; its code also sends
@@ -21,16 +25,9 @@ SIGNATURE_HEADERS = ("X-Grafana-Alerting-Signature", "X-Grafana-Alert-Signature"
 _GO_ZERO_YEAR = 1
 
 
-class GrafanaAlert(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GrafanaAlert(AlertmanagerAlert):
+    """Alertmanager's alert shape plus Grafana's links and values (wire names)."""
 
-    status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = {}
-    startsAt: datetime  # wire names, as Grafana spells them
-    endsAt: datetime | None = None
-    generatorURL: str = ""
-    fingerprint: str = Field(min_length=1)
     silenceURL: str = ""
     dashboardURL: str = ""
     panelURL: str = ""
@@ -39,19 +36,11 @@ class GrafanaAlert(BaseModel):
     imageURL: str = ""
 
 
-class GrafanaPayload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class GrafanaPayload(AlertmanagerPayload):
+    """Alertmanager's webhook shape, version "1", with Grafana's alerts and title."""
 
-    version: Literal["1"]
-    groupKey: str = Field(min_length=1)
-    receiver: str
-    status: Literal["firing", "resolved"]
-    alerts: list[GrafanaAlert] = Field(min_length=1)
-    groupLabels: dict[str, str] = {}
-    commonLabels: dict[str, str] = {}
-    commonAnnotations: dict[str, str] = {}
-    externalURL: str = ""
-    truncatedAlerts: int = Field(default=0, ge=0)
+    version: Literal["1"]  # type: ignore[assignment]
+    alerts: list[GrafanaAlert] = Field(min_length=1)  # type: ignore[assignment]
     title: str = ""
 
 
