@@ -36,8 +36,10 @@ from bridge.model import (
     Reaction,
     incident_key,
 )
-from bridge.render import (
-    RenderOptions,
+from bridge.render import RenderOptions
+from bridge.rules import Route, Rules
+from bridge.store import NewOutboxItem, Store
+from bridge.texts import (
     render_active,
     render_comment,
     render_escalation,
@@ -46,8 +48,6 @@ from bridge.render import (
     render_reminder,
     render_reply,
 )
-from bridge.rules import Route, Rules
-from bridge.store import NewOutboxItem, Store
 from bridge.unfurl import incident_for
 
 log = logging.getLogger(__name__)

@@ -141,6 +141,7 @@ class Outbox:
         if item.kind in (Effect.SILENCE, Effect.UNSILENCE) and stored is not None:
             await self._ask_alertmanager(item, stored)
             return
+        shown: Delivery | None = None  # what Pachca shows now, recorded with the finish
         try:
             if item.kind == Effect.DM:
                 result = await self._send_dm(item)
@@ -152,7 +153,7 @@ class Outbox:
                 result = "sent"
             else:
                 assert stored is not None
-                result = await self._send(item, stored)
+                result, shown = await self._send(item, stored)
         except PachcaRequestError as exc:
             log.error(
                 "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
@@ -173,7 +174,7 @@ class Outbox:
             self.metrics.delivery_latency.labels(item.kind).observe(
                 max(0.0, self.clock() - item.created_at)
             )
-        await self.store.finish_item(item.id)
+        await self.store.finish_item(item.id, (item.ref, shown) if shown else None)
 
     async def _retry_later(self, item: OutboxItem, exc: Exception, delay: float) -> None:
         log.warning(
@@ -204,13 +205,13 @@ class Outbox:
         self.metrics.deliveries.labels(item.kind, "sent").inc()
         await self.store.finish_item(item.id)
 
-    async def _send(self, item: OutboxItem, stored: Stored) -> str:
+    async def _send(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
         incident, delivery = stored.incident, stored.delivery
         route = self.rules.by_name(incident.route).config
         kind = Effect(item.kind)
         if kind is Effect.CREATE:
             if delivery.message_id is not None:
-                return "coalesced"
+                return "coalesced", None
             if delivery.create_attempted:
                 found = await self._find_posted(incident.chat_id, incident.ref, item.created_at)
                 if found is not None:
@@ -220,9 +221,7 @@ class Outbox:
                         found,
                     )
                     adopted = delivery.model_copy(update={"message_id": found})
-                    await self.store.record_delivery(incident.ref, adopted)
-                    await self._edit_to_latest(Stored(incident, adopted))
-                    return "reconciled"
+                    return "reconciled", await self._edit_to_latest(Stored(incident, adopted))
             await self.store.record_delivery(
                 incident.ref, delivery.model_copy(update={"create_attempted": True})
             )
@@ -237,35 +236,31 @@ class Outbox:
                     route.display_avatar_url,
                 ),
             )
-            await self.store.record_delivery(
-                incident.ref,
-                Delivery(
-                    message_id=message,
-                    thread_id=None,
-                    rendered_version=incident.version,
-                    create_attempted=True,
-                ),
+            posted = Delivery(
+                message_id=message,
+                thread_id=None,
+                rendered_version=incident.version,
+                create_attempted=True,
             )
-            return "sent"
+            return "sent", posted
         if delivery.message_id is None:
             log.error(
                 "outbox: incident %s has no message (its creation failed); dropping %s",
                 incident.ref,
                 kind,
             )
-            return "dropped"
+            return "dropped", None
         if kind is Effect.EDIT:
             if delivery.rendered_version >= incident.version:
-                return "coalesced"
-            await self._edit_to_latest(stored)
-            return "sent"
+                return "coalesced", None
+            return "sent", await self._edit_to_latest(stored)
+        shown = None
         thread_id = delivery.thread_id
-        if thread_id is None:
+        if thread_id is None:  # Pachca returns the existing thread if a retry asks again
             thread_id = await self.pachca.create_thread(delivery.message_id)
-            delivery = delivery.model_copy(update={"thread_id": thread_id})
-            await self.store.record_delivery(incident.ref, delivery)
+            shown = delivery.model_copy(update={"thread_id": thread_id})
         await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
-        return "sent"
+        return "sent", shown
 
     async def _find_posted(self, chat_id: int, ref: str, since: float) -> int | None:
         """The id of a message in the chat whose buttons name this incident, if any: the trace
@@ -310,15 +305,13 @@ class Outbox:
         names = await self.users.names({item.actor})
         return item.content.replace(ACTOR_SLOT, person(item.actor, names))
 
-    async def _edit_to_latest(self, stored: Stored) -> None:
+    async def _edit_to_latest(self, stored: Stored) -> Delivery:
+        """Edit the message to the incident as it is; returns what Pachca now shows."""
         delivery = stored.delivery
         message_id = delivery.message_id
         assert message_id is not None
         await self._render_fitting(stored, lambda m: self._edit(message_id, m))
-        await self.store.record_delivery(
-            stored.incident.ref,
-            delivery.model_copy(update={"rendered_version": stored.incident.version}),
-        )
+        return delivery.model_copy(update={"rendered_version": stored.incident.version})
 
     async def _edit(self, message_id: int, message: Message) -> int:
         await self.pachca.update_message(message_id, message.content, message.buttons)

@@ -16,14 +16,10 @@ from typing import Any
 
 from jinja2.sandbox import SandboxedEnvironment
 
-from bridge.actions import Reply
-from bridge.digest import DigestDue, summarize
 from bridge.durations import parse_duration
-from bridge.incidents import Effect
 from bridge.markdown import Md, code, escape, link, safe_url, truncate
 from bridge.model import Alert, AlertStatus, Incident, IncidentState
-from bridge.rules import EscalationStep, RouteConfig
-from bridge.store.base import Stored
+from bridge.rules import RouteConfig
 from bridge.words import WORDS
 
 MAX_CONTENT_BYTES = 40_000
@@ -143,7 +139,7 @@ def _state_line(
         return Md(
             words["resolved_by_line"].format(
                 name=person(incident.resolved_by, names),
-                time=_time(when.astimezone(options.timezone)),
+                time=format_time(when.astimezone(options.timezone)),
             )
         )
     lines = []
@@ -151,17 +147,17 @@ def _state_line(
         lines.append(
             words["acked_line"].format(
                 name=person(incident.acked_by, names),
-                time=_time(incident.acked_at.astimezone(options.timezone)),
+                time=format_time(incident.acked_at.astimezone(options.timezone)),
             )
         )
     if incident.silence_id is not None:
-        lines.append(_silenced_text(words["silenced_line"], incident, options))
+        lines.append(silenced_text(words["silenced_line"], incident, options))
     return Md("\n".join(lines))
 
 
-def _silenced_text(template: str, incident: Incident, options: RenderOptions) -> str:
+def silenced_text(template: str, incident: Incident, options: RenderOptions) -> str:
     until = incident.silenced_until
-    when = _time(until.astimezone(options.timezone)) if until else "?"
+    when = format_time(until.astimezone(options.timezone)) if until else "?"
     return template.format(time=when, name=escape(incident.silenced_by or "Alertmanager"))
 
 
@@ -208,12 +204,12 @@ def _header(incident: Incident, language: str) -> Md:
     parts.append(f"**{title}**")
     parts.append(f"🔥 {firing} · ✅ {resolved}")
     if incident.state is IncidentState.RESOLVED and incident.resolved_at:
-        lasted = (incident.resolved_at - _first_start(incident)).total_seconds()
+        lasted = (incident.resolved_at - first_start(incident)).total_seconds()
         parts.append(words["lasted"].format(duration=duration_text(lasted, language)))
     return Md(" · ".join(parts))
 
 
-def _first_start(incident: Incident) -> datetime:
+def first_start(incident: Incident) -> datetime:
     return min((a.starts_at for a in incident.alerts.values()), default=incident.opened_at)
 
 
@@ -237,11 +233,11 @@ def _alert_view(
     own_labels = {k: v for k, v in alert.labels.items() if incident.common_labels.get(k) != v}
     local = alert.starts_at.astimezone(options.timezone)
     if alert.status is AlertStatus.FIRING:
-        timing = words["since"].format(time=_time(local))
+        timing = words["since"].format(time=format_time(local))
     else:
         end = alert.ends_at or alert.starts_at
         timing = words["resolved_at"].format(
-            time=_time(end.astimezone(options.timezone)),
+            time=format_time(end.astimezone(options.timezone)),
             duration=duration_text((end - alert.starts_at).total_seconds(), language),
         )
     links = []
@@ -273,7 +269,7 @@ def _alert_view(
     }
 
 
-def _time(moment: datetime) -> str:
+def format_time(moment: datetime) -> str:
     return moment.strftime("%d.%m %H:%M %Z").strip()
 
 
@@ -327,172 +323,6 @@ def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, st
     return row
 
 
-def render_comment(
-    effect: Effect, incident: Incident, route: RouteConfig, options: RenderOptions
-) -> str:
-    """The short thread comment for a significant transition (mentions included when firing)."""
-    words = WORDS[route.language]
-    if effect is Effect.COMMENT_SILENCED:
-        return _silenced_text(words["comment_silenced"], incident, options)
-    if effect is Effect.COMMENT_SILENCE_ENDED:
-        return " ".join([words["comment_silence_ended"], *route.mentions])
-    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
-    if effect is Effect.COMMENT_REFIRED:
-        text = words["comment_refired"].format(
-            title=title, firing=len(incident.firing), total=len(incident.alerts)
-        )
-        return " ".join([text, *route.mentions])
-    if effect is Effect.COMMENT_RESOLVED:
-        end = incident.resolved_at or incident.opened_at
-        lasted = (end - _first_start(incident)).total_seconds()
-        return words["comment_resolved"].format(
-            title=title, duration=duration_text(lasted, route.language)
-        )
-    if effect in (
-        Effect.COMMENT_ACKED,
-        Effect.COMMENT_UNACKED,
-        Effect.COMMENT_RESOLVED_BY_HAND,
-        Effect.COMMENT_UNSILENCED,
-    ):
-        return words[effect.value].format(actor=ACTOR_SLOT)
-    raise ValueError(f"{effect} has no comment")
-
-
-def render_reply(
-    reply: Reply,
-    incident: Incident | None,
-    language: str,
-    options: RenderOptions | None = None,
-    reason: str = "",
-) -> str:
-    """The direct message telling the presser what their press did, or why it did nothing."""
-    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS)) if incident else ""
-    other = Md(f"<@{incident.acked_by}>") if incident and incident.acked_by else ""
-    until = incident.silenced_until if incident else None
-    time = _time(until.astimezone(options.timezone)) if until and options else "?"
-    return WORDS[language][f"reply_{reply.value}"].format(
-        title=title, other=other, time=time, reason=escape(truncate(reason, 300))
-    )
-
-
 def message_url(chat_id: int | None, message_id: int) -> str:
     """Pachca's link to a message (the shape of `url` in its Message objects)."""
     return f"https://app.pachca.com/chats/{chat_id}?message={message_id}"
-
-
-def _mentions(mentions: list[str]) -> str:
-    return " ".join(mentions)
-
-
-def _firing_for(incident: Incident, now: datetime, language: str) -> str:
-    since = incident.firing_since or incident.opened_at
-    return duration_text((now - since).total_seconds(), language)
-
-
-def render_reminder(incident: Incident, route: RouteConfig, now: datetime) -> str:
-    words = WORDS[route.language]
-    return (
-        words["comment_reminder"]
-        .format(
-            duration=_firing_for(incident, now, route.language), mentions=_mentions(route.mentions)
-        )
-        .strip()
-    )
-
-
-def render_escalation(
-    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
-) -> str:
-    words = WORDS[route.language]
-    return words["comment_escalated"].format(mentions=_mentions(step.mention)).strip()
-
-
-def render_escalation_post(
-    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
-) -> str:
-    """The message an escalation step posts to its own chat, linking the incident's message."""
-    words = WORDS[route.language]
-    title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
-    return (
-        words["escalation_post"]
-        .format(
-            title=f"**{title}**",
-            duration=_firing_for(incident, now, route.language),
-            mentions=_mentions(step.mention),
-            link=LINK_SLOT,
-        )
-        .strip()
-    )
-
-
-def render_digest(due: DigestDue, stored: list[Stored], now: datetime) -> str:
-    """The chat's daily summary: counts, MTTA/MTTR, the noisiest alerts, what still fires."""
-    words = WORDS[due.route.language]
-    language = due.route.language
-    summary = summarize(stored, due.chat_id, due.start, due.end, incident_title)
-    lines = [words["digest_header"].format(start=_time(due.start), end=_time(due.end))]
-    if not summary.opened and not summary.resolved and not summary.firing:
-        return "\n".join([*lines, words["digest_quiet"]])
-    lines.append(
-        words["digest_counts"].format(
-            opened=summary.opened, resolved=summary.resolved, firing=len(summary.firing)
-        )
-    )
-
-    def took(seconds: float | None) -> str:
-        return duration_text(seconds, language) if seconds is not None else "–"
-
-    lines.append(words["digest_times"].format(mtta=took(summary.mtta), mttr=took(summary.mttr)))
-    if summary.noisiest:
-        names = ", ".join(f"{escape(name)} ({count})" for name, count in summary.noisiest)
-        lines.append(words["digest_noisiest"].format(names=names))
-    if summary.firing:
-        lines.append(words["digest_firing"])
-        for s in summary.firing[:20]:
-            title = truncate(incident_title(s.incident), MAX_TITLE_CHARS)
-            message_id = s.delivery.message_id
-            lines.append(
-                f"🔥 {link(title, message_url(s.incident.chat_id, message_id))}"
-                if message_id
-                else f"🔥 {escape(title)}"
-            )
-    return "\n".join(lines)
-
-
-def render_active(active: list[Stored], route: RouteConfig, options: RenderOptions) -> str:
-    """The answer to `/alerts`: the chat's firing incidents, with links to their messages."""
-    words = WORDS[route.language]
-    if not active:
-        return words["active_none"]
-    lines = [words["active_header"].format(count=len(active))]
-    for s in sorted(active, key=lambda s: s.incident.opened_at)[:30]:
-        incident = s.incident
-        title = truncate(incident_title(incident), MAX_TITLE_CHARS)
-        since = _time(incident.opened_at.astimezone(options.timezone))
-        shown = (
-            link(title, message_url(incident.chat_id, s.delivery.message_id))
-            if s.delivery.message_id
-            else escape(title)
-        )
-        state = " 👀" if incident.acked_by else ""
-        lines.append(f"🔥 {shown} · {since} · `{incident.ref}`{state}")
-    return "\n".join(lines)
-
-
-def render_preview(
-    incident: Incident, route: RouteConfig, options: RenderOptions
-) -> dict[str, str]:
-    """A link preview (plain text: previews are not markdown) of the incident as it is now."""
-    words = WORDS[route.language]
-    title = truncate(incident_title(incident), MAX_TITLE_CHARS)
-    if incident.state is IncidentState.FIRING:
-        state = f"🔥 {words['firing']} ({len(incident.firing)}/{len(incident.alerts)})"
-    else:
-        state = f"✅ {words['resolved']}"
-    since = words["since"].format(time=_time(incident.opened_at.astimezone(options.timezone)))
-    lines = [since]
-    if incident.acked_by is not None:
-        lines.append(words["preview_acked"].format(user=f"<@{incident.acked_by}>"))
-    if incident.silence_id is not None:
-        lines.append(_silenced_text(words["silenced_line"], incident, options))
-    return {"title": truncate(f"{state} · {title}", 255), "description": " · ".join(lines)}

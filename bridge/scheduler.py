@@ -14,9 +14,9 @@ from bridge.digest import digests_due
 from bridge.errors import StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.oncall import needs_attention
-from bridge.render import render_digest
 from bridge.rules import Rules
 from bridge.store import Store
+from bridge.texts import render_digest
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,12 @@ class Scheduler:
     async def tick(self) -> int:
         """Do what is due now; returns how many things were recorded."""
         done = 0
-        for incident in await self.store.open_incidents():
-            route = self.rules.by_name(incident.route).config
-            if (route.remind_every or route.escalation) and needs_attention(incident):
-                done += await self.inbox.oncall(incident.ref)
+        if any(r.config.remind_every or r.config.escalation for r in self.rules.routes):
+            # reading every open incident costs the store's time: only when something uses it
+            for incident in await self.store.open_incidents():
+                route = self.rules.by_name(incident.route).config
+                if (route.remind_every or route.escalation) and needs_attention(incident):
+                    done += await self.inbox.oncall(incident.ref)
         now = self.clock()
         for due in digests_due(self.rules, now):
             # one replica wins the period; the others skip it

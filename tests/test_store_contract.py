@@ -204,3 +204,12 @@ async def test_claim_once_is_once(store: Store) -> None:
     assert await store.claim_once("digest:1000:2026-11-24T09:00", 1.0) is True
     assert await store.claim_once("digest:1000:2026-11-24T09:00", 2.0) is False
     assert await store.claim_once("digest:1000:2026-11-25T09:00", 3.0) is True
+
+
+async def test_finishing_an_item_can_record_the_delivery_in_the_same_write(store: Store) -> None:
+    await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
+    (item,) = await store.due_items(1.0, 10)
+    await store.finish_item(item.id, ("r1", Delivery(message_id=9, rendered_version=1)))
+    stored = await store.load_by_ref("r1")
+    assert stored is not None and stored.delivery.message_id == 9
+    assert await store.due_items(1.0, 10) == []

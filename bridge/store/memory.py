@@ -111,7 +111,9 @@ class MemoryStore:
         due = [item for item, not_before in heads.values() if not_before <= now]
         return sorted(due, key=lambda i: (i.kind != "create", i.id))[:limit]
 
-    async def finish_item(self, item_id: int) -> None:
+    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+        if delivery is not None:
+            self._deliveries[delivery[0]] = delivery[1]
         self._outbox.pop(item_id, None)
 
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None:

@@ -464,7 +464,9 @@ class RedisStore:
     ) -> None:
         await self._eval("settle", str(item_id), self.owner, mode, str(not_before), error, str(now))
 
-    async def finish_item(self, item_id: int) -> None:
+    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+        if delivery is not None:
+            await self.record_delivery(*delivery)
         await self._settle(item_id, "finish")
 
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None:

@@ -267,19 +267,7 @@ class SQLiteStore:
         return row is not None
 
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ?, "
-                "create_attempted = ? WHERE ref = ?",
-                (
-                    delivery.message_id,
-                    delivery.thread_id,
-                    delivery.rendered_version,
-                    int(delivery.create_attempted),
-                    ref,
-                ),
-            )
-        )
+        await self._run(lambda db: _record_delivery(db, ref, delivery))
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         def heads(db: sqlite3.Connection) -> list[OutboxItem]:
@@ -296,8 +284,13 @@ class SQLiteStore:
 
         return await self._run(heads)
 
-    async def finish_item(self, item_id: int) -> None:
-        await self._run(lambda db: db.execute("DELETE FROM outbox WHERE id = ?", (item_id,)))
+    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+        def finish(db: sqlite3.Connection) -> None:
+            if delivery is not None:
+                _record_delivery(db, *delivery)
+            db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+
+        await self._run(finish)
 
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
         await self._run(
@@ -392,4 +385,18 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
         "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         [(ref, i.kind, i.content, now, now, i.actor) for i in coalesced(items, bool(waiting_edit))],
+    )
+
+
+def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:
+    db.execute(
+        "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ?, "
+        "create_attempted = ? WHERE ref = ?",
+        (
+            delivery.message_id,
+            delivery.thread_id,
+            delivery.rendered_version,
+            int(delivery.create_attempted),
+            ref,
+        ),
     )
