@@ -9,7 +9,7 @@ that only parses the same JSON, then prints:
      calls by type, 429s, time until every group had its message, duplicates, lost, peak RSS
   3. scale: RSS with 100,000 active alerts in 10,000 incidents
 
-Run: python3 bench/storm.py            (about 4 minutes; --quick for a smaller run)
+Run: python3 bench/storm.py [intake storm scale]   (about 4 minutes; --quick: smaller)
 Not a test: it asserts nothing, it measures.
 """
 
@@ -130,25 +130,34 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
 
-async def main(quick: bool) -> None:
-    fake = FakePachca(rate_limit=50, retry_after=1, delay=0.05)
-    fake_server = TestServer(fake.app(), host="127.0.0.1")
-    await fake_server.start_server()
-    state = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
-    env.update(
-        PACHCA_TOKEN=fake.token,
-        PACHCA_API_URL=str(fake_server.make_url("/api/shared/v1")),
-        BRIDGE_STORE=f"sqlite:///{state / 'state.db'}",
-        BRIDGE_LOG_LEVEL="WARNING",
-    )
-    rules = state / "rules.yaml"
-    rules.write_text("routes:\n  - {name: default, chat_id: 1000}\n")
+class Bench:
+    """The fake Pachca (50 req/s, 50 ms answers), the bare server, and fresh bridges."""
 
-    async def fresh_bridge(phase: str) -> tuple[Any, int]:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        # the fake shares this process with the load generator: no spec checks here (the
+        # tests do them), so its CPU does not delay the requests being timed
+        self.fake = FakePachca(rate_limit=50, retry_after=1, delay=0.05, validate=False)
+        self.server = TestServer(self.fake.app(), host="127.0.0.1")
+        self.state = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+
+    async def start(self) -> None:
+        await self.server.start_server()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PACHCA_", "BRIDGE_"))}
+        self.env.update(
+            PACHCA_TOKEN=self.fake.token,
+            PACHCA_API_URL=str(self.server.make_url("/api/shared/v1")),
+            BRIDGE_LOG_LEVEL="WARNING",
+        )
+        self.rules = self.state / "rules.yaml"
+        self.rules.write_text("routes:\n  - {name: default, chat_id: 1000}\n")
+
+    async def bridge(self, phase: str) -> tuple[Any, int]:
         """A bridge with its own empty state file, so no phase waits on another's backlog."""
+        self.fake.calls.clear()
+        self.fake.messages.clear()
         port = free_port()
-        phase_env = {**env, "BRIDGE_STORE": f"sqlite:///{state / phase}.db"}
+        env = {**self.env, "BRIDGE_STORE": f"sqlite:///{self.state / phase}.db"}
         proc = await start(
             [
                 sys.executable,
@@ -156,32 +165,37 @@ async def main(quick: bool) -> None:
                 "bridge",
                 "serve",
                 "--rules",
-                str(rules),
+                str(self.rules),
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
             ],
             port,
-            phase_env,
-            state / f"{phase}.log",
+            env,
+            self.state / f"{phase}.log",
         )
         return proc, port
 
-    bare_port = free_port()
-    bare = await start(
-        [sys.executable, "-c", BARE_SERVER, str(bare_port)], bare_port, env, state / "bare.log"
-    )
-    bridge, bridge_port = await fresh_bridge("intake")
-    print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
-        f"answers after 50 ms; bridge state in {state}"
-    )
 
-    # 1. intake at a fixed 500/s, new groups each time (every request commits to SQLite)
-    count = 2000 if quick else 5000
+async def stop(proc: Any) -> None:
+    proc.terminate()
+    await proc.wait()
+
+
+async def phase_intake(bench: Bench) -> None:
+    """New groups at a fixed 500/s: every request is a commit; next to a bare server."""
+    count = 2000 if bench.quick else 5000
     bodies = [json.dumps(notification(100_000 + n, 3)).encode() for n in range(count)]
     print(f"\n1. intake, {count} notifications at a fixed 500/s (3 alerts each, all new groups)")
+    bare_port = free_port()
+    bare = await start(
+        [sys.executable, "-c", BARE_SERVER, str(bare_port)],
+        bare_port,
+        bench.env,
+        bench.state / "bare.log",
+    )
+    bridge, bridge_port = await bench.bridge("intake")
     for name, port in (("bare aiohttp + json.loads", bare_port), ("bridge", bridge_port)):
         rate, lat = await fixed_rate(f"http://127.0.0.1:{port}/webhook/alertmanager", bodies, 500)
         print(
@@ -189,15 +203,15 @@ async def main(quick: bool) -> None:
             f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms"
         )
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
-    bridge.terminate()
-    await bridge.wait()
-    bridge, bridge_port = await fresh_bridge("storm")
-    fake.calls.clear()
-    fake.messages.clear()
+    await stop(bare)
+    await stop(bridge)
 
-    # 2. storm
-    groups, per_group = (200, 10) if quick else (1000, 10)
+
+async def phase_storm(bench: Bench) -> None:
+    """N alerts in G groups, each notification twice (a split HA pair), Pachca slow."""
+    groups, per_group = (200, 10) if bench.quick else (1000, 10)
     print(f"\n2. storm: {groups * per_group} alerts in {groups} groups, each notification twice")
+    bridge, bridge_port = await bench.bridge("storm")
     storm = [json.dumps(notification(n, per_group)).encode() for n in range(groups)]
     began = time.perf_counter()
     rate, lat = await fixed_rate(
@@ -210,7 +224,7 @@ async def main(quick: bool) -> None:
 
     def storm_messages() -> Counter[str]:
         names: Counter[str] = Counter()
-        for m in fake.channel_messages():
+        for m in bench.fake.channel_messages():
             names[m["content"].splitlines()[0].split("**")[3]] += 1
         return names
 
@@ -218,7 +232,7 @@ async def main(quick: bool) -> None:
         await asyncio.sleep(0.2)
     all_there = time.perf_counter() - began
     by_group = storm_messages()
-    calls = Counter(f"{c.method} {c.template} {c.status}" for c in fake.calls)
+    calls = Counter(f"{c.method} {c.template} {c.status}" for c in bench.fake.calls)
     print(
         f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
         f"all {2 * groups} accepted in {intake_done:.1f} s"
@@ -234,31 +248,54 @@ async def main(quick: bool) -> None:
     print("   Pachca calls: " + ", ".join(f"{k}: {v}" for k, v in sorted(calls.items())))
     print(f"   429 answers: {sum(v for k, v in calls.items() if k.endswith(' 429'))}")
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
+    await stop(bridge)
 
-    # 3. scale: 100,000 active alerts in 10,000 incidents (delivery may lag; memory is the point)
-    incidents = 2000 if quick else 10_000
+
+async def phase_scale(bench: Bench) -> None:
+    """100,000 active alerts in 10,000 incidents (delivery lags; memory is the point)."""
+    incidents = 2000 if bench.quick else 10_000
     print(f"\n3. scale: {incidents * 10} active alerts in {incidents} incidents")
-    bridge.terminate()
-    await bridge.wait()
-    bridge, bridge_port = await fresh_bridge("scale")
+    bridge, bridge_port = await bench.bridge("scale")
     bodies = [json.dumps(notification(500_000 + n, 10)).encode() for n in range(incidents)]
     rate, lat = await fixed_rate(
         f"http://127.0.0.1:{bridge_port}/webhook/alertmanager", bodies, 500
     )
-    print(f"   intake at 500/s: p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms")
+    print(
+        f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
+        f"max {max(lat):.1f} ms"
+    )
     print(
         f"   bridge RSS now {rss_mb(bridge.pid, 'VmRSS'):.0f} MB, "
         f"peak {rss_mb(bridge.pid):.0f} MB; state file "
-        f"{(state / 'scale.db').stat().st_size / 1e6:.0f} MB"
+        f"{(bench.state / 'scale.db').stat().st_size / 1e6:.0f} MB"
     )
+    await stop(bridge)
 
-    for proc in (bridge, bare):
-        proc.terminate()
-        await proc.wait()
-    await fake_server.close()
+
+PHASES = {"intake": phase_intake, "storm": phase_storm, "scale": phase_scale}
+
+
+async def main(quick: bool, phases: list[str]) -> None:
+    bench = Bench(quick)
+    await bench.start()
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
+        f"answers after 50 ms; bridge state in {bench.state}"
+    )
+    for name in phases:
+        await PHASES[name](bench)
+    await bench.server.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller numbers, about 1 minute")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument(
+        "phases",
+        nargs="*",
+        choices=[*PHASES, []],
+        default=list(PHASES),
+        help="which to run (default: all)",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.phases or list(PHASES)))
