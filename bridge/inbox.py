@@ -27,28 +27,21 @@ from bridge.incidents import Effect, apply_notification, notification_digest
 from bridge.metrics import Metrics
 from bridge.model import (
     Click,
-    Command,
     Incident,
     IncidentState,
-    LinkShared,
     Notification,
-    PachcaEvent,
-    Reaction,
     incident_key,
 )
 from bridge.render import RenderOptions
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store
 from bridge.texts import (
-    render_active,
     render_comment,
     render_escalation,
     render_escalation_post,
-    render_preview,
     render_reminder,
     render_reply,
 )
-from bridge.unfurl import incident_for
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +92,12 @@ class Inbox:
         dedup_ttl: float,
         dedup_size: int,
         render_options: RenderOptions,
-        ack_reaction: str = "👀",
-        public_url: str | None = None,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.render_options = render_options
-        self.ack_reaction = ack_reaction
-        self.public_url = public_url
+
         self.rules = rules
         self.metrics = metrics
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
@@ -187,102 +177,19 @@ class Inbox:
             return incident.ref
         raise StoreError(f"incident {key!r} kept changing; gave up after {CONFLICT_RETRIES} tries")
 
-    async def handle_event(self, event: PachcaEvent) -> ClickOutcome | None:
-        """A Pachca event from the webhook or the event history; None when it asks nothing
-        of the bridge (another emoji, a message that is not a command of ours)."""
-        if isinstance(event, Click):
-            return await self.click(event)
-        if isinstance(event, Reaction):
-            return await self.react(event)
-        if isinstance(event, LinkShared):
-            return await self.unfurl(event)
-        return await self.command(event)
-
-    async def unfurl(self, shared: LinkShared) -> ClickOutcome | None:
-        """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
-        preview with the incident's current state."""
-        incidents = [s.incident for s in await self.store.all_incidents()]
-        previews = {}
-        for url in shared.urls:
-            incident = incident_for(url, incidents, self.public_url)
-            if incident is not None:
-                route = self.rules.by_name(incident.route).config
-                previews[url] = render_preview(incident, route, self.render_options)
-        if not previews:
-            return None
-        request = json.dumps({"message_id": shared.message_id, "previews": previews})
-        try:
-            await self.store.enqueue(
-                f"links-{shared.message_id}",
-                [NewOutboxItem(Effect.UNFURL.value, request)],
-                self.clock().timestamp(),
-                event_id=shared.event_id,
-            )
-        except DuplicateEvent:
-            return self._counted(ClickOutcome("unfurl", None))
-        self.on_commit()
-        return self._counted(ClickOutcome("unfurl", Reply.QUEUED))
-
-    async def react(self, reaction: Reaction) -> ClickOutcome | None:
-        """The ack emoji put on an incident's message acks it, as the button would; taking it
-        off does nothing (an ack is undone with Unack)."""
-        if not reaction.added or reaction.code != self.ack_reaction:
-            return None
-        ref = await self.store.find_by_message(reaction.message_id)
-        if ref is None:
-            return None
-        return await self.click(
-            Click(event_id=reaction.event_id, data=f"ack:{ref}", user_id=reaction.user_id)
-        )
-
-    async def command(self, command: Command) -> ClickOutcome | None:
-        """`/ack <ref>` acks as the button would; `/alerts` answers in the chat with its
-        active incidents."""
-        word, _, argument = command.text.partition(" ")
-        if word == "/ack" and argument.strip():
-            return await self.click(
-                Click(
-                    event_id=command.event_id,
-                    data=f"ack:{argument.strip()}",
-                    user_id=command.user_id,
-                )
-            )
-        if word != "/alerts":
-            return None
-        route = next(
-            (r for r in self.rules.routes if r.config.chat_id == command.chat_id),
-            self.rules.default,
-        )
-        active = [
-            s
-            for s in await self.store.all_incidents()
-            if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
-        ]
-        # a firing incident is always its group's current one (only resolved ones get replaced)
-        text = render_active(active, route.config, self.render_options)
-        try:
-            await self.store.enqueue(
-                f"chat-{command.chat_id}",
-                [post_item(command.chat_id, text)],
-                self.clock().timestamp(),
-                event_id=command.event_id,
-            )
-        except DuplicateEvent:
-            return self._counted(ClickOutcome("alerts", None))
-        self.on_commit()
-        return self._counted(ClickOutcome("alerts", Reply.QUEUED))
-
     async def click(self, click: Click) -> ClickOutcome:
         """Record a button press and what it causes, in one commit with its event id, so a
         redelivered or replayed event changes nothing. Raises StoreError if it could not be
         recorded (the caller answers 503 so Pachca retries)."""
         if await self.store.event_seen(click.event_id):
-            return self._counted(ClickOutcome("duplicate", None))
+            return self.counted(ClickOutcome("duplicate", None))
         button = parse_button_data(click.data)
         if button is None:
             reply = render_reply(Reply.MALFORMED, None, self.rules.default.config.language)
             dm = NewOutboxItem(Effect.DM.value, reply, actor=click.user_id)
-            return await self._enqueue_reply(click, NO_INCIDENT, [dm], "malformed", Reply.MALFORMED)
+            return await self.record_reply(
+                click.event_id, NO_INCIDENT, [dm], "malformed", Reply.MALFORMED
+            )
         for _ in range(CONFLICT_RETRIES):
             incident = await self._live_incident(button.ref)
             route = self.rules.by_name(incident.route) if incident else self.rules.default
@@ -297,8 +204,8 @@ class Inbox:
             )
             items = self._click_items(result, route, click.user_id)
             if not result.changed or result.incident is None or incident is None:
-                return await self._enqueue_reply(
-                    click, button.ref, items, button.action, result.reply
+                return await self.record_reply(
+                    click.event_id, button.ref, items, button.action, result.reply
                 )
             try:
                 await self.store.save_incident(
@@ -311,11 +218,11 @@ class Inbox:
             except ConflictError:
                 continue
             except DuplicateEvent:
-                return self._counted(ClickOutcome(button.action, None, button.ref))
+                return self.counted(ClickOutcome(button.action, None, button.ref))
             if result.reply is Reply.ACKED:
                 self.metrics.time_to_ack.observe((now - incident.opened_at).total_seconds())
             self.on_commit()
-            return self._counted(ClickOutcome(button.action, result.reply, button.ref))
+            return self.counted(ClickOutcome(button.action, result.reply, button.ref))
         raise StoreError(f"incident {button.ref} kept changing; gave up")
 
     async def _live_incident(self, ref: str) -> Incident | None:
@@ -486,17 +393,18 @@ class Inbox:
             return True
         raise StoreError(f"incident {ref} kept changing; gave up")
 
-    async def _enqueue_reply(
-        self, click: Click, ref: str, items: list[NewOutboxItem], action: str, reply: Reply
+    async def record_reply(
+        self, event_id: str, ref: str, items: list[NewOutboxItem], action: str, reply: Reply
     ) -> ClickOutcome:
+        """Queue what answers an event (no incident change), once per event id."""
         try:
-            await self.store.enqueue(ref, items, self.clock().timestamp(), event_id=click.event_id)
+            await self.store.enqueue(ref, items, self.clock().timestamp(), event_id=event_id)
         except DuplicateEvent:
-            return self._counted(ClickOutcome(action, None, ref))
+            return self.counted(ClickOutcome(action, None, ref))
         self.on_commit()
-        return self._counted(ClickOutcome(action, reply, ref))
+        return self.counted(ClickOutcome(action, reply, ref))
 
-    def _counted(self, outcome: ClickOutcome) -> ClickOutcome:
+    def counted(self, outcome: ClickOutcome) -> ClickOutcome:
         result = "duplicate" if outcome.reply is None else outcome.reply.value
         self.metrics.callbacks.labels(outcome.action, result).inc()
         return outcome

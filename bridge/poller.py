@@ -11,8 +11,8 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+from bridge.chat_events import ChatEvents
 from bridge.errors import PachcaError, PayloadError, StoreError
-from bridge.inbox import Inbox
 from bridge.sources.pachca import event_from_payload
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,9 @@ class EventHistory(Protocol):
 
 
 class Poller:
-    def __init__(self, events: EventHistory, inbox: Inbox, interval: float) -> None:
+    def __init__(self, history: EventHistory, events: ChatEvents, interval: float) -> None:
+        self.history = history
         self.events = events
-        self.inbox = inbox
         self.interval = interval
 
     async def run(self) -> None:
@@ -47,10 +47,10 @@ class Poller:
         handled = 0
         cursor: str | None = None
         while True:
-            page = await self.events.list_events(PAGE_SIZE, cursor)
+            page = await self.history.list_events(PAGE_SIZE, cursor)
             for event in page["data"]:
                 await self._process(event)
-                await self.events.delete_event(str(event["id"]))
+                await self.history.delete_event(str(event["id"]))
                 handled += 1
             paginate = (page.get("meta") or {}).get("paginate") or {}
             cursor = paginate.get("next_page")
@@ -69,4 +69,4 @@ class Poller:
             return
         if parsed is not None:
             # StoreError: stop here, the event stays for next time
-            await self.inbox.handle_event(parsed)
+            await self.events.handle(parsed)

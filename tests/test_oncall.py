@@ -305,7 +305,7 @@ async def test_alerts_in_a_quiet_chat(bridge: Bridge) -> None:
 
 async def test_polled_reaction_acks_too(bridge: Bridge) -> None:
     from bridge.poller import Poller
-    from bridge.web.state import PACHCA
+    from bridge.web.state import EVENTS, PACHCA
 
     await bridge.post_fixture("alertmanager/01-single-firing.json")
     await bridge.deliver()
@@ -314,7 +314,7 @@ async def test_polled_reaction_acks_too(bridge: Bridge) -> None:
     event["event_type"] = "reaction_new"
     event["payload"] = json.loads(reaction(message["id"]))
     bridge.fake.events = [event]
-    await Poller(bridge.app[PACHCA], bridge.app[INBOX], 0.01).poll_once()  # type: ignore[arg-type]
+    await Poller(bridge.app[PACHCA], bridge.app[EVENTS], 0.01).poll_once()  # type: ignore[arg-type]
     await bridge.deliver()
     assert "Взял в работу" in message["content"]
 

@@ -8,7 +8,7 @@ import pytest
 from bridge.cli import main, register_webhook
 from bridge.pachca import PachcaClient
 from bridge.poller import Poller
-from bridge.web.state import INBOX, PACHCA
+from bridge.web.state import EVENTS, PACHCA
 from tests.conftest import Bridge, fixture_json
 
 
@@ -29,7 +29,7 @@ async def opened_ref(bridge: Bridge) -> str:
 def poller(bridge: Bridge) -> Poller:
     client = bridge.app[PACHCA]
     assert isinstance(client, PachcaClient)
-    return Poller(client, bridge.app[INBOX], interval=0.01)
+    return Poller(client, bridge.app[EVENTS], interval=0.01)
 
 
 async def test_polled_click_is_processed_and_deleted(bridge: Bridge) -> None:
@@ -56,7 +56,7 @@ async def test_stop_between_processing_and_delete_processes_once(bridge: Bridge)
     ref = await opened_ref(bridge)
     bridge.fake.events = [history_event(1, f"ack:{ref}")]
     stopping = poller(bridge)
-    real_delete = stopping.events.delete_event
+    real_delete = stopping.history.delete_event
 
     class Stopped(Exception):
         pass
@@ -64,11 +64,11 @@ async def test_stop_between_processing_and_delete_processes_once(bridge: Bridge)
     async def crash(event_id: str) -> None:
         raise Stopped  # the process dies after processing, before deleting
 
-    stopping.events.delete_event = crash  # type: ignore[method-assign]
+    stopping.history.delete_event = crash  # type: ignore[method-assign]
     with pytest.raises(Stopped):
         await stopping.poll_once()
     assert len(bridge.fake.events) == 1  # still in Pachca's history
-    stopping.events.delete_event = real_delete  # type: ignore[method-assign]
+    stopping.history.delete_event = real_delete  # type: ignore[method-assign]
     assert await poller(bridge).poll_once() == 1  # seen again: recognised, deleted
     assert bridge.fake.events == []
     await bridge.deliver()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from bridge.alertmanager_api import AlertmanagerClient
+from bridge.chat_events import ChatEvents
 from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
@@ -32,6 +33,7 @@ from bridge.web.intake import BodyCheck, intake_handler, json_error
 from bridge.web.state import (
     AUTH,
     CLOCK,
+    EVENTS,
     INBOX,
     METRICS,
     OUTBOX,
@@ -131,13 +133,14 @@ def create_app(
         dedup_ttl=settings.BRIDGE_DEDUP_TTL,
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
         render_options=render_options,
-        ack_reaction=settings.BRIDGE_ACK_REACTION,
-        public_url=settings.BRIDGE_PUBLIC_URL,
         on_commit=outbox.wake,
     )
     if silence_apis:
         outbox.silencer = Silencer(silence_apis, inbox, outbox.users)
     app[SILENCER] = outbox.silencer
+    app[EVENTS] = events = ChatEvents(
+        inbox, settings.BRIDGE_ACK_REACTION, settings.BRIDGE_PUBLIC_URL
+    )
     app.router.add_post(
         "/webhook/alertmanager", intake_handler(alertmanager.SOURCE, alertmanager.parse)
     )
@@ -177,7 +180,7 @@ def create_app(
             tasks.append(asyncio.create_task(watch, name="silence-watch"))
         if run_outbox and settings.BRIDGE_CALLBACK_MODE == "poll":
             if isinstance(pachca, PachcaClient):
-                poller = Poller(pachca, app[INBOX], settings.BRIDGE_POLL_INTERVAL)
+                poller = Poller(pachca, events, settings.BRIDGE_POLL_INTERVAL)
                 tasks.append(asyncio.create_task(poller.run(), name="poller"))
             else:
                 log.warning("BRIDGE_CALLBACK_MODE=poll needs a real Pachca token; not polling")

@@ -17,7 +17,7 @@ from bridge.errors import PayloadError, StoreError
 from bridge.settings import IPNetwork
 from bridge.sources import pachca
 from bridge.web.intake import json_error, read_body
-from bridge.web.state import CLOCK, INBOX, METRICS, SETTINGS
+from bridge.web.state import CLOCK, EVENTS, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def pachca_webhook(request: web.Request) -> web.Response:
     if parsed is None:
         return web.json_response({"status": "ignored"})
     try:
-        outcome = await request.app[INBOX].handle_event(parsed)
+        outcome = await request.app[EVENTS].handle(parsed)
     except StoreError as exc:
         log.error("could not record Pachca event %s: %s", parsed.event_id, exc)
         return json_error(503, "could not record the event; retry later")

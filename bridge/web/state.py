@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.chat_events import ChatEvents
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
@@ -25,5 +26,6 @@ PACHCA = web.AppKey("pachca", PachcaApi)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", IntakeAuth)
 INBOX = web.AppKey("inbox", Inbox)
+EVENTS = web.AppKey("events", ChatEvents)
 OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
