@@ -28,18 +28,3 @@ def parse_duration(value: str | int | float) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration; use seconds or forms like 30s, 15m, 1h, 1d")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """Shortest readable form: `45s`, `12m`, `3h 5m`, `2d 4h`."""
-    s = max(0, int(seconds))
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    if minutes:
-        return f"{minutes}m"
-    return f"{s}s"

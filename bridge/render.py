@@ -23,7 +23,6 @@ from bridge.rules import RouteConfig
 from bridge.words import WORDS
 
 MAX_CONTENT_BYTES = 40_000
-MAX_BUTTON_TEXT = 255
 MAX_DESCRIPTION_CHARS = 1_000
 MAX_TITLE_CHARS = 200
 # Labels that say nothing a reader needs in every alert line.

@@ -93,3 +93,12 @@ async def test_no_secret_reaches_a_log_line(make_bridge: BridgeFactory) -> None:
     assert "revoked" in output and "***" in output  # the failures were logged...
     for secret in (bridge.fake.token, "intake-secret-123", "basic-secret-456"):
         assert secret not in output  # ...without their secrets
+
+
+def test_a_password_in_the_store_url_is_a_secret_and_not_logged() -> None:
+    from bridge.cli import without_credentials
+
+    settings = Settings.from_environ({"BRIDGE_STORE": "redis://:hunter2-redis@redis:6379/0"})
+    assert "hunter2-redis" in settings.secret_values()
+    assert without_credentials(settings.BRIDGE_STORE) == "redis://***@redis:6379/0"
+    assert without_credentials("sqlite:///./bridge-state.db") == "sqlite:///./bridge-state.db"
