@@ -8,16 +8,15 @@ transaction, which is what makes compare-and-set on incidents trivially safe. WA
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
+from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 
 T = TypeVar("T")
 
@@ -85,10 +84,10 @@ _DUE_HEADS = (
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._worker = PriorityWorker("sqlite-store")
         self._db: sqlite3.Connection | None = None
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], priority: int = BACKGROUND) -> T:
         def call() -> T:
             if self._db is None:
                 raise StoreError("store is not open")
@@ -98,7 +97,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"sqlite {self.path}: {exc}") from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self._worker.run(call, priority)
 
     async def open(self) -> None:
         def connect() -> None:
@@ -113,7 +112,7 @@ class SQLiteStore:
             self._db = db
 
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+            await self._worker.run(connect, URGENT)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
 
@@ -123,8 +122,8 @@ class SQLiteStore:
                 self._db.close()
                 self._db = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
-        self._executor.shutdown(wait=True)
+        await self._worker.run(disconnect)
+        self._worker.stop()
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
@@ -153,7 +152,8 @@ class SQLiteStore:
                     "JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
                     (key,),
                 ).fetchone()
-            )
+            ),
+            URGENT,
         )
 
     async def load_by_ref(self, ref: str) -> Stored | None:
@@ -247,7 +247,7 @@ class SQLiteStore:
             )
             _add_items(db, incident.ref, items, now)
 
-        await self._run(write)
+        await self._run(write, URGENT)
 
     async def enqueue(
         self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
@@ -256,13 +256,14 @@ class SQLiteStore:
             _record_event(db, event_id, now)
             _add_items(db, ref, items, now)
 
-        await self._run(write)
+        await self._run(write, URGENT)
 
     async def event_seen(self, event_id: str) -> bool:
         row = await self._run(
             lambda db: db.execute(
                 "SELECT 1 FROM processed_events WHERE event_id = ?", (event_id,)
-            ).fetchone()
+            ).fetchone(),
+            URGENT,
         )
         return row is not None
 
