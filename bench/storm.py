@@ -126,6 +126,30 @@ async def fixed_rate(url: str, bodies: list[bytes], rate: float) -> tuple[float,
     return len(bodies) / elapsed, latencies
 
 
+async def server_side(port: int) -> str:
+    """p50/p99 of the bridge's own intake histogram (handler start to answer), estimated
+    from its buckets: what the bridge spends, without this process's client in the way."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("bridge_intake_duration_seconds_bucket{") and "alertmanager" in line:
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1] if buckets else 0
+
+    def quantile(q: float) -> str:
+        for le, count in buckets:
+            if count >= q * total:
+                return f"<= {le * 1000:g} ms"
+        return "?"
+
+    return f"server-side p50 {quantile(0.5)}, p99 {quantile(0.99)}"
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
@@ -202,6 +226,7 @@ async def phase_intake(bench: Bench) -> None:
             f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
             f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms"
         )
+    print(f"   bridge {await server_side(bridge_port)}")
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
     await stop(bare)
     await stop(bridge)
@@ -245,6 +270,7 @@ async def phase_storm(bench: Bench) -> None:
         f"   duplicates: {sum(1 for g in wanted if by_group[g] > 1)}, "
         f"lost: {sum(1 for g in wanted if by_group[g] == 0)}"
     )
+    print(f"   {await server_side(bridge_port)}")
     print("   Pachca calls: " + ", ".join(f"{k}: {v}" for k, v in sorted(calls.items())))
     print(f"   429 answers: {sum(v for k, v in calls.items() if k.endswith(' 429'))}")
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
@@ -264,6 +290,7 @@ async def phase_scale(bench: Bench) -> None:
         f"   intake: {rate:.0f} req/s, p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, "
         f"max {max(lat):.1f} ms"
     )
+    print(f"   {await server_side(bridge_port)}")
     print(
         f"   bridge RSS now {rss_mb(bridge.pid, 'VmRSS'):.0f} MB, "
         f"peak {rss_mb(bridge.pid):.0f} MB; state file "

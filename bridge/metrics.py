@@ -33,6 +33,28 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.intake_latency = Histogram(
+            "bridge_intake_duration_seconds",
+            "Webhook intake: from the request reaching its handler to the answer (recorded or "
+            "refused), by source.",
+            ["source"],
+            registry=r,
+            buckets=(
+                0.0005,
+                0.001,
+                0.002,
+                0.003,
+                0.005,
+                0.0075,
+                0.01,
+                0.015,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                1.0,
+            ),
+        )
         self.rejected = Counter(
             "bridge_requests_rejected_total",
             "Intake requests refused, by HTTP status.",

@@ -51,6 +51,10 @@ def intake_handler(
     """A webhook endpoint for one source."""
 
     async def handle(request: web.Request) -> web.Response:
+        with request.app[METRICS].intake_latency.labels(source).time():
+            return await answer(request)
+
+    async def answer(request: web.Request) -> web.Response:
         app = request.app
         metrics = app[METRICS]
         try:
