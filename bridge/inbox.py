@@ -105,6 +105,8 @@ class Inbox:
         self.on_commit = on_commit
         self._seen: TTLCache[str, str] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # key -> (digest, done) of the notification being recorded now
+        self._in_flight: dict[str, tuple[str, asyncio.Future[None]]] = {}
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -128,8 +130,15 @@ class Inbox:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
                 continue
-            async with self._lock(key):
-                ref = await self._apply(key, note, route)
+            in_flight = self._in_flight.get(key)
+            if in_flight is not None and in_flight[0] == digest:
+                # the other copy of an HA pair is being recorded right now: once it is
+                # committed, so is this one (and a failure to commit fails both)
+                await asyncio.shield(in_flight[1])
+                unchanged += 1
+                self.metrics.deduplicated.labels(note.source).inc()
+                continue
+            ref = await self._apply_once(key, digest, note, route)
             self._seen[key] = digest
             if ref is None:
                 unchanged += 1
@@ -139,6 +148,26 @@ class Inbox:
         if changed:
             self.on_commit()
         return Accepted(changed, unchanged)
+
+    async def _apply_once(
+        self, key: str, digest: str, note: Notification, route: Route
+    ) -> str | None:
+        """`_apply` under the incident's lock, announced so identical copies can wait for it."""
+        async with self._lock(key):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = (digest, done)
+            try:
+                ref = await self._apply(key, note, route)
+            except BaseException as exc:
+                done.set_exception(exc)
+                done.exception()  # seen here; copies waiting on it get it too
+                raise
+            else:
+                done.set_result(None)
+                return ref
+            finally:
+                if self._in_flight.get(key, (None, None))[1] is done:
+                    del self._in_flight[key]
 
     async def _apply(self, key: str, note: Notification, route: Route) -> str | None:
         for _ in range(CONFLICT_RETRIES):

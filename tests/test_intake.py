@@ -195,3 +195,19 @@ async def test_readyz_fails_when_the_store_does(bridge: Bridge) -> None:
     response = await bridge.client.get("/readyz")
     assert response.status == 503
     assert "store" in (await response.json())["problems"][0]
+
+
+async def test_copies_waiting_on_a_failed_commit_fail_too(bridge: Bridge) -> None:
+    """The second copy of an HA pair waits for the first's commit; if that fails, both answer
+    503 so Alertmanager retries (nothing is recorded)."""
+    import asyncio
+
+    async def slow_broken(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(0.05)
+        raise StoreError("disk full")
+
+    bridge.app[STORE].save_incident = slow_broken  # type: ignore[method-assign]
+    first, second = await asyncio.gather(bridge.post(GOOD), bridge.post(GOOD))
+    assert (first.status, second.status) == (503, 503)
+    del bridge.app[STORE].save_incident  # type: ignore[attr-defined]
+    assert (await (await bridge.post(GOOD)).json())["changed"]
