@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.durations import parse_duration
 from bridge.errors import ConfigError
+from bridge.zones import known_zone
 
 DEFAULT_PACHCA_API_URL = "https://api.pachca.com/api/shared/v1"
 SECRET_NAMES = (
@@ -119,13 +120,7 @@ class Settings(BaseSettings):
     @field_validator("BRIDGE_TIMEZONE")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name like Europe/Moscow"
-            ) from exc
-        return value
+        return known_zone(value)
 
     @field_validator("BRIDGE_STORE")
     @classmethod

@@ -13,8 +13,8 @@ import pytest
 from bridge.rules import Rules, load_rules
 from bridge.scheduler import Scheduler
 from bridge.web.state import INBOX
-from tests.conftest import SIGNING_SECRET, Bridge, BridgeFactory, fixture_json
-from tests.test_callbacks import ALICE, click_body, dms, press, signature
+from tests.conftest import Bridge, BridgeFactory, fixture_json
+from tests.test_callbacks import ALICE, click_body, dms, press
 
 T0 = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # 08:00 in Moscow
 
@@ -234,14 +234,7 @@ def reaction(message_id: int, code: str = "👀", event: str = "new") -> bytes:
 
 
 async def signed(bridge: Bridge, body: bytes) -> dict[str, Any]:
-    response = await bridge.client.post(
-        "/pachca/webhook",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "Pachca-Signature": signature(SIGNING_SECRET, body),
-        },
-    )
+    response = await press(bridge, body)
     assert response.status == 200
     result: dict[str, Any] = await response.json()
     return result

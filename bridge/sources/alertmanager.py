@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -12,6 +12,7 @@ from bridge.errors import PayloadError
 from bridge.model import Alert, AlertStatus, Notification
 
 SOURCE = "alertmanager"
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 # Alertmanager marks "no end yet" with Go's zero time.
 _GO_ZERO_YEAR = 1
@@ -66,17 +67,23 @@ def schema_error(source: str, exc: ValidationError) -> PayloadError:
     return PayloadError(400, f"not a valid {source} webhook payload", problems)
 
 
-def _end(value: datetime | None) -> datetime | None:
+def end_time(value: datetime | None) -> datetime | None:
+    """An alert's end, or None for Go's zero time ("no end yet")."""
     return None if value is None or value.year == _GO_ZERO_YEAR else value
+
+
+def validated(model: type[PayloadT], body: bytes, source: str) -> PayloadT:
+    """The body as `model`, or a 400 PayloadError naming what is malformed or invalid."""
+    data = decode_json(body)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise schema_error(source, exc) from exc
 
 
 def parse(body: bytes) -> Notification:
     """Parse one Alertmanager webhook body."""
-    data = decode_json(body)
-    try:
-        payload = AlertmanagerPayload.model_validate(data)
-    except ValidationError as exc:
-        raise schema_error(SOURCE, exc) from exc
+    payload = validated(AlertmanagerPayload, body, SOURCE)
     return Notification(
         source=SOURCE,
         receiver=payload.receiver,
@@ -89,7 +96,7 @@ def parse(body: bytes) -> Notification:
                 labels=a.labels,
                 annotations=a.annotations,
                 starts_at=a.startsAt,
-                ends_at=_end(a.endsAt) if a.status == "resolved" else None,
+                ends_at=end_time(a.endsAt) if a.status == "resolved" else None,
                 generator_url=a.generatorURL,
             )
             for a in payload.alerts

@@ -7,22 +7,21 @@ import hashlib
 import hmac
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from bridge.errors import PayloadError
 from bridge.model import Alert, AlertStatus, Notification
 from bridge.sources.alertmanager import (
     AlertmanagerAlert,
     AlertmanagerPayload,
-    decode_json,
-    schema_error,
+    end_time,
+    validated,
 )
 
 SOURCE = "grafana"
 # Grafana's docs name the header X-Grafana-Alerting-Signature; its code also sends
 # X-Grafana-Alert-Signature. Both are looked at unless a name is configured.
 SIGNATURE_HEADERS = ("X-Grafana-Alerting-Signature", "X-Grafana-Alert-Signature")
-_GO_ZERO_YEAR = 1
 
 
 class GrafanaAlert(AlertmanagerAlert):
@@ -65,14 +64,10 @@ def _values_text(values: dict[str, float | int | None] | None) -> str:
 
 def parse(body: bytes) -> Notification:
     """Parse one Grafana webhook body."""
-    data = decode_json(body)
-    try:
-        payload = GrafanaPayload.model_validate(data)
-    except ValidationError as exc:
-        raise schema_error(SOURCE, exc) from exc
+    payload = validated(GrafanaPayload, body, SOURCE)
     alerts = []
     for a in payload.alerts:
-        ends = a.endsAt if a.endsAt is not None and a.endsAt.year != _GO_ZERO_YEAR else None
+        ends = end_time(a.endsAt)
         alerts.append(
             Alert(
                 fingerprint=a.fingerprint,
