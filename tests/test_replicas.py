@@ -39,7 +39,7 @@ async def replicas(
             PACHCA_SIGNING_SECRET=SECRET,
             BRIDGE_CLAIM_TTL="2s",
             PACHCA_RATE_LIMIT="20",
-            PACHCA_RATE_BURST="4",  # one below the fake's 25: arrival jitter
+            PACHCA_RATE_BURST="2",  # ~10% below the fake's 25, as the defaults are below 50
         )
         for n in range(3)
     ]
