@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from bridge.web.state import OUTBOX
-from tests.conftest import BridgeFactory, fixture_json
+from tests.conftest import RULES_YAML, BridgeFactory, fixture_json
 from tests.fake_pachca import FakePachca
 from tests.test_outbox import Clock
 
@@ -117,6 +117,10 @@ class BridgeProcess:
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.log = state.with_suffix(f".{self.port}.log")
+        # routes without a digest or other clock-driven posts, so what the chat receives does
+        # not depend on the hour the test runs at
+        self.rules = state.with_suffix(".rules.yaml")
+        self.rules.write_text(RULES_YAML, encoding="utf-8")
 
     async def start(self) -> None:
         self.port = free_port()
@@ -128,7 +132,7 @@ class BridgeProcess:
                 "bridge",
                 "serve",
                 "--rules",
-                "rules/",
+                str(self.rules),
                 "--host",
                 "127.0.0.1",
                 "--port",
