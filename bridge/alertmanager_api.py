@@ -73,7 +73,8 @@ class AlertmanagerClient:
     async def _call(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
         try:
             async with self._http().request(method, self.base_url + path, json=body) as resp:
-                return resp.status, await resp.text()
+                # a proxy's error page in front of Alertmanager may not be UTF-8
+                return resp.status, (await resp.read()).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise AlertmanagerError(
                 f"Alertmanager at {self.base_url} unreachable: {type(exc).__name__} {exc}",
@@ -133,12 +134,24 @@ class AlertmanagerClient:
         status, text = await self._call("GET", "/api/v2/alerts")
         if status != 200:
             raise self._fail("list alerts", status, text)
-        data = json.loads(text)
-        return [a for a in data if isinstance(a, dict)] if isinstance(data, list) else []
+        data = _json_list(text, "alerts")
+        return [a for a in data if isinstance(a, dict)]
 
     async def silences(self) -> list[dict[str, Any]]:
         status, text = await self._call("GET", "/api/v2/silences")
         if status != 200:
             raise self._fail("list silences", status, text)
+        data = _json_list(text, "silences")
+        return [s for s in data if isinstance(s, dict)]
+
+
+def _json_list(text: str, what: str) -> list[Any]:
+    """A JSON list answer; anything else is Alertmanager (or what stands in front of it)
+    answering off its API, retried like an outage."""
+    try:
         data = json.loads(text)
-        return [s for s in data if isinstance(s, dict)] if isinstance(data, list) else []
+    except (ValueError, RecursionError) as exc:
+        raise AlertmanagerError(f"the {what} answer is not JSON: {text[:200]}", True) from exc
+    if not isinstance(data, list):
+        raise AlertmanagerError(f"the {what} answer is not a list: {text[:200]}", True)
+    return data

@@ -3,6 +3,7 @@
 BridgeError
 ├── ConfigError            settings or rules are wrong; the message says where and what to change
 ├── PayloadError           a webhook body is not what the source sends (answered with 4xx)
+├── RenderError            an incident cannot be rendered even in the minimal form
 ├── StoreError             the store could not record or read state (intake answers 503)
 │   └── ConflictError      another writer changed the incident first; retry the transition
 └── PachcaError            a Pachca API call failed; `retryable` says whether to try again
@@ -10,6 +11,8 @@ BridgeError
     ├── PachcaServerError  5xx: retry with backoff
     ├── PachcaRateLimited  429: retry after `retry_after` seconds
     └── PachcaRequestError 4xx other than 429: the request is wrong, never retried
+        └── PachcaAuthError    401, or 403 for the token itself: every call would fail alike,
+                               so delivery pauses (items kept) until a call succeeds
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class PayloadError(BridgeError):
         self.message = message
         self.details = details
         super().__init__(message)
+
+
+class RenderError(BridgeError):
+    """Rendering failed even in the minimal form: the item is dead-lettered, never retried."""
 
 
 class StoreError(BridgeError):
@@ -87,3 +94,8 @@ class PachcaRequestError(PachcaError):
     def content_too_long(self) -> bool:
         """True when Pachca named the content as the cause, so a smaller rendering may pass."""
         return any("content" in e and ("too_long" in e or "long" in e) for e in self.errors)
+
+
+class PachcaAuthError(PachcaRequestError):
+    """The token itself is refused (revoked, rotated, missing a scope): not this request's
+    fault, so the outbox keeps its items and pauses instead of dead-lettering them."""

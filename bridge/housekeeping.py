@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from bridge.errors import StoreError
 from bridge.store import Store
+from bridge.tasks import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -17,20 +18,30 @@ PRUNE_EVERY_SECONDS = 600.0
 EVENT_MEMORY_SECONDS = 86400.0
 
 
-async def prune_once(store: Store, retention: float, now: float) -> int:
-    """Forget incidents resolved longer than `retention` seconds ago."""
-    removed = await store.prune(now - retention, now - EVENT_MEMORY_SECONDS)
+async def prune_once(
+    store: Store, retention: float, now: float, dead_letter_retention: float = 14 * 86400
+) -> int:
+    """Forget incidents resolved longer than `retention` seconds ago, and dead letters older
+    than `dead_letter_retention`."""
+    removed = await store.prune(
+        now - retention, now - EVENT_MEMORY_SECONDS, now - dead_letter_retention
+    )
     if removed:
         log.info("forgot %d incidents resolved more than %.0fs ago", removed, retention)
     return removed
 
 
 async def prune_forever(
-    store: Store, retention: float, clock: Callable[[], float] = time.time
+    store: Store,
+    retention: float,
+    dead_letter_retention: float,
+    pulse: Pulse,
+    clock: Callable[[], float] = time.time,
 ) -> None:
     while True:
         try:
-            await prune_once(store, retention, clock())
+            await prune_once(store, retention, clock(), dead_letter_retention)
         except StoreError as exc:
             log.warning("pruning failed, will try again: %s", exc)
+        pulse.beat(PRUNE_EVERY_SECONDS)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)

@@ -116,10 +116,42 @@ class Metrics:
             registry=r,
             buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400),
         )
+        self.dead_letters = Gauge(
+            "bridge_dead_letters",
+            "Outbox items Pachca refused for good, kept for `dead-letters --replay` until "
+            "BRIDGE_DEAD_LETTER_RETENTION.",
+            registry=r,
+        )
+        self.background_restarts = Counter(
+            "bridge_background_restarts_total",
+            "Background loops restarted after they failed, by task.",
+            ["task"],
+            registry=r,
+        )
+        self.background_stalled = Gauge(
+            "bridge_background_stalled",
+            "1 while a background loop is down or has not completed a pass in time, by task.",
+            ["task"],
+            registry=r,
+        )
+        self.pachca_auth_ok = Gauge(
+            "bridge_pachca_auth_ok",
+            "0 while Pachca refuses the bot token (delivery paused), else 1.",
+            registry=r,
+        )
+        self.pachca_auth_ok.set(1)
         self.store_errors = Counter(
             "bridge_store_errors_total", "Store operations that failed.", registry=r
         )
-        for reason in ("signature", "timestamp", "source_ip", "too_large", "bad_event"):
+        for reason in (
+            "signature",
+            "timestamp",
+            "source_ip",
+            "too_large",
+            "slow_body",
+            "bad_body",
+            "bad_event",
+        ):
             self.callbacks_refused.labels(reason)
         for source in SOURCES:
             self.deduplicated.labels(source)

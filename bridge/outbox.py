@@ -19,7 +19,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.alertmanager_api import AlertmanagerError
-from bridge.errors import PachcaError, PachcaRateLimited, PachcaRequestError, StoreError
+from bridge.errors import (
+    PachcaAuthError,
+    PachcaError,
+    PachcaRateLimited,
+    PachcaRequestError,
+    RenderError,
+    StoreError,
+)
 from bridge.incidents import Effect
 from bridge.metrics import Metrics
 from bridge.model import Delivery
@@ -35,6 +42,7 @@ from bridge.render import (
 )
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
+from bridge.tasks import Pulse
 from bridge.users import UserNames
 
 if TYPE_CHECKING:  # the silencer talks back to the inbox, which the outbox must not import
@@ -46,7 +54,12 @@ SILENCE_ATTEMPTS = 3
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
-STATS_EVERY_SECONDS = 1.0  # outbox depth and age gauges
+# an item failing for a reason nobody foresaw is retried this many times, then dead-lettered
+# so the incident's later items (its resolution) are not held behind it for ever
+UNEXPECTED_ATTEMPTS = 8
+# while Pachca refuses the token: one item is tried this often, the rest wait
+AUTH_PROBE_SECONDS = 30.0
+AUTH_LOG_EVERY_SECONDS = 60.0
 # how far back (pages of 50) a lost post is looked for in its chat before posting again
 RECONCILE_PAGES = 20
 BASE_RETRY_DELAY = 1.0
@@ -62,8 +75,9 @@ def _timestamp(value: object) -> float | None:
 
 
 def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter x0.5-1.5: about 1 s, 2 s, 4 s ... capped at max_delay."""
-    return min(max_delay, BASE_RETRY_DELAY * 2.0**attempts) * (0.5 + rng())
+    """Exponential backoff with jitter x0.5-1.5: about 1 s, 2 s, 4 s ... capped at max_delay
+    (the exponent too, so a thousand attempts cost no overflow)."""
+    return min(max_delay, BASE_RETRY_DELAY * 2.0 ** min(attempts, 32)) * (0.5 + rng())
 
 
 @dataclass
@@ -82,14 +96,15 @@ class Outbox:
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
         self._stop_by: float | None = None  # monotonic deadline once shutting down
-        self._stats_at = float("-inf")
+        self._auth_refused_at: float | None = None  # clock time Pachca last refused the token
+        self._auth_logged_at = float("-inf")
 
     def wake(self) -> None:
         """Called by the inbox after a commit: deliver now rather than at the next poll."""
         self._wake.set()
 
-    async def run(self) -> None:
-        """Deliver until stopped (see `shutdown`) or cancelled."""
+    async def run(self, pulse: Pulse | None = None) -> None:
+        """Deliver until stopped (see `shutdown`) or cancelled; `pulse` hears of every pass."""
         while True:
             try:
                 delivered = await self.drain_once()
@@ -97,6 +112,8 @@ class Outbox:
                 self.metrics.store_errors.inc()
                 log.error("outbox: store unavailable: %s", exc)
                 delivered = 0
+            if pulse is not None:
+                pulse.beat(0.0 if delivered else IDLE_POLL_SECONDS)
             if self._stop_by is not None and (not delivered or time.monotonic() > self._stop_by):
                 return
             if not delivered:
@@ -115,24 +132,68 @@ class Outbox:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        depth, _ = await self.store.outbox_stats(self.clock())
+        depth = (await self.store.outbox_stats(self.clock())).depth
         if depth:
             log.warning("outbox: %d items left for the next start", depth)
 
     async def drain_once(self) -> int:
-        """Deliver the items due now (one per incident); returns how many were handled."""
+        """Deliver the items due now (one per incident); returns how many were handled.
+        Every delivery of the batch ends (sent, retried or dead) before this returns, so a
+        failure in one never hands out another that is still in flight."""
         now = self.clock()
-        items = await self.store.due_items(now, self.concurrency)
-        if time.monotonic() - self._stats_at >= STATS_EVERY_SECONDS:
-            self._stats_at = time.monotonic()
-            depth, age = await self.store.outbox_stats(now)
-            self.metrics.outbox_depth.set(depth)
-            self.metrics.outbox_oldest_age.set(age)
+        if self._auth_refused_at is not None and now < self._auth_refused_at + AUTH_PROBE_SECONDS:
+            return 0  # the token is refused: wait, then probe with one item
+        limit = 1 if self._auth_refused_at is not None else self.concurrency
+        items = await self.store.due_items(now, limit)
         if items:
-            await asyncio.gather(*(self.deliver(item) for item in items))
+            results = await asyncio.gather(
+                *(self.deliver(item) for item in items), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result  # StoreError (deliver contains the rest), or cancellation
         return len(items)
 
     async def deliver(self, item: OutboxItem) -> None:
+        """Deliver one item. Whatever goes wrong stays with this item: it is retried with
+        backoff or dead-lettered. Only StoreError passes (the store is the caller's concern)."""
+        try:
+            await self._deliver(item)
+        except (StoreError, asyncio.CancelledError):
+            raise
+        except RenderError as exc:
+            log.error("outbox: %s of incident %s cannot be rendered: %s", item.kind, item.ref, exc)
+            self.metrics.deliveries.labels(item.kind, "dead").inc()
+            await self.store.dead_letter(item, f"cannot render: {exc}", self.clock())
+        except Exception as exc:
+            log.exception("outbox: %s of incident %s failed unexpectedly", item.kind, item.ref)
+            error = f"{type(exc).__name__}: {exc}"
+            if item.attempts + 1 >= UNEXPECTED_ATTEMPTS:
+                self.metrics.deliveries.labels(item.kind, "dead").inc()
+                await self.store.dead_letter(item, error, self.clock())
+            else:
+                await self._retry_later(item, error, backoff(item.attempts, self.max_retry_delay))
+
+    def _token_refused(self, exc: PachcaAuthError) -> None:
+        now = self.clock()
+        self._auth_refused_at = now
+        self.metrics.pachca_auth_ok.set(0)
+        if time.monotonic() - self._auth_logged_at >= AUTH_LOG_EVERY_SECONDS:
+            self._auth_logged_at = time.monotonic()
+            log.error(
+                "Pachca refuses the bot token (%s): delivery is paused, nothing is dropped; "
+                "check PACHCA_TOKEN. Trying again every %.0fs",
+                exc,
+                AUTH_PROBE_SECONDS,
+            )
+
+    def _token_accepted(self) -> None:
+        if self._auth_refused_at is not None:
+            log.warning("Pachca accepts the bot token again: delivery resumes")
+        self._auth_refused_at = None
+        self.metrics.pachca_auth_ok.set(1)
+
+    async def _deliver(self, item: OutboxItem) -> None:
         stored = await self.store.load_by_ref(item.ref)
         if stored is None and item.kind not in (Effect.DM, Effect.POST, Effect.UNFURL):
             log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
@@ -154,6 +215,10 @@ class Outbox:
             else:
                 assert stored is not None
                 result, shown = await self._send(item, stored)
+        except PachcaAuthError as exc:
+            self._token_refused(exc)
+            await self._retry_later(item, str(exc), AUTH_PROBE_SECONDS)
+            return
         except PachcaRequestError as exc:
             log.error(
                 "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
@@ -167,8 +232,10 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
-            await self._retry_later(item, exc, delay)
+            await self._retry_later(item, str(exc), delay)
             return
+        if result in ("sent", "reconciled"):
+            self._token_accepted()
         self.metrics.deliveries.labels(item.kind, result).inc()
         if result == "sent":
             self.metrics.delivery_latency.labels(item.kind).observe(
@@ -176,12 +243,16 @@ class Outbox:
             )
         await self.store.finish_item(item.id, (item.ref, shown) if shown else None)
 
-    async def _retry_later(self, item: OutboxItem, exc: Exception, delay: float) -> None:
+    async def _retry_later(self, item: OutboxItem, error: str, delay: float) -> None:
         log.warning(
-            "outbox: %s of incident %s failed (%s); retry in %.1fs", item.kind, item.ref, exc, delay
+            "outbox: %s of incident %s failed (%s); retry in %.1fs",
+            item.kind,
+            item.ref,
+            error,
+            delay,
         )
         self.metrics.deliveries.labels(item.kind, "retry").inc()
-        await self.store.retry_item(item.id, self.clock() + delay, str(exc))
+        await self.store.retry_item(item.id, self.clock() + delay, error)
 
     async def _ask_alertmanager(self, item: OutboxItem, stored: Stored) -> None:
         """Silence or Unsilence: a few tries (a person is waiting), then tell them why not."""
@@ -194,7 +265,9 @@ class Outbox:
                 await self.silencer.unsilence(item, stored.incident)
         except AlertmanagerError as exc:
             if exc.retryable and item.attempts + 1 < SILENCE_ATTEMPTS:
-                await self._retry_later(item, exc, backoff(item.attempts, self.max_retry_delay))
+                await self._retry_later(
+                    item, str(exc), backoff(item.attempts, self.max_retry_delay)
+                )
                 return
             log.warning("outbox: %s of incident %s failed for good: %s", item.kind, item.ref, exc)
             self.metrics.deliveries.labels(item.kind, "failed").inc()
@@ -320,12 +393,26 @@ class Outbox:
     async def _render_fitting(
         self, stored: Stored, send: Callable[[Message], Awaitable[int]]
     ) -> int:
-        """Send the full rendering; if Pachca says the content is too long, once more small."""
+        """Send the full rendering; if it cannot be made, or Pachca says the content is too
+        long, once more in the minimal form; RenderError if even that cannot be made."""
         incident = stored.incident
         route = self.rules.by_name(incident.route).config
         people = {uid for uid in (incident.acked_by, incident.resolved_by) if uid is not None}
         names = await self.users.names(people)
-        message = render_message(incident, route, self.render_options, names=names)
+
+        def minimal() -> Message:
+            try:
+                return render_message(
+                    incident, route, self.render_options, max_alerts=1, text_limit=100, names=names
+                )
+            except Exception as exc:
+                raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+        try:
+            message = render_message(incident, route, self.render_options, names=names)
+        except Exception:
+            log.exception("outbox: incident %s cannot be rendered in full", incident.ref)
+            return await send(minimal())
         try:
             return await send(message)
         except PachcaRequestError as exc:
@@ -335,7 +422,4 @@ class Outbox:
                 "outbox: Pachca found incident %s too long; sending a shorter message",
                 stored.incident.ref,
             )
-            small = render_message(
-                incident, route, self.render_options, max_alerts=1, text_limit=100, names=names
-            )
-            return await send(small)
+            return await send(minimal())

@@ -3,9 +3,11 @@ decides what to retry, from the exception's class)."""
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import json
 import logging
+import math
 import time
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -13,6 +15,7 @@ from urllib.parse import quote
 import aiohttp
 
 from bridge.errors import (
+    PachcaAuthError,
     PachcaError,
     PachcaRateLimited,
     PachcaRequestError,
@@ -102,11 +105,43 @@ def display_name(user: dict[str, Any]) -> str:
     return full or str(user.get("nickname") or "") or f"id {user.get('id', '?')}"
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+# the longest pause a Retry-After may impose; beyond it the header is taken as this
+MAX_RETRY_AFTER = 300.0
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds (a number, or an HTTP date), clamped to 0..MAX_RETRY_AFTER;
+    None when absent, non-finite or unreadable, so the caller's own backoff applies."""
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+# without these, nothing can be delivered at all
+CORE_ENDPOINTS = ("POST /messages", "PUT /messages/{id}")
+
+
+def _is_token_refused(status: int, body: Any, endpoint: str) -> bool:
+    """Is the token itself the problem (so every call would fail alike), rather than this
+    request? 401; a 403 `invalid_token`; a 403 `insufficient_scope` for posting or editing.
+    Any other 403 (no access to one chat, a missing scope for a side endpoint such as the
+    chat history) belongs to the request alone."""
+    if status == 401:
+        return True
+    if status != 403 or not isinstance(body, dict):
+        return False
+    code = body.get("error")
+    return code == "invalid_token" or (code == "insufficient_scope" and endpoint in CORE_ENDPOINTS)
 
 
 class PachcaClient:
@@ -124,7 +159,7 @@ class PachcaClient:
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
-        self._limiter = limiter
+        self.limiter = limiter
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -143,31 +178,34 @@ class PachcaClient:
     async def _call(
         self, method: str, endpoint: str, path: str, body: dict[str, Any] | None = None
     ) -> Any:
-        if self._limiter is not None:
-            await self._limiter.acquire()
+        if self.limiter is not None:
+            await self.limiter.acquire()
         started = time.monotonic()
         code = "error"
         try:
             async with self._http().request(method, self.base_url + path, json=body) as resp:
                 code = str(resp.status)
-                text = await resp.text()
+                # whatever sits in front of Pachca (a proxy's error page) may not be UTF-8
+                text = (await resp.read()).decode("utf-8", "replace")
                 parsed: Any = None
                 if text:
                     try:
                         parsed = json.loads(text)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):  # not JSON, or absurd JSON
                         parsed = text
                 if resp.status == 429:
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                    if self._limiter is not None:
-                        await self._limiter.rate_limited(retry_after)
+                    retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+                    if self.limiter is not None:
+                        await self.limiter.rate_limited(retry_after)
                     raise PachcaRateLimited(endpoint, retry_after)
                 if resp.status >= 500:
                     raise PachcaServerError(endpoint, f"HTTP {resp.status}", resp.status)
+                if _is_token_refused(resp.status, parsed, endpoint):
+                    raise PachcaAuthError(endpoint, resp.status, describe_error_body(parsed))
                 if resp.status >= 400:
                     raise PachcaRequestError(endpoint, resp.status, describe_error_body(parsed))
-                if self._limiter is not None:
-                    await self._limiter.succeeded()
+                if self.limiter is not None:
+                    await self.limiter.succeeded()
                 return parsed
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise PachcaUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 RECOVERY_PER_SUCCESS = 0.02  # of the configured rate
-SLOWEST = 0.1  # requests per second; never stop entirely
+# requests per second: however many 429s come without Retry-After, never slower than this
+# (or than the configured rate, if that is lower)
+SLOWEST = 1.0
+# a wait this long (seconds) is a pause ordered by a 429, reported through `on_pause`
+PAUSE_REPORT_THRESHOLD = 1.0
+
+
+def no_report(seconds: float) -> None:
+    """The default `on_pause`: nobody is told."""
 
 
 class Limiter(Protocol):
@@ -25,6 +33,10 @@ class Limiter(Protocol):
     async def rate_limited(self, retry_after: float | None) -> None: ...
 
     async def succeeded(self) -> None: ...
+
+    # called with the seconds a caller is about to wait out a 429 pause, so the loop that
+    # waits is known to be waiting rather than stuck
+    on_pause: Callable[[float], None]
 
 
 class RateLimiter:
@@ -42,6 +54,7 @@ class RateLimiter:
         self._updated = clock()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        self.on_pause: Callable[[float], None] = no_report
 
     async def acquire(self) -> None:
         """Wait for a token. Callers are served one at a time, in arrival order."""
@@ -49,6 +62,7 @@ class RateLimiter:
             while True:
                 now = self._clock()
                 if now < self._paused_until:
+                    self.on_pause(self._paused_until - now)
                     await asyncio.sleep(self._paused_until - now)
                     continue
                 self._refill(now)
@@ -65,7 +79,7 @@ class RateLimiter:
         """Pachca said 429: stop everyone for Retry-After (1 s if absent) and slow down."""
         now = self._clock()
         self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
-        self.rate = max(SLOWEST, self.rate / 2)
+        self.rate = max(min(SLOWEST, self.configured_rate), self.rate / 2)
         self._tokens = 0.0
         self._updated = now
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from bridge.digest import digests_due
+from bridge.digest import DigestDue, digests_due
 from bridge.errors import StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
 from bridge.store import Store
+from bridge.tasks import Pulse
 from bridge.texts import render_digest
 
 log = logging.getLogger(__name__)
@@ -42,23 +43,41 @@ class Scheduler:
             for incident in await self.store.open_incidents():
                 route = self.rules.by_name(incident.route).config
                 if (route.remind_every or route.escalation) and needs_attention(incident):
-                    done += await self.inbox.oncall(incident.ref)
+                    done += await self._contained(
+                        f"incident {incident.ref}", self.inbox.oncall(incident.ref)
+                    )
         now = self.clock()
         for due in digests_due(self.rules, now):
-            # one replica wins the period; the others skip it
-            if not await self.store.claim_once(due.key, now.timestamp()):
-                continue
-            stored = await self.store.all_incidents()
-            text = render_digest(due, stored, now)
-            await self.store.enqueue(due.key, [post_item(due.chat_id, text)], now.timestamp())
-            self.inbox.on_commit()
-            done += 1
+            done += await self._contained(f"digest {due.key}", self._digest(due, now))
         return done
 
-    async def run(self, interval: float) -> None:
+    async def _digest(self, due: DigestDue, now: datetime) -> bool:
+        # one replica wins the period; the others skip it
+        if not await self.store.claim_once(due.key, now.timestamp()):
+            return False
+        stored = await self.store.all_incidents()
+        text = render_digest(due, stored, now)
+        await self.store.enqueue(due.key, [post_item(due.chat_id, text)], now.timestamp())
+        self.inbox.on_commit()
+        return True
+
+    @staticmethod
+    async def _contained(what: str, work: Awaitable[bool]) -> int:
+        """One incident's or digest's failure is logged and skipped, never the whole tick
+        (StoreError still ends the tick: the store is down for everyone)."""
+        try:
+            return int(await work)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("scheduler: %s failed; the others go on", what)
+            return 0
+
+    async def run(self, interval: float, pulse: Pulse) -> None:
         while True:
             try:
                 await self.tick()
             except StoreError as exc:
                 log.warning("scheduler: store unavailable, will retry: %s", exc)
+            pulse.beat(interval)
             await asyncio.sleep(interval)

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     BRIDGE_TRUSTED_PROXIES: str = ""
     BRIDGE_POLL_INTERVAL: Duration = 2
     BRIDGE_PUBLIC_URL: str | None = None
+    BRIDGE_STALL_AFTER: Duration = Field(default=120, gt=0)
+    BRIDGE_READ_TIMEOUT: Duration = Field(default=10, gt=0)
+    BRIDGE_DEAD_LETTER_RETENTION: Duration = Field(default=14 * 86400, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerError
 from bridge.durations import parse_duration
@@ -18,6 +19,7 @@ from bridge.model import Incident, IncidentState
 from bridge.render import incident_title
 from bridge.silences import drop_stale_silence, silence_matchers
 from bridge.store import OutboxItem, Store
+from bridge.tasks import Pulse
 from bridge.users import UserNames
 
 log = logging.getLogger(__name__)
@@ -99,11 +101,11 @@ class Silencer:
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
             return await self._drop_stale(open_incidents)
-        by_fingerprint = {str(a.get("fingerprint")): a for a in alerts}
-        by_id = {str(s.get("id")): s for s in silences}
+        by_fingerprint = {str(a.get("fingerprint")): a for a in alerts if isinstance(a, dict)}
+        by_id = {str(s.get("id")): s for s in silences if isinstance(s, dict)}
         changed = 0
         for incident in open_incidents:
-            changed += await self.inbox.follow_alertmanager(incident.ref, by_fingerprint, by_id)
+            changed += await self._follow(incident.ref, by_fingerprint, by_id)
         return changed
 
     async def _drop_stale(self, incidents: list[Incident]) -> int:
@@ -111,13 +113,30 @@ class Silencer:
         now = self.clock()
         for incident in incidents:
             if drop_stale_silence(incident, now)[1]:
-                changed += await self.inbox.follow_alertmanager(incident.ref, None, {})
+                changed += await self._follow(incident.ref, None, {})
         return changed
 
-    async def watch(self, store: Store, interval: float) -> None:
+    async def _follow(
+        self,
+        ref: str,
+        alerts: dict[str, dict[str, Any]] | None,
+        silences: dict[str, dict[str, Any]],
+    ) -> bool:
+        """One incident's update; its failure is logged and the others go on (StoreError
+        ends the pass: the store is down for everyone)."""
+        try:
+            return await self.inbox.follow_alertmanager(ref, alerts, silences)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("silence check of incident %s failed; the others go on", ref)
+            return False
+
+    async def watch(self, store: Store, interval: float, pulse: Pulse) -> None:
         while True:
             try:
                 await self.check_once(store)
             except StoreError as exc:
                 log.warning("silence check failed, will retry: %s", exc)
+            pulse.beat(interval)
             await asyncio.sleep(interval)

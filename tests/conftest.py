@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,28 @@ def fixture_bytes(name: str) -> bytes:
 
 def fixture_json(name: str) -> Any:
     return json.loads(fixture_bytes(name))
+
+
+def group(n: int, status: str = "firing") -> dict[str, Any]:
+    """Notification n of a storm: one group per n, three alerts."""
+    body = fixture_json("alertmanager/02-group-3-firing.json")
+    text = json.dumps(body).replace("DiskFull", f"DiskFull{n}")
+    payload: dict[str, Any] = json.loads(text)
+    if status == "resolved":
+        payload["status"] = "resolved"
+        for alert in payload["alerts"]:
+            alert["status"] = "resolved"
+            alert["endsAt"] = "2026-11-24T12:40:00Z"
+    return payload
+
+
+def groups_in(fake: FakePachca) -> Counter[str]:
+    """How many channel messages each group has (by its alertname in the header)."""
+    names: Counter[str] = Counter()
+    for message in fake.channel_messages():
+        header = message["content"].splitlines()[0]
+        names[header.split("**")[3]] += 1
+    return names
 
 
 @pytest.fixture

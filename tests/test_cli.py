@@ -149,7 +149,7 @@ def test_dead_letters_lists_and_replays(
     async def outbox_depth() -> int:
         store = open_store(url)
         await store.open()
-        depth, _ = await store.outbox_stats(10.0)
+        depth = (await store.outbox_stats(10.0)).depth
         await store.close()
         return depth
 

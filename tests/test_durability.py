@@ -13,33 +13,11 @@ from typing import Any
 import aiohttp
 
 from bridge.web.state import OUTBOX
-from tests.conftest import RULES_YAML, BridgeFactory, fixture_json
+from tests.conftest import RULES_YAML, BridgeFactory, group, groups_in
 from tests.fake_pachca import FakePachca
 from tests.test_outbox import Clock
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def group(n: int, status: str = "firing") -> dict[str, Any]:
-    """Notification n of a storm: one group per n, three alerts."""
-    body = fixture_json("alertmanager/02-group-3-firing.json")
-    text = json.dumps(body).replace("DiskFull", f"DiskFull{n}")
-    payload: dict[str, Any] = json.loads(text)
-    if status == "resolved":
-        payload["status"] = "resolved"
-        for alert in payload["alerts"]:
-            alert["status"] = "resolved"
-            alert["endsAt"] = "2026-11-24T12:40:00Z"
-    return payload
-
-
-def groups_in(fake: FakePachca) -> Counter[str]:
-    """How many channel messages each group has (by its alertname in the header)."""
-    names: Counter[str] = Counter()
-    for message in fake.channel_messages():
-        header = message["content"].splitlines()[0]
-        names[header.split("**")[3]] += 1
-    return names
 
 
 async def test_pachca_down_then_up_loses_nothing(make_bridge: BridgeFactory) -> None:
@@ -78,7 +56,7 @@ async def test_fifty_changes_while_pachca_is_slow_become_few_edits(
                 grown["alerts"].append(alert)
             assert (await bridge.post(grown)).status == 200
         for _ in range(200):
-            depth, _ = await bridge.store.outbox_stats(0)
+            depth = (await bridge.store.outbox_stats(0)).depth
             if depth == 0:
                 break
             await asyncio.sleep(0.05)

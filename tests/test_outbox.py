@@ -2,9 +2,9 @@
 
 import pytest
 
-from bridge.outbox import backoff
-from bridge.web.state import OUTBOX, RULES
-from tests.conftest import Bridge
+from bridge.outbox import AUTH_PROBE_SECONDS, backoff
+from bridge.web.state import METRICS, OUTBOX, RULES
+from tests.conftest import Bridge, group
 from tests.fake_pachca import api_error
 
 FIRING = "alertmanager/02-group-3-firing.json"
@@ -26,7 +26,7 @@ def clock(bridge: Bridge) -> Clock:
 
 
 async def pending(bridge: Bridge) -> int:
-    depth, _ = await bridge.store.outbox_stats(0)
+    depth = (await bridge.store.outbox_stats(0)).depth
     return depth
 
 
@@ -86,21 +86,67 @@ async def test_client_errors_are_not_retried_and_kept_as_dead_letters(
     assert await pending(bridge) == 0
 
 
-async def test_wrong_token_is_a_dead_letter_with_oauth_error(bridge: Bridge, clock: Clock) -> None:
+def auth_ok(bridge: Bridge) -> float:
+    return bridge.app[METRICS].pachca_auth_ok._value.get()
+
+
+async def test_a_revoked_token_pauses_delivery_keeps_everything_and_resumes_by_itself(
+    bridge: Bridge, clock: Clock
+) -> None:
     bridge.fake.token = "rotated"
-    await bridge.post_fixture(FIRING)
+    for n in range(20):
+        assert (await bridge.post(group(n))).status == 200
     await bridge.deliver()
-    (dead,) = await bridge.store.dead_letters()
-    assert "HTTP 401" in dead.error and "invalid_token" in dead.error
+    first_batch = len(bridge.fake.calls)
+    assert first_batch <= bridge.app[OUTBOX].concurrency, "the queue did not stop at the 401"
+    assert auth_ok(bridge) == 0
+    await bridge.deliver()
+    clock.now += AUTH_PROBE_SECONDS - 1
+    await bridge.deliver()
+    assert len(bridge.fake.calls) == first_batch, "no calls while paused"
+    clock.now += 2
+    await bridge.deliver()
+    assert len(bridge.fake.calls) == first_batch + 1, "one probe"
+    assert {c.status for c in bridge.fake.calls} == {401}
+    assert await bridge.store.dead_letters() == []
+    assert await pending(bridge) == 20
+    bridge.fake.token = "test-token"  # the token is fixed
+    clock.now += AUTH_PROBE_SECONDS + 1
+    await bridge.deliver()
+    clock.now += AUTH_PROBE_SECONDS + 1  # items refused before the fix wait their retry
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 20
+    assert auth_ok(bridge) == 1
+    assert await pending(bridge) == 0
+    assert await bridge.store.dead_letters() == []
 
 
-async def test_forbidden_is_a_dead_letter(bridge: Bridge, clock: Clock) -> None:
+async def test_a_token_without_a_scope_pauses_too(bridge: Bridge, clock: Clock) -> None:
     forbidden = {"error": "insufficient_scope", "error_description": "messages:create"}
     bridge.fake.fail_next(403, body=forbidden)
     await bridge.post_fixture(FIRING)
     await bridge.deliver()
+    assert await bridge.store.dead_letters() == []
+    assert auth_ok(bridge) == 0
+    clock.now += AUTH_PROBE_SECONDS + 1
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 1
+    assert auth_ok(bridge) == 1
+
+
+async def test_no_access_to_one_chat_is_that_items_dead_letter_only(
+    bridge: Bridge, clock: Clock
+) -> None:
+    no_access = {"error": "forbidden", "error_description": "Нет доступа к чату"}
+    bridge.fake.fail_next(403, body=no_access)
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
     (dead,) = await bridge.store.dead_letters()
-    assert "HTTP 403" in dead.error and "insufficient_scope" in dead.error
+    assert "HTTP 403" in dead.error
+    assert auth_ok(bridge) == 1
+    assert (await bridge.post(group(1))).status == 200
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 1
 
 
 async def test_content_too_long_is_sent_again_smaller(bridge: Bridge, clock: Clock) -> None:

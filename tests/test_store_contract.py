@@ -113,7 +113,7 @@ async def test_outbox_hands_out_the_oldest_item_of_each_incident(store: Store) -
     due = await store.due_items(10.0, 10)
     # creations first: a new incident is not stuck behind edits of older ones
     assert [(i.ref, i.kind) for i in due] == [("r2", "create"), ("r1", "edit")]
-    assert await store.outbox_stats(10.0) == (2, 9.0)
+    assert (await store.outbox_stats(10.0))[:2] == (2, 9.0)
 
 
 async def test_an_edit_waiting_behind_the_head_absorbs_new_edits(store: Store) -> None:

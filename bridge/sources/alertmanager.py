@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.errors import PayloadError
 from bridge.model import Alert, AlertStatus, Notification
@@ -16,6 +17,28 @@ PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 # Alertmanager marks "no end yet" with Go's zero time.
 _GO_ZERO_YEAR = 1
+# Times an alert may carry: wide of anything real, and narrow enough that every time zone can
+# show them (the year 9999 at -14:00 is the year 10000 in UTC, which no datetime holds).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# a \uD800-\uDFFF escape: the only way a JSON text can carry a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _showable(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must lie between 1970 and 9000, not {value.isoformat()}")
+    return value
+
+
+def _showable_end(value: datetime | None) -> datetime | None:
+    """An end time; Go's zero time (in any offset) is "no end yet", kept as given."""
+    return value if value is None or value.year == _GO_ZERO_YEAR else _showable(value)
+
+
+# with a UTC offset (a time without one cannot be compared with any other) and in range
+Moment = Annotated[AwareDatetime, AfterValidator(_showable)]
+EndMoment = Annotated[AwareDatetime | None, AfterValidator(_showable_end)]
 
 
 class _Loose(BaseModel):
@@ -27,8 +50,8 @@ class AlertmanagerAlert(_Loose):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
-    startsAt: datetime  # wire names, as Alertmanager spells them
-    endsAt: datetime | None = None
+    startsAt: Moment  # wire names, as Alertmanager spells them
+    endsAt: EndMoment = None
     generatorURL: str = ""
     fingerprint: str = Field(min_length=1)
 
@@ -47,15 +70,29 @@ class AlertmanagerPayload(_Loose):
 
 
 def decode_json(body: bytes) -> Any:
-    """The JSON value of `body`, or a 400 PayloadError saying where it broke."""
+    """The JSON value of `body`, or a 400 PayloadError saying where it broke: not UTF-8,
+    malformed, numbers past Python's digit limit, nesting past its recursion limit, or a
+    lone surrogate (no store or Pachca call could carry it)."""
     try:
-        return json.loads(body.decode("utf-8"))
+        data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise PayloadError(400, f"body is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
         raise PayloadError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise PayloadError(400, f"unreadable JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError(400, "JSON is nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PayloadError(
+                400, "JSON text has a lone UTF-16 surrogate (\\uD800-\\uDFFF)"
+            ) from exc
+    return data
 
 
 def schema_error(source: str, exc: ValidationError) -> PayloadError:

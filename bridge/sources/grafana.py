@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
@@ -46,7 +47,7 @@ class GrafanaPayload(AlertmanagerPayload):
 def signature_valid(secret: str, body: bytes, given: str | None, timestamp: str | None) -> bool:
     """Hex HMAC-SHA256 of the body, or of `timestamp:body` when Grafana sends a timestamp
     header; constant-time compare."""
-    if not given:
+    if not given or not given.isascii() or (timestamp is not None and not timestamp.isascii()):
         return False
     message = f"{timestamp}:".encode() + body if timestamp is not None else body
     expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
@@ -102,17 +103,19 @@ def parse(body: bytes) -> Notification:
 def require_signature(
     secret: str,
     body: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     header_name: str | None,
     timestamp_header: str | None,
     now: float,
     max_age: float,
 ) -> None:
     """Raise a 401 PayloadError unless the request carries Grafana's valid signature (and a
-    fresh timestamp, when a timestamp header is configured)."""
+    fresh timestamp, when a timestamp header is configured). Header names are compared
+    case-insensitively: HTTP/2 hops (Envoy, Istio) send them in lower case."""
+    lowered = {name.lower(): value for name, value in headers.items()}
     names = (header_name,) if header_name else SIGNATURE_HEADERS
-    given = next((headers[n] for n in names if n in headers), None)
-    timestamp = headers.get(timestamp_header) if timestamp_header else None
+    given = next((lowered[n.lower()] for n in names if n.lower() in lowered), None)
+    timestamp = lowered.get(timestamp_header.lower()) if timestamp_header else None
     if timestamp_header:
         try:
             fresh = abs(now - float(timestamp or "")) <= max_age

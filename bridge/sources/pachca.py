@@ -26,14 +26,17 @@ def signature(secret: str, body: bytes) -> str:
 
 def signature_valid(secret: str, body: bytes, given: str | None) -> bool:
     """Constant-time check of the `Pachca-Signature` header against the raw body."""
-    if not given:
+    if not given or not given.isascii():  # a hex digest is ASCII; anything else is forged
         return False
     return hmac.compare_digest(signature(secret, body).encode(), given.strip().lower().encode())
 
 
 def timestamp_fresh(timestamp: int | float | None, now: float, max_age: float) -> bool:
-    """Within `max_age` seconds of now, either way (a future-dated body is as suspect)."""
-    return timestamp is not None and abs(now - float(timestamp)) <= max_age
+    """Within `max_age` seconds of now, either way (a future-dated body is as suspect).
+    Compared in integers first: a 400-digit number is simply not fresh."""
+    if timestamp is None or not abs(int(timestamp) - int(now)) <= max_age + 1:
+        return False
+    return abs(now - float(timestamp)) <= max_age
 
 
 class ButtonEvent(BaseModel):

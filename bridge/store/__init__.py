@@ -4,7 +4,7 @@ backends; `open_store` picks one from `BRIDGE_STORE`."""
 from __future__ import annotations
 
 from bridge.settings import Settings
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Store, Stored
+from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Store, Stored
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
 
@@ -30,6 +30,7 @@ def store_from_settings(settings: Settings) -> Store:
 
 
 __all__ = [
+    "Backlog",
     "DeadLetter",
     "MemoryStore",
     "NewOutboxItem",

@@ -8,7 +8,7 @@ and finds nothing left to do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bridge.model import Delivery, Incident
 
@@ -47,6 +47,14 @@ class OutboxItem:
     created_at: float
     attempts: int
     actor: int | None = None
+
+
+class Backlog(NamedTuple):
+    """What waits in the outbox, as the gauges show it."""
+
+    depth: int  # items waiting to be delivered
+    oldest_age: float  # seconds the oldest waiting item has waited
+    dead_letters: int  # items Pachca refused for good, kept for replay
 
 
 @dataclass(frozen=True)
@@ -128,10 +136,10 @@ class Store(Protocol):
     async def replay_dead_letters(self, now: float) -> int:
         """Put every dead letter back in the outbox as a fresh item; returns how many."""
 
-    async def prune(self, finished_before: float, events_before: float) -> int:
+    async def prune(self, finished_before: float, events_before: float, dead_before: float) -> int:
         """Forget incidents resolved (last changed) before `finished_before` with nothing left
-        to deliver, and processed event ids older than `events_before`; returns how many
-        incidents. Keeps the store from growing without bound."""
+        to deliver, processed event ids older than `events_before`, and dead letters that
+        failed before `dead_before`; returns how many incidents. Keeps the store bounded."""
 
-    async def outbox_stats(self, now: float) -> tuple[int, float]:
-        """(number of items waiting, age in seconds of the oldest)."""
+    async def outbox_stats(self, now: float) -> Backlog:
+        """The outbox's backlog now: cheap enough to compute at every metrics scrape."""

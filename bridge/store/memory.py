@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
+from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 
 
 class MemoryStore:
@@ -135,8 +135,9 @@ class MemoryStore:
             self._add_items(item.ref, [NewOutboxItem(item.kind, item.content, item.actor)], now)
         return len(dead)
 
-    async def prune(self, finished_before: float, events_before: float) -> int:
+    async def prune(self, finished_before: float, events_before: float, dead_before: float) -> int:
         self._events = {e: at for e, at in self._events.items() if at >= events_before}
+        self._dead = [d for d in self._dead if d.failed_at >= dead_before]
         busy = {item.ref for item, _ in self._outbox.values()}
         gone = [
             ref
@@ -152,8 +153,8 @@ class MemoryStore:
                 del self._current[incident.key]
         return len(gone)
 
-    async def outbox_stats(self, now: float) -> tuple[int, float]:
+    async def outbox_stats(self, now: float) -> Backlog:
         if not self._outbox:
-            return 0, 0.0
+            return Backlog(0, 0.0, len(self._dead))
         oldest = min(item.created_at for item, _ in self._outbox.values())
-        return len(self._outbox), max(0.0, now - oldest)
+        return Backlog(len(self._outbox), max(0.0, now - oldest), len(self._dead))

@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,7 +30,8 @@ from redis.exceptions import RedisError
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored
+from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
+from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored
 
 PREFIX = "pab:"
 EVENT_TTL_SECONDS = 86400
@@ -195,10 +197,19 @@ return #dead
 """
 )
 
-# ARGV: P, finished_before -> number of incidents forgotten
+# ARGV: P, finished_before, dead_before -> number of incidents forgotten
 _PRUNE = (
     _LIB
     + """
+while true do
+  local oldest = redis.call('LINDEX', P..'dead', 0)
+  if not oldest then break end
+  local flat = cjson.decode(oldest)
+  local failed_at = nil
+  for i = 1, #flat, 2 do if flat[i] == 'failed_at' then failed_at = tonumber(flat[i + 1]) end end
+  if failed_at and failed_at >= tonumber(ARGV[3]) then break end
+  redis.call('LPOP', P..'dead')
+end
 local removed = 0
 for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])) do
   if redis.call('LLEN', P..'q:'..ref) == 0 then
@@ -251,6 +262,7 @@ class SharedRateLimiter:
         self._burst = max(1, burst)
         self._rate = store._redis.register_script(_RATE)
         self._pause = store._redis.register_script(_PAUSE)
+        self.on_pause: Callable[[float], None] = no_report
 
     async def acquire(self) -> None:
         while True:
@@ -262,6 +274,8 @@ class SharedRateLimiter:
                 return  # Redis down: the store fails loudly elsewhere; do not block Pachca
             if wait_ms <= 0:
                 return
+            if wait_ms >= PAUSE_REPORT_THRESHOLD * 1000:
+                self.on_pause(wait_ms / 1000)
             await asyncio.sleep(wait_ms / 1000)
 
     async def rate_limited(self, retry_after: float | None) -> None:
@@ -486,19 +500,21 @@ class RedisStore:
     async def replay_dead_letters(self, now: float) -> int:
         return int(await self._eval("replay", str(now)))
 
-    async def prune(self, finished_before: float, events_before: float) -> int:
-        # processed event ids expire by themselves (EVENT_TTL_SECONDS)
-        return int(await self._eval("prune", str(finished_before)))
+    async def prune(self, finished_before: float, events_before: float, dead_before: float) -> int:
+        # processed event ids expire by themselves (EVENT_TTL_SECONDS); dead letters are kept
+        # in the order they failed, so the old ones are at the list's head
+        return int(await self._eval("prune", str(finished_before), str(dead_before)))
 
-    async def outbox_stats(self, now: float) -> tuple[int, float]:
+    async def outbox_stats(self, now: float) -> Backlog:
         """Depth from a counter kept by the scripts; age of the earliest due head (its
         `not_before`, which is its creation time unless it is waiting for a retry)."""
         try:
             depth = int(await self._redis.get(self._k("depth")) or 0)
+            dead = int(await self._redis.llen(self._k("dead")))
             earliest: list[float] = []
             for name in ("due:create", "due:other"):
                 firsts = await self._redis.zrange(self._k(name), 0, 0, withscores=True)
                 earliest += [float(pair[1]) for pair in firsts]
         except RedisError as exc:
             raise StoreError(f"redis stats: {exc}") from exc
-        return depth, max(0.0, now - min(earliest)) if earliest else 0.0
+        return Backlog(depth, max(0.0, now - min(earliest)) if earliest else 0.0, dead)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store.base import DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
+from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 
 T = TypeVar("T")
@@ -330,9 +330,10 @@ class SQLiteStore:
         )
         return [DeadLetter(OutboxItem(*row[:7]), row[7], row[8]) for row in rows]
 
-    async def prune(self, finished_before: float, events_before: float) -> int:
+    async def prune(self, finished_before: float, events_before: float, dead_before: float) -> int:
         def delete(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM processed_events WHERE at < ?", (events_before,))
+            db.execute("DELETE FROM dead_letters WHERE failed_at < ?", (dead_before,))
             db.execute("DELETE FROM once WHERE at < ?", (finished_before,))
             stale = (
                 "SELECT ref FROM incidents WHERE finished_at < ? "
@@ -360,11 +361,14 @@ class SQLiteStore:
 
         return await self._run(move)
 
-    async def outbox_stats(self, now: float) -> tuple[int, float]:
-        count, oldest = await self._run(
-            lambda db: db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox").fetchone()
+    async def outbox_stats(self, now: float) -> Backlog:
+        count, oldest, dead = await self._run(
+            lambda db: db.execute(
+                "SELECT COUNT(*), MIN(created_at), (SELECT COUNT(*) FROM dead_letters) FROM outbox"
+            ).fetchone()
         )
-        return int(count), max(0.0, now - oldest) if oldest is not None else 0.0
+        age = max(0.0, now - oldest) if oldest is not None else 0.0
+        return Backlog(int(count), age, int(dead))
 
 
 def _record_event(db: sqlite3.Connection, event_id: str | None, now: float) -> None:

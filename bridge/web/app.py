@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +23,7 @@ from bridge.settings import Settings
 from bridge.silencer import Silencer
 from bridge.sources import alertmanager, grafana
 from bridge.store import Store
+from bridge.tasks import Supervisor
 from bridge.users import UserNames
 from bridge.web import health
 from bridge.web.auth import IntakeAuth
@@ -42,11 +41,14 @@ from bridge.web.state import (
     SETTINGS,
     SILENCER,
     STORE,
+    SUPERVISOR,
 )
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# an idle keep-alive connection is closed after this (aiohttp's default is an hour)
+KEEPALIVE_SECONDS = 75.0
 
 
 @web.middleware
@@ -73,7 +75,7 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
         grafana.require_signature(
             secret.get_secret_value(),
             body,
-            dict(request.headers),
+            request.headers,
             settings.GRAFANA_SIGNATURE_HEADER,
             settings.GRAFANA_TIMESTAMP_HEADER,
             request.app[CLOCK](),
@@ -81,6 +83,40 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
         )
 
     return check
+
+
+def start_background(
+    supervisor: Supervisor,
+    settings: Settings,
+    store: Store,
+    outbox: Outbox,
+    inbox: Inbox,
+    rules: Rules,
+    pachca: PachcaApi,
+    events: ChatEvents,
+) -> None:
+    """Every background loop, each supervised (restarted if it fails, watched by /healthz)."""
+    supervisor.start("outbox", outbox.run)
+    supervisor.start(
+        "prune",
+        lambda pulse: prune_forever(
+            store, settings.retention, settings.BRIDGE_DEAD_LETTER_RETENTION, pulse
+        ),
+    )
+    scheduler = Scheduler(store, inbox, rules)
+    supervisor.start(
+        "scheduler", lambda pulse: scheduler.run(settings.BRIDGE_SCHEDULER_INTERVAL, pulse)
+    )
+    silencer = outbox.silencer
+    if silencer is not None:
+        interval = settings.BRIDGE_SILENCE_CHECK_INTERVAL
+        supervisor.start("silence-watch", lambda pulse: silencer.watch(store, interval, pulse))
+    if settings.BRIDGE_CALLBACK_MODE == "poll":
+        if isinstance(pachca, PachcaClient):
+            poller = Poller(pachca, events, settings.BRIDGE_POLL_INTERVAL)
+            supervisor.start("poller", poller.run)
+        else:
+            log.warning("BRIDGE_CALLBACK_MODE=poll needs a real Pachca token; not polling")
 
 
 def create_app(
@@ -94,8 +130,14 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The bridge as an aiohttp app; the store is opened and the outbox started on startup."""
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(
+        middlewares=[json_errors],
+        # bodies are decoded by intake itself (web/body.py): within the size limit and the
+        # read deadline, and with a JSON error for an encoding it does not take
+        handler_args={"auto_decompress": False, "keepalive_timeout": KEEPALIVE_SECONDS},
+    )
     metrics = metrics or Metrics()
+    app[SUPERVISOR] = supervisor = Supervisor(metrics, settings.BRIDGE_STALL_AFTER)
     silence_apis = {}
     if settings.ALERTMANAGER_URL is not None:
         auth = settings.ALERTMANAGER_AUTH
@@ -135,6 +177,9 @@ def create_app(
         render_options=render_options,
         on_commit=outbox.wake,
     )
+    if isinstance(pachca, PachcaClient) and pachca.limiter is not None:
+        # waiting out a 429 pause is not a stall
+        pachca.limiter.on_pause = supervisor.pulse("outbox").excuse
     if silence_apis:
         outbox.silencer = Silencer(silence_apis, inbox, outbox.users)
     app[SILENCER] = outbox.silencer
@@ -164,33 +209,14 @@ def create_app(
                 "PACHCA_SIGNING_SECRET is not set: button presses sent to "
                 "/pachca/webhook are refused (set it, or use BRIDGE_CALLBACK_MODE=poll)"
             )
-        tasks = []
+        supervisor.stopping = False
         if run_outbox:
-            delivering = asyncio.create_task(outbox.run(), name="outbox")
-            tasks = [asyncio.create_task(prune_forever(store, settings.retention), name="prune")]
-        if run_outbox:
-            scheduler = Scheduler(store, inbox, rules)
-            tasks.append(
-                asyncio.create_task(
-                    scheduler.run(settings.BRIDGE_SCHEDULER_INTERVAL), name="scheduler"
-                )
-            )
-        if run_outbox and outbox.silencer is not None:
-            watch = outbox.silencer.watch(store, settings.BRIDGE_SILENCE_CHECK_INTERVAL)
-            tasks.append(asyncio.create_task(watch, name="silence-watch"))
-        if run_outbox and settings.BRIDGE_CALLBACK_MODE == "poll":
-            if isinstance(pachca, PachcaClient):
-                poller = Poller(pachca, events, settings.BRIDGE_POLL_INTERVAL)
-                tasks.append(asyncio.create_task(poller.run(), name="poller"))
-            else:
-                log.warning("BRIDGE_CALLBACK_MODE=poll needs a real Pachca token; not polling")
+            start_background(supervisor, settings, store, outbox, inbox, rules, pachca, events)
         yield
+        supervisor.stopping = True
         if run_outbox:
-            await outbox.shutdown(delivering, settings.BRIDGE_SHUTDOWN_GRACE)
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await outbox.shutdown(supervisor.task("outbox"), settings.BRIDGE_SHUTDOWN_GRACE)
+        await supervisor.stop()
         await pachca.close()
         for client in silence_apis.values():
             await client.close()

@@ -26,7 +26,8 @@ class IntakeAuth:
             return False
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
-        given = credentials.strip().encode()
+        # header bytes that are not UTF-8 reach us as surrogate escapes; keep them as bytes
+        given = credentials.strip().encode("utf-8", "surrogateescape")
         if scheme == "bearer" and self._bearer is not None:
             return hmac.compare_digest(given, self._bearer)
         if scheme == "basic" and self._basic is not None:

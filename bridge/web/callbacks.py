@@ -16,10 +16,15 @@ from aiohttp import web
 from bridge.errors import PayloadError, StoreError
 from bridge.settings import IPNetwork
 from bridge.sources import pachca
-from bridge.web.intake import json_error, read_body
+from bridge.web.body import read_body
+from bridge.web.intake import json_error
 from bridge.web.state import CLOCK, EVENTS, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
+
+# Pachca's events are small (a click is ~200 bytes; a message event carries one message):
+# this endpoint, open to the internet, never reads more than this
+CALLBACK_MAX_BODY = 128 * 1024
 
 
 def client_ip(remote: str | None, forwarded_for: str | None, trusted: list[IPNetwork]) -> str:
@@ -58,9 +63,12 @@ async def pachca_webhook(request: web.Request) -> web.Response:
         if not _within(sender, allow):
             return _refuse(request, 403, "source_ip", f"source {sender} is not allowed")
     try:
-        body = await read_body(request, settings.BRIDGE_MAX_BODY)
+        body = await read_body(
+            request, min(CALLBACK_MAX_BODY, settings.BRIDGE_MAX_BODY), settings.BRIDGE_READ_TIMEOUT
+        )
     except PayloadError as exc:
-        return _refuse(request, exc.status, "too_large", exc.message)
+        reason = {413: "too_large", 408: "slow_body"}.get(exc.status, "bad_body")
+        return _refuse(request, exc.status, reason, exc.message)
     secret = settings.PACHCA_SIGNING_SECRET
     if secret is None:
         return _refuse(

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bridge.errors import PayloadError, StoreError
 from bridge.model import Notification
+from bridge.web.body import CLOSE_AFTER, read_body
 from bridge.web.state import AUTH, INBOX, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -22,23 +23,10 @@ def json_error(status: int, message: str, details: object = None) -> web.Respons
     if details is not None:
         body["details"] = details
     headers = {"WWW-Authenticate": 'Bearer realm="pachca-alert-bridge"'} if status == 401 else None
-    return web.json_response(body, status=status, headers=headers)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, or a 413 PayloadError as soon as it passes `limit` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadError(
-            413, f"body of {request.content_length} bytes is over the {limit}-byte limit"
-        )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadError(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    response = web.json_response(body, status=status, headers=headers)
+    if status in CLOSE_AFTER:
+        response.force_close()
+    return response
 
 
 # an extra check of the raw body (e.g. a signature), raising PayloadError to refuse it
@@ -64,7 +52,8 @@ def intake_handler(
                 raise PayloadError(
                     415, f"Content-Type must be application/json, not {request.content_type!r}"
                 )
-            body = await read_body(request, app[SETTINGS].BRIDGE_MAX_BODY)
+            settings = app[SETTINGS]
+            body = await read_body(request, settings.BRIDGE_MAX_BODY, settings.BRIDGE_READ_TIMEOUT)
             if check_body is not None:
                 check_body(request, body)
             note = parse(body)

@@ -15,6 +15,7 @@ from bridge.rules import Rules
 from bridge.settings import Settings
 from bridge.silencer import Silencer
 from bridge.store import Store
+from bridge.tasks import Supervisor
 from bridge.web.auth import IntakeAuth
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -29,3 +30,4 @@ INBOX = web.AppKey("inbox", Inbox)
 EVENTS = web.AppKey("events", ChatEvents)
 OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
