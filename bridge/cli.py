@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -234,6 +236,15 @@ def without_credentials(url: str) -> str:
     return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
 
 
+def raise_open_file_limit() -> None:
+    """Use all the file descriptors the system allows (the soft limit is often 1024): each
+    connection holds one, and running out stops /healthz and intake alike."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
     from aiohttp import web
 
@@ -245,6 +256,7 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
     setup_logging(settings.BRIDGE_LOG_LEVEL, settings.BRIDGE_LOG_FORMAT, settings.secret_values())
     rules = load_rules(rules_path)
     metrics = Metrics()
+    raise_open_file_limit()
     # The store's thread needs the GIL for a moment per call; with the default 5 ms switch
     # interval a busy event loop keeps it waiting that long, several times per notification.
     sys.setswitchinterval(0.0005)

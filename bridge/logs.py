@@ -6,11 +6,14 @@ formatting, so a token inside an exception message or a URL is caught too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 REDACTED = "***"
 
@@ -58,3 +61,35 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# asyncio's words when accept() fails for want of file descriptors or memory; it then pauses
+# accepting for a second and tries again, reporting each time
+ACCEPT_FAILURE = "socket.accept() out of system resource"
+ACCEPT_LOG_EVERY_SECONDS = 60.0
+
+
+class QuietAcceptErrors:
+    """An event loop exception handler that reports accept() failures at most once a minute
+    (with how many were not reported) and hands everything else to the loop's default."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.logged_at = float("-inf")
+        self.suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != ACCEPT_FAILURE:
+            loop.default_exception_handler(context)
+            return
+        if self.clock() - self.logged_at < ACCEPT_LOG_EVERY_SECONDS:
+            self.suppressed += 1
+            return
+        self.logged_at = self.clock()
+        logging.getLogger("bridge.web").error(
+            "cannot accept connections: %s (%d more like it in the last minute); raise the "
+            "process's open-file limit or find what holds connections open",
+            context.get("exception"),
+            self.suppressed,
+        )
+        self.suppressed = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, settings
 
 from bridge.metrics import Metrics
 from bridge.pachca import client_from_settings
@@ -25,6 +27,23 @@ from tests.fake_pachca import FakePachca
 from tests.redis_server import RedisServer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Property tests: CI runs a bounded, reproducible set (derandomized: the same examples every
+# run); `HYPOTHESIS_PROFILE=long python3 -m pytest -k property` searches much further.
+settings.register_profile(
+    "ci",
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SIGNING_SECRET = "pachca-signing-secret"
 
 RULES_YAML = """
@@ -138,6 +157,8 @@ async def make_bridge(
         store_url: str = "memory://",
         rules_override: Rules | None = None,
         clock: Callable[[], float] = time.time,
+        wrap_store: Callable[[Store], Any] | None = None,
+        run_outbox: bool = False,
         **env: str,
     ) -> Bridge:
         settings = Settings.from_environ(
@@ -153,13 +174,15 @@ async def make_bridge(
         assert settings.PACHCA_TOKEN is not None
         pachca = client_from_settings(settings, metrics)
         store = open_store(store_url)
+        if wrap_store is not None:
+            store = wrap_store(store)
         app = create_app(
             settings,
             rules_override or rules,
             store,
             pachca,
             metrics,
-            run_outbox=False,
+            run_outbox=run_outbox,
             clock=clock,
         )
         client = await aiohttp_client(app)
@@ -171,6 +194,27 @@ async def make_bridge(
 @pytest.fixture
 async def bridge(make_bridge: BridgeFactory) -> Bridge:
     return await make_bridge()
+
+
+class Clock:
+    def __init__(self, start: float = 1_900_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(bridge: Bridge) -> Clock:
+    """The outbox's clock, moved by the test (retries wait for it)."""
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    return clock
+
+
+async def pending(bridge: Bridge) -> int:
+    depth = (await bridge.store.outbox_stats(0)).depth
+    return depth
 
 
 @pytest.fixture

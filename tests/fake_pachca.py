@@ -102,7 +102,8 @@ def api_error(key: str, message: str, code: str, value: str | None = None) -> di
 class Failure:
     status: int  # 0 = drop the connection
     retry_after: str | None = None
-    body: Any = None
+    body: Any = None  # JSON, or raw bytes (e.g. a proxy's error page in another charset)
+    hang: float = 0.0  # seconds to wait before answering (past the client's timeout = a hang)
 
 
 @dataclass
@@ -163,9 +164,14 @@ class FakePachca:
         ]
 
     def fail_next(
-        self, status: int, times: int = 1, retry_after: str | None = None, body: Any = None
+        self,
+        status: int,
+        times: int = 1,
+        retry_after: str | None = None,
+        body: Any = None,
+        hang: float = 0.0,
     ) -> None:
-        self.failures.extend(Failure(status, retry_after, body) for _ in range(times))
+        self.failures.extend(Failure(status, retry_after, body, hang) for _ in range(times))
 
     # -- the server -----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -200,6 +206,8 @@ class FakePachca:
             )
         if self.failures:
             failure = self.failures.pop(0)
+            if failure.hang:
+                await asyncio.sleep(failure.hang)
             if failure.status == 0:
                 assert request.transport is not None
                 request.transport.close()
@@ -255,11 +263,21 @@ class FakePachca:
                 time.monotonic(),
             )
         )
-        if self.validate and answer is not None and status != 429 and status < 500:
+        if (
+            self.validate
+            and answer is not None
+            and not isinstance(answer, bytes)
+            and status != 429
+            and status < 500
+        ):
             for problem in self.contract.response_errors(request.method, path, status, answer):
                 self.violations.append(f"fake answered off-spec {status}: {problem}")
         if answer is None:
             return web.Response(status=status, headers=headers)
+        if isinstance(answer, bytes):
+            return web.Response(
+                body=answer, status=status, headers={**(headers or {}), "Content-Type": "text/html"}
+            )
         return web.json_response(answer, status=status, headers=headers)
 
     def _template(self, method: str, path: str) -> str:
@@ -354,7 +372,10 @@ class FakePachca:
         if (method, template) == ("GET", "/webhooks/events"):
             return 200, self._events_page()
         if (method, template) == ("DELETE", "/webhooks/events/{id}"):
-            self.events = [e for e in self.events if e["id"] != parts[2]]
+            kept = [e for e in self.events if not isinstance(e, dict) or e.get("id") != parts[2]]
+            if len(kept) == len(self.events):
+                return 404, api_error("id", "Событие не найдено", "not_found", parts[2])
+            self.events = kept
             return 204, None
         return 404, api_error("path", f"{method} {template} is not faked", "not_found")
 

@@ -13,9 +13,8 @@ from typing import Any
 import aiohttp
 
 from bridge.web.state import OUTBOX
-from tests.conftest import RULES_YAML, BridgeFactory, group, groups_in
+from tests.conftest import RULES_YAML, BridgeFactory, Clock, group, groups_in
 from tests.fake_pachca import FakePachca
-from tests.test_outbox import Clock
 
 REPO = Path(__file__).resolve().parents[1]
 

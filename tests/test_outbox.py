@@ -4,30 +4,10 @@ import pytest
 
 from bridge.outbox import AUTH_PROBE_SECONDS, backoff
 from bridge.web.state import METRICS, OUTBOX, RULES
-from tests.conftest import Bridge, group
+from tests.conftest import Bridge, Clock, group, pending
 from tests.fake_pachca import api_error
 
 FIRING = "alertmanager/02-group-3-firing.json"
-
-
-class Clock:
-    def __init__(self, start: float = 1_900_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(bridge: Bridge) -> Clock:
-    clock = Clock()
-    bridge.app[OUTBOX].clock = clock
-    return clock
-
-
-async def pending(bridge: Bridge) -> int:
-    depth = (await bridge.store.outbox_stats(0)).depth
-    return depth
 
 
 async def test_429_waits_for_retry_after(bridge: Bridge, clock: Clock) -> None:

@@ -13,9 +13,8 @@ from bridge.incidents import Effect
 from bridge.model import IncidentState
 from bridge.silences import drop_stale_silence, follow_alertmanager, silenced
 from bridge.web.state import OUTBOX
-from tests.conftest import BridgeFactory, fixture_json
+from tests.conftest import BridgeFactory, Clock, fixture_json
 from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
-from tests.test_outbox import Clock
 from tests.test_render import fixture_incident
 
 NOW = datetime(2026, 11, 24, 13, 10, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from bridge.alertmanager_api import AlertmanagerClient
 from bridge.chat_events import ChatEvents
 from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
+from bridge.logs import QuietAcceptErrors
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox
 from bridge.pachca import PachcaApi, PachcaClient
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # an idle keep-alive connection is closed after this (aiohttp's default is an hour)
 KEEPALIVE_SECONDS = 75.0
+# after answering a body that was not read to its end (408, 413), unread bytes are drained
+# this long at most before the connection is closed (aiohttp's default: 10 s)
+LINGER_SECONDS = 1.0
 
 
 @web.middleware
@@ -134,7 +139,11 @@ def create_app(
         middlewares=[json_errors],
         # bodies are decoded by intake itself (web/body.py): within the size limit and the
         # read deadline, and with a JSON error for an encoding it does not take
-        handler_args={"auto_decompress": False, "keepalive_timeout": KEEPALIVE_SECONDS},
+        handler_args={
+            "auto_decompress": False,
+            "keepalive_timeout": KEEPALIVE_SECONDS,
+            "lingering_time": LINGER_SECONDS,
+        },
     )
     metrics = metrics or Metrics()
     app[SUPERVISOR] = supervisor = Supervisor(metrics, settings.BRIDGE_STALL_AFTER)
@@ -198,6 +207,7 @@ def create_app(
     app.router.add_get("/metrics", health.metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(QuietAcceptErrors())
         await store.open()
         if app[AUTH].open:
             log.warning(
