@@ -60,6 +60,8 @@ UNEXPECTED_ATTEMPTS = 8
 # while Pachca refuses the token: one item is tried this often, the rest wait
 AUTH_PROBE_SECONDS = 30.0
 AUTH_LOG_EVERY_SECONDS = 60.0
+# tries of the store write that records a sent item, before the item counts as not sent
+FINISH_ATTEMPTS = 4
 # how far back (pages of 50) a lost post is looked for in its chat before posting again
 RECONCILE_PAGES = 20
 BASE_RETRY_DELAY = 1.0
@@ -241,7 +243,19 @@ class Outbox:
             self.metrics.delivery_latency.labels(item.kind).observe(
                 max(0.0, self.clock() - item.created_at)
             )
-        await self.store.finish_item(item.id, (item.ref, shown) if shown else None)
+        await self._finish_sent(item, (item.ref, shown) if shown else None)
+
+    async def _finish_sent(self, item: OutboxItem, shown: tuple[str, Delivery] | None) -> None:
+        """Record a sent item as done. Pachca has it now: if this write failed, the item would
+        be sent again (a second comment or DM), so a store hiccup gets a few quick tries."""
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                await self.store.finish_item(item.id, shown)
+                return
+            except StoreError:
+                if attempt + 1 == FINISH_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
 
     async def _retry_later(self, item: OutboxItem, error: str, delay: float) -> None:
         log.warning(

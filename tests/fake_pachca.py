@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +109,45 @@ class Failure:
 
 
 @dataclass
+class Chaos:
+    """Random faults on a fraction of calls, as a bad day at Pachca (or in front of it) looks:
+    5xx, 429 with and without Retry-After, a proxy's error page that is not UTF-8, a hang past
+    the client's timeout; and, for thread comments, permanent refusals (counted, so a test
+    knows how many dead letters to expect). A faulted call is never performed."""
+
+    rate: float
+    hang_seconds: float = 1.0
+    permanent_rate: float = 0.0
+    seed: int = 0
+    injected: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def fault(self, method: str, body: Any) -> Failure | None:
+        comment = (
+            method == "POST"
+            and isinstance(body, dict)
+            and ((body.get("message") or {}).get("entity_type") == "thread")
+        )
+        if comment and self.rng.random() < self.permanent_rate:
+            self.injected["permanent"] += 1
+            return Failure(422, body=api_error("entity_id", "injected refusal", "invalid"))
+        if self.rng.random() >= self.rate:
+            return None
+        kind = self.rng.choice(["5xx", "429", "429-bare", "not-utf8", "hang", "drop"])
+        self.injected[kind] += 1
+        return {
+            "5xx": Failure(self.rng.choice([500, 502, 503, 504])),
+            "429": Failure(429, retry_after="1"),
+            "429-bare": Failure(429),
+            "not-utf8": Failure(502, body="<h1>Шлюз недоступен</h1>".encode("cp1251")),
+            "hang": Failure(503, hang=self.hang_seconds),
+            "drop": Failure(0),
+        }[kind]
+
+
+@dataclass
 class Call:
     method: str
     path: str
@@ -136,6 +177,7 @@ class FakePachca:
     posts_in_flight: int = 0  # POST /messages received and not yet answered
     previews: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
     validate: bool = True  # check every request and answer against the spec (off in bench/)
+    chaos: Chaos | None = None
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -204,8 +246,10 @@ class FakePachca:
                 401,
                 {"error": "invalid_token", "error_description": "Access token is invalid"},
             )
-        if self.failures:
+        failure = self.chaos.fault(request.method, body) if self.chaos else None
+        if failure is None and self.failures:
             failure = self.failures.pop(0)
+        if failure is not None:
             if failure.hang:
                 await asyncio.sleep(failure.hang)
             if failure.status == 0:

@@ -151,7 +151,15 @@ def test_ha_mode_redis_rolling_update_pdb_and_extras() -> None:
         "PachcaBridgeDeliveriesFailing",
         "PachcaBridgeCallbacksRejected",
         "PachcaBridgeRateLimited",
+        "PachcaBridgeTokenRefused",
+        "PachcaBridgeLoopStalled",
+        "PachcaBridgeLoopRestarting",
     } <= alerts
+    exported = exported_metric_names()
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            for name in re.findall(r"\bbridge_\w+", alert["expr"]):
+                assert name in exported, f"{alert['alert']} uses {name}, which nothing exports"
     assert by_kind(docs, "ServiceMonitor")
     assert by_kind(docs, "NetworkPolicy")
     dashboards = [c for c in by_kind(docs, "ConfigMap") if "dashboard" in c["metadata"]["name"]]
@@ -159,6 +167,18 @@ def test_ha_mode_redis_rolling_update_pdb_and_extras() -> None:
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     panels = json.loads(dashboard["data"]["pachca-alert-bridge.json"])["panels"]
     assert any("bridge_outbox_depth" in p["targets"][0]["expr"] for p in panels)
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the bridge's metrics can have (counters with `_total`, histograms
+    with their `_bucket`/`_sum`/`_count`)."""
+    from bridge.metrics import Metrics
+
+    names = set()
+    for metric in Metrics().registry.collect():
+        names.add(metric.name)
+        names.update(f"{metric.name}{suffix}" for suffix in ("_total", "_bucket", "_sum", "_count"))
+    return names
 
 
 def test_several_replicas_with_sqlite_are_refused_with_a_reason() -> None:

@@ -1,0 +1,21 @@
+"""The fault soak, small enough for every run (bench/fault_soak.py runs it larger): while
+Pachca fails a fifth of the calls in every way it can and the store fails one call in twenty,
+every group still ends with one message showing its last state, nothing is stuck, every loop
+is alive, and the only dead letters are the refusals injected as permanent."""
+
+from tests.soak import run_soak
+
+
+async def test_fault_soak_every_group_ends_true_nothing_stuck_no_loop_dead() -> None:
+    report = await run_soak(groups=20, cycles=3, fault_rate=0.1, store_fail_rate=0.05, seed=7)
+    print("\n".join(report.lines()))
+    assert report.wrong_state == []
+    assert report.duplicated == []
+    assert report.messages == report.groups
+    assert report.stuck == 0
+    assert report.loops_down == []
+    assert report.dead_letters <= report.faults.get("permanent", 0)
+    assert report.dead_letters_unexpected == 0
+    # the soak did what it says: faults of every kind were injected, the store did fail
+    assert {"5xx", "429", "429-bare", "not-utf8", "hang", "drop"} <= set(report.faults)
+    assert report.store_failures > 0 and report.intake_retries > 0
