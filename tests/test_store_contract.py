@@ -213,3 +213,16 @@ async def test_finishing_an_item_can_record_the_delivery_in_the_same_write(store
     stored = await store.load_by_ref("r1")
     assert stored is not None and stored.delivery.message_id == 9
     assert await store.due_items(1.0, 10) == []
+
+
+async def test_dead_letters_are_counted_and_pruned_oldest_first(store: Store) -> None:
+    await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
+    await store.enqueue("r1", [NewOutboxItem("dm", "a", 1), NewOutboxItem("dm", "b", 2)], 1.0)
+    for failed_at in (100.0, 200.0, 300.0):
+        (item,) = await store.due_items(failed_at, 8)
+        await store.dead_letter(item, f"refused at {failed_at}", failed_at)
+    assert (await store.outbox_stats(400.0)).dead_letters == 3
+    await prune_once(store, retention=10**9, now=450.0, dead_letter_retention=200.0)
+    remaining = await store.dead_letters()
+    assert [d.error for d in remaining] == ["refused at 300.0"]
+    assert (await store.outbox_stats(400.0)) == (0, 0.0, 1)
