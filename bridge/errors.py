@@ -84,10 +84,18 @@ class PachcaRateLimited(PachcaError):
 
 
 class PachcaRequestError(PachcaError):
-    """Pachca refused the request itself (400/401/403/404/422). `errors` is Pachca's body."""
+    """Pachca refused the request itself (400/401/403/404/422). `errors` is Pachca's body as
+    readable lines; `codes` its (key, code) pairs, e.g. ("entity_id", "not_found")."""
 
-    def __init__(self, endpoint: str, status: int, errors: list[str]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        status: int,
+        errors: list[str],
+        codes: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.errors = errors
+        self.codes = codes
         super().__init__(endpoint, f"HTTP {status}: {'; '.join(errors) or 'no details'}", status)
 
     @property

@@ -116,6 +116,17 @@ class Metrics:
             registry=r,
             buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400),
         )
+        self.messages_recreated = Counter(
+            "bridge_messages_recreated_total",
+            "Incident messages posted again because Pachca no longer had them (deleted).",
+            registry=r,
+        )
+        self.creates_unverified = Counter(
+            "bridge_creates_unverified_total",
+            "Messages posted after a lost answer without looking for the first post (the bot "
+            "may not read the chat): each may be a duplicate.",
+            registry=r,
+        )
         self.dead_letters = Gauge(
             "bridge_dead_letters",
             "Outbox items Pachca refused for good, kept for `dead-letters --replay` until "

@@ -121,9 +121,14 @@ class Delivery(Frozen):
     message_id: int | None = None
     thread_id: int | None = None
     rendered_version: int = 0
-    # set just before the message is posted: if the bridge dies before it learns the id, the
-    # next attempt looks for the message in the chat instead of posting a second one
-    create_attempted: bool = False
+    # unix time a create was sent whose outcome is not known (set just before posting, cleared
+    # when the answer is known): the next attempt waits until that create could have landed,
+    # then looks for it in the chat instead of posting a second message
+    create_sent_at: float | None = None
+
+    @property
+    def create_attempted(self) -> bool:
+        return self.create_sent_at is not None
 
 
 class Click(Frozen):

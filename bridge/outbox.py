@@ -19,6 +19,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.alertmanager_api import AlertmanagerError
+from bridge.attempts import (
+    CreateStep,
+    history_refused,
+    message_gone,
+    outcome_unknown,
+    plan_create,
+)
 from bridge.errors import (
     PachcaAuthError,
     PachcaError,
@@ -67,6 +74,16 @@ RECONCILE_PAGES = 20
 BASE_RETRY_DELAY = 1.0
 
 
+NO_MESSAGE = Delivery()
+
+
+class _NotYet(Exception):
+    """This item must wait: an earlier create of its incident may still land."""
+
+    def __init__(self, not_before: float) -> None:
+        self.not_before = not_before
+
+
 def _timestamp(value: object) -> float | None:
     if not isinstance(value, str):
         return None
@@ -93,6 +110,8 @@ class Outbox:
     silencer: Silencer | None = None
     concurrency: int = 8
     max_retry_delay: float = 300.0
+    # how long after it was sent a create of unknown outcome may still land
+    create_settle: float = 30.0
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -217,6 +236,9 @@ class Outbox:
             else:
                 assert stored is not None
                 result, shown = await self._send(item, stored)
+        except _NotYet as wait:
+            await self.store.retry_item(item.id, wait.not_before, "an earlier create may land")
+            return
         except PachcaAuthError as exc:
             self._token_refused(exc)
             await self._retry_later(item, str(exc), AUTH_PROBE_SECONDS)
@@ -234,6 +256,8 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
+            if item.kind == Effect.CREATE and outcome_unknown(exc):
+                delay = max(delay, self.create_settle)  # until that create could have landed
             await self._retry_later(item, str(exc), delay)
             return
         if result in ("sent", "reconciled"):
@@ -293,26 +317,69 @@ class Outbox:
         await self.store.finish_item(item.id)
 
     async def _send(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
+        """One operation on the incident's message; returns the result and what Pachca shows
+        now, if that changed."""
         incident, delivery = stored.incident, stored.delivery
-        route = self.rules.by_name(incident.route).config
         kind = Effect(item.kind)
         if kind is Effect.CREATE:
-            if delivery.message_id is not None:
-                return "coalesced", None
-            if delivery.create_attempted:
-                found = await self._find_posted(incident.chat_id, incident.ref, item.created_at)
-                if found is not None:
-                    log.warning(
-                        "outbox: incident %s was posted before a crash as message %d; adopting it",
-                        incident.ref,
-                        found,
-                    )
-                    adopted = delivery.model_copy(update={"message_id": found})
-                    return "reconciled", await self._edit_to_latest(Stored(incident, adopted))
-            await self.store.record_delivery(
-                incident.ref, delivery.model_copy(update={"create_attempted": True})
+            return await self._create(item, stored)
+        if delivery.message_id is None:
+            log.error(
+                "outbox: incident %s has no message (its creation failed); dropping %s",
+                incident.ref,
+                kind,
             )
-            message = await self._render_fitting(
+            return "dropped", None
+        try:
+            if kind is Effect.EDIT:
+                if delivery.rendered_version >= incident.version:
+                    return "coalesced", None
+                return "sent", await self._edit_to_latest(stored)
+            return "sent", await self._comment(item, delivery)
+        except PachcaRequestError as exc:
+            if not message_gone(exc):
+                raise
+        log.warning(
+            "outbox: the message of incident %s is gone from Pachca (deleted in the chat?); "
+            "posting it again",
+            incident.ref,
+        )
+        self.metrics.messages_recreated.inc()
+        await self.store.record_delivery(incident.ref, NO_MESSAGE)
+        posted = await self._post(Stored(incident, NO_MESSAGE))
+        if kind is Effect.EDIT:  # the new message shows the incident as it is now
+            return "recreated", posted
+        return "recreated", await self._comment(item, posted) or posted
+
+    async def _create(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
+        incident, delivery = stored.incident, stored.delivery
+        plan = plan_create(delivery, self.clock(), self.create_settle)
+        if plan.step is CreateStep.UP_TO_DATE:
+            return "coalesced", None
+        if plan.step is CreateStep.WAIT:
+            raise _NotYet(plan.not_before)
+        if plan.step is CreateStep.SEARCH:
+            found = await self._find_earlier_post(incident.chat_id, incident.ref, item.created_at)
+            if found is not None:
+                log.warning(
+                    "outbox: incident %s was posted by an attempt whose answer was lost, as "
+                    "message %d; adopting it",
+                    incident.ref,
+                    found,
+                )
+                adopted = delivery.model_copy(update={"message_id": found, "create_sent_at": None})
+                return "reconciled", await self._edit_to_latest(Stored(incident, adopted))
+        return "sent", await self._post(stored)
+
+    async def _post(self, stored: Stored) -> Delivery:
+        """Post the incident's message. The time is recorded first: if the answer is lost, the
+        next attempt knows a create may be on its way (see attempts.py)."""
+        incident, delivery = stored.incident, stored.delivery
+        route = self.rules.by_name(incident.route).config
+        sent = delivery.model_copy(update={"create_sent_at": self.clock()})
+        await self.store.record_delivery(incident.ref, sent)
+        try:
+            message_id = await self._render_fitting(
                 stored,
                 lambda m: self.pachca.create_message(
                     "discussion",
@@ -323,31 +390,42 @@ class Outbox:
                     route.display_avatar_url,
                 ),
             )
-            posted = Delivery(
-                message_id=message,
-                thread_id=None,
-                rendered_version=incident.version,
-                create_attempted=True,
-            )
-            return "sent", posted
-        if delivery.message_id is None:
-            log.error(
-                "outbox: incident %s has no message (its creation failed); dropping %s",
-                incident.ref,
-                kind,
-            )
-            return "dropped", None
-        if kind is Effect.EDIT:
-            if delivery.rendered_version >= incident.version:
-                return "coalesced", None
-            return "sent", await self._edit_to_latest(stored)
+        except PachcaError as exc:
+            if not outcome_unknown(exc) and delivery.create_sent_at is None:
+                # refused before anything was done, and no earlier create is in doubt
+                await self.store.record_delivery(incident.ref, delivery)
+            raise
+        return Delivery(message_id=message_id, rendered_version=incident.version)
+
+    async def _comment(self, item: OutboxItem, delivery: Delivery) -> Delivery | None:
+        """A comment in the message's thread (made first if missing); returns the delivery if
+        a thread was made."""
+        assert delivery.message_id is not None
         shown = None
         thread_id = delivery.thread_id
         if thread_id is None:  # Pachca returns the existing thread if a retry asks again
             thread_id = await self.pachca.create_thread(delivery.message_id)
             shown = delivery.model_copy(update={"thread_id": thread_id})
         await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
-        return "sent", shown
+        return shown
+
+    async def _find_earlier_post(self, chat_id: int, ref: str, since: float) -> int | None:
+        """`_find_posted`, or None when this bot may not read the chat: then the create is
+        posted unchecked (it may appear twice) rather than never."""
+        try:
+            return await self._find_posted(chat_id, ref, since)
+        except PachcaError as exc:
+            if not history_refused(exc):
+                raise
+            log.warning(
+                "outbox: cannot read chat %d to look for an earlier post of incident %s (%s); "
+                "posting without looking, so it may appear twice",
+                chat_id,
+                ref,
+                exc,
+            )
+            self.metrics.creates_unverified.inc()
+            return None
 
     async def _find_posted(self, chat_id: int, ref: str, since: float) -> int | None:
         """The id of a message in the chat whose buttons name this incident, if any: the trace

@@ -99,6 +99,17 @@ def describe_error_body(body: Any) -> list[str]:
     return [str(body)[:500]] if body else []
 
 
+def error_codes(body: Any) -> tuple[tuple[str, str], ...]:
+    """The (key, code) pairs of Pachca's ApiError body, for deciding what a refusal means."""
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return ()
+    return tuple(
+        (str(e.get("key", "")), str(e.get("code", "")))
+        for e in body["errors"]
+        if isinstance(e, dict)
+    )
+
+
 def display_name(user: dict[str, Any]) -> str:
     """ "First Last", else the nickname, else the id: how a person is named in messages."""
     full = " ".join(str(user.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
@@ -203,7 +214,9 @@ class PachcaClient:
                 if _is_token_refused(resp.status, parsed, endpoint):
                     raise PachcaAuthError(endpoint, resp.status, describe_error_body(parsed))
                 if resp.status >= 400:
-                    raise PachcaRequestError(endpoint, resp.status, describe_error_body(parsed))
+                    raise PachcaRequestError(
+                        endpoint, resp.status, describe_error_body(parsed), error_codes(parsed)
+                    )
                 if self.limiter is not None:
                     await self.limiter.succeeded()
                 return parsed

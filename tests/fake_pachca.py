@@ -178,6 +178,10 @@ class FakePachca:
     previews: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
     validate: bool = True  # check every request and answer against the spec (off in bench/)
     chaos: Chaos | None = None
+    # seconds a create is held before Pachca performs it (a slow Pachca whose answer comes
+    # after the client gave up, yet the message appears)
+    slow_creates: float = 0.0
+    history_refused: bool = False  # GET /messages answers 403 (the bot may post, not read)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -204,6 +208,11 @@ class FakePachca:
             for m in self.messages.values()
             if m["entity_type"] == "thread" and m["entity_id"] == thread["id"]
         ]
+
+    def delete_message(self, message_id: int) -> None:
+        """A chat admin deletes the message: it and its thread are gone."""
+        del self.messages[message_id]
+        self.threads.pop(message_id, None)
 
     def fail_next(
         self,
@@ -254,21 +263,36 @@ class FakePachca:
                 await asyncio.sleep(failure.hang)
             if failure.status == 0:
                 assert request.transport is not None
+                self.calls.append(
+                    Call(request.method, path, self._template(request.method, path), body, 0, 0.0)
+                )
                 request.transport.close()
                 return web.Response(status=500)
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             return self._answer(request, body, failure.status, failure.body, headers)
         if self.rate_limit is not None and self._over_rate():
             return self._answer(request, body, 429, None, {"Retry-After": str(self.retry_after)})
+        if self.history_refused and (request.method, path) == ("GET", "/messages"):
+            refused = {"error": "insufficient_scope", "error_description": "messages:read"}
+            return self._answer(request, body, 403, refused)
         problems = self.contract.request_errors(request.method, path, body) if self.validate else []
         if problems:
             self.violations.extend(f"{request.method} {path}: {p}" for p in problems)
             return self._answer(
                 request, body, 400, api_error("message", "; ".join(problems), "invalid")
             )
-        status, answer = self._operate(
-            request.method, template, request.match_info["tail"], body, dict(request.query)
+        operation = (
+            request.method,
+            template,
+            request.match_info["tail"],
+            body,
+            dict(request.query),
         )
+        if self.slow_creates and (request.method, path) == ("POST", "/messages"):
+            # performed when its time comes even if the client has given up and gone
+            status, answer = await asyncio.shield(self._later(self.slow_creates, *operation))
+        else:
+            status, answer = self._operate(*operation)
         if self.delay:
             # Pachca has done the work; only the answer is slow (and lost if the caller dies)
             creating = request.method == "POST" and path == "/messages"
@@ -278,6 +302,12 @@ class FakePachca:
             finally:
                 self.posts_in_flight -= creating
         return self._answer(request, body, status, answer)
+
+    async def _later(
+        self, delay: float, method: str, template: str, tail: str, body: Any, query: dict[str, str]
+    ) -> tuple[int, Any]:
+        await asyncio.sleep(delay)
+        return self._operate(method, template, tail, body, query)
 
     def _over_rate(self) -> bool:
         now = time.monotonic()
@@ -481,7 +511,8 @@ class FakePachca:
         entity_type = message.get("entity_type", "discussion")
         entity_id = message["entity_id"]
         if entity_type == "thread" and not any(t["id"] == entity_id for t in self.threads.values()):
-            return 404, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
+            # POST /messages has no 404 in Pachca's spec: a missing target is a 422
+            return 422, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
         message_id = next(self._ids)
         stored = {
             "id": message_id,

@@ -60,7 +60,7 @@ def incident(
 
 async def test_delivery_round_trips(store: Store) -> None:
     await store.save_incident(incident(), None, [], 1.0)
-    delivery = Delivery(message_id=7, thread_id=8, rendered_version=3, create_attempted=True)
+    delivery = Delivery(message_id=7, thread_id=8, rendered_version=3, create_sent_at=1.5)
     await store.record_delivery("r1", delivery)
     stored = await store.load_by_ref("r1")
     assert stored is not None and stored.delivery == delivery

@@ -286,6 +286,13 @@ class SharedRateLimiter:
         return None
 
 
+def _sent_at(value: str | None) -> float | None:
+    """When a create of unknown outcome was sent: "0" or nothing for none ("1", as older
+    versions wrote, for long ago)."""
+    sent = float(value) if value else 0.0
+    return sent or None
+
+
 def _item(fields: dict[str, str]) -> OutboxItem:
     actor = fields.get("actor") or ""
     return OutboxItem(
@@ -374,7 +381,7 @@ class RedisStore:
                 message_id=int(fields["message_id"]) if fields.get("message_id") else None,
                 thread_id=int(fields["thread_id"]) if fields.get("thread_id") else None,
                 rendered_version=int(fields.get("rendered_version", 0)),
-                create_attempted=fields.get("create_attempted") == "1",
+                create_sent_at=_sent_at(fields.get("create_attempted")),
             ),
         )
 
@@ -459,7 +466,7 @@ class RedisStore:
             "message_id": "" if delivery.message_id is None else str(delivery.message_id),
             "thread_id": "" if delivery.thread_id is None else str(delivery.thread_id),
             "rendered_version": str(delivery.rendered_version),
-            "create_attempted": "1" if delivery.create_attempted else "0",
+            "create_attempted": repr(delivery.create_sent_at or 0),
         }
         await self._do("delivery", self._redis.hset(self._k("inc", ref), mapping=fields))
         if delivery.message_id is not None:  # for reactions, which name only the message

@@ -129,17 +129,21 @@ class SQLiteStore:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     @staticmethod
-    def _stored(row: tuple[str, int | None, int | None, int, int] | None) -> Stored | None:
+    def _stored(
+        row: tuple[str, int | None, int | None, int, float | None] | None,
+    ) -> Stored | None:
         if row is None:
             return None
-        body, message_id, thread_id, rendered, attempted = row
+        # create_attempted holds when the create was sent (0: none; 1 from older versions:
+        # sent long ago)
+        body, message_id, thread_id, rendered, sent_at = row
         return Stored(
             Incident.model_validate_json(body),
             Delivery(
                 message_id=message_id,
                 thread_id=thread_id,
                 rendered_version=rendered,
-                create_attempted=bool(attempted),
+                create_sent_at=float(sent_at) if sent_at else None,
             ),
         )
 
@@ -401,7 +405,7 @@ def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> No
             delivery.message_id,
             delivery.thread_id,
             delivery.rendered_version,
-            int(delivery.create_attempted),
+            delivery.create_sent_at or 0,
             ref,
         ),
     )

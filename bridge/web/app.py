@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from bridge.alertmanager_api import AlertmanagerClient
+from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.chat_events import ChatEvents
 from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
@@ -167,6 +168,7 @@ def create_app(
         users=UserNames(pachca, settings.BRIDGE_USER_CACHE_TTL),
         concurrency=settings.BRIDGE_OUTBOX_CONCURRENCY,
         max_retry_delay=settings.BRIDGE_RETRY_MAX_DELAY,
+        create_settle=SETTLE_TIMEOUTS * settings.PACHCA_TIMEOUT,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock

@@ -1,0 +1,77 @@
+"""What a delivery attempt does about an incident's one message, decided without I/O: post it,
+wait for an earlier create whose outcome is unknown, look for that create in the chat first,
+or post again because the message is gone. The outbox carries these decisions out.
+
+The rule that keeps one message per incident: a create that may have been performed (the
+answer was lost: a timeout, a dropped connection, a 5xx) is never followed by another until
+it could have landed and the chat has been searched for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bridge.errors import (
+    PachcaAuthError,
+    PachcaError,
+    PachcaRateLimited,
+    PachcaRequestError,
+    PachcaServerError,
+    PachcaUnavailable,
+)
+from bridge.model import Delivery
+
+# a create whose answer was lost may still land this many client timeouts after it was sent
+SETTLE_TIMEOUTS = 3.0
+
+
+class CreateStep(StrEnum):
+    UP_TO_DATE = "up_to_date"  # the message exists: nothing to post
+    POST = "post"  # nothing is in doubt: post
+    WAIT = "wait"  # an earlier create may still land: not before `not_before`
+    SEARCH = "search"  # an earlier create may have landed: look for it in the chat first
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    step: CreateStep
+    not_before: float = 0.0
+
+
+def plan_create(delivery: Delivery, now: float, settle: float) -> CreatePlan:
+    """The next step towards the incident's message. `settle`: how long after it was sent a
+    create of unknown outcome may still land."""
+    if delivery.message_id is not None:
+        return CreatePlan(CreateStep.UP_TO_DATE)
+    if delivery.create_sent_at is None:
+        return CreatePlan(CreateStep.POST)
+    landed_by = delivery.create_sent_at + settle
+    if now < landed_by:
+        return CreatePlan(CreateStep.WAIT, landed_by)
+    return CreatePlan(CreateStep.SEARCH)
+
+
+def outcome_unknown(exc: PachcaError) -> bool:
+    """Might Pachca have performed the call although it failed? Yes when the answer was lost
+    or came from something in front of Pachca (timeouts, dropped connections, 5xx); no for a
+    429 or a 4xx, which Pachca gives before doing anything."""
+    return isinstance(exc, PachcaUnavailable | PachcaServerError) and not isinstance(
+        exc, PachcaRateLimited
+    )
+
+
+def history_refused(exc: PachcaError) -> bool:
+    """The chat's history cannot be read for this bot (a 4xx other than a bad token): the
+    search can never succeed, so the create is posted without it rather than never."""
+    return isinstance(exc, PachcaRequestError) and not isinstance(exc, PachcaAuthError)
+
+
+def message_gone(exc: PachcaError) -> bool:
+    """Pachca says the incident's message (or its thread) does not exist: deleted in the chat.
+    The incident gets a new message rather than losing every later edit and comment. An edit
+    or a thread request answers 404; a comment posted into a thread that is gone is refused
+    with its `entity_id` "not_found" (POST /messages has no 404)."""
+    if not isinstance(exc, PachcaRequestError):
+        return False
+    return exc.status == 404 or ("entity_id", "not_found") in exc.codes

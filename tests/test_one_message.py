@@ -1,0 +1,181 @@
+"""Exactly one live message per incident, whatever Pachca does: a create whose answer is lost
+is looked for before anything is posted again, a chat the bot may not read still gets its
+message, and a message deleted in the chat is posted again instead of losing every update."""
+
+import asyncio
+import time
+from collections import Counter
+
+from bridge.attempts import (
+    CreatePlan,
+    CreateStep,
+    history_refused,
+    message_gone,
+    outcome_unknown,
+    plan_create,
+)
+from bridge.errors import (
+    PachcaAuthError,
+    PachcaRateLimited,
+    PachcaRequestError,
+    PachcaServerError,
+    PachcaUnavailable,
+)
+from bridge.model import Delivery
+from bridge.store import NewOutboxItem
+from bridge.web.state import METRICS
+from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
+from tests.fake_pachca import api_error
+
+FIRING = "alertmanager/02-group-3-firing.json"
+RESOLVED = "alertmanager/05-group-all-resolved.json"
+
+# -- the decisions, without I/O ---------------------------------------------------------------
+
+
+def test_plan_create() -> None:
+    assert plan_create(Delivery(message_id=5), 100.0, 30.0).step is CreateStep.UP_TO_DATE
+    assert plan_create(Delivery(), 100.0, 30.0).step is CreateStep.POST
+    assert plan_create(Delivery(create_sent_at=90.0), 100.0, 30.0) == CreatePlan(
+        CreateStep.WAIT, 120.0
+    )
+    assert plan_create(Delivery(create_sent_at=90.0), 120.0, 30.0).step is CreateStep.SEARCH
+    # a record from an older version ("attempted", time unknown) is searched at once
+    assert plan_create(Delivery(create_sent_at=1.0), 100.0, 30.0).step is CreateStep.SEARCH
+
+
+def test_which_failures_leave_a_create_in_doubt() -> None:
+    endpoint = "POST /messages"
+    assert outcome_unknown(PachcaUnavailable(endpoint, "TimeoutError"))
+    assert outcome_unknown(PachcaServerError(endpoint, "HTTP 502", 502))
+    assert not outcome_unknown(PachcaRateLimited(endpoint, 1.0))
+    assert not outcome_unknown(PachcaRequestError(endpoint, 422, []))
+    assert history_refused(PachcaRequestError("GET /messages", 403, []))
+    assert not history_refused(PachcaAuthError("GET /messages", 401, []))
+    assert not history_refused(PachcaServerError("GET /messages", "HTTP 500", 500))
+    assert message_gone(PachcaRequestError("PUT /messages/{id}", 404, []))
+    thread_gone = (("entity_id", "not_found"),)
+    assert message_gone(PachcaRequestError("POST /messages", 422, [], thread_gone))
+    assert not message_gone(PachcaRequestError("PUT /messages/{id}", 422, []))
+    assert not message_gone(PachcaRequestError("POST /messages", 422, [], (("content", "blank"),)))
+
+
+# -- a slow Pachca ----------------------------------------------------------------------------
+
+
+async def test_a_slow_pachca_that_performs_creates_late_gets_one_message_per_group(
+    make_bridge: BridgeFactory,
+) -> None:
+    """Creates time out after PACHCA_TIMEOUT while Pachca performs them later anyway (here
+    2.5 s against a 1 s timeout; the issue saw 15 s against 10 s): a retry after the usual
+    backoff would look too early and post again; it waits until they could have landed
+    (3 timeouts), finds them and adopts them."""
+    bridge = await make_bridge(run_outbox=True, PACHCA_TIMEOUT="1s", BRIDGE_OUTBOX_CONCURRENCY="64")
+    bridge.fake.slow_creates = 2.5
+    for n in range(40):
+        assert (await bridge.post(group(n))).status == 200
+    await asyncio.sleep(4.0)
+    bridge.fake.slow_creates = 0.0  # Pachca recovers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        len(groups_in(bridge.fake)) < 40 or await pending(bridge)
+    ):
+        await asyncio.sleep(0.2)
+    assert groups_in(bridge.fake) == Counter({f"DiskFull{n}": 1 for n in range(40)})
+    assert await pending(bridge) == 0
+
+
+async def test_a_create_whose_answer_was_lost_is_not_posted_again_before_it_could_land(
+    bridge: Bridge, clock: Clock
+) -> None:
+    bridge.fake.fail_next(0)  # the connection drops: did Pachca post it? nobody knows
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    clock.now += 5  # backoff alone would retry now: too early
+    await bridge.deliver()
+    posts = [c for c in bridge.fake.calls if c.method == "POST"]
+    assert len(posts) == 1
+    clock.now += 30
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 1
+
+
+# -- a bot that may not read the chat ---------------------------------------------------------
+
+
+async def test_history_refused_after_a_lost_answer_posts_anyway_and_says_so(
+    bridge: Bridge, clock: Clock
+) -> None:
+    bridge.fake.history_refused = True
+    bridge.fake.fail_next(504)
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    clock.now += 31
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 1
+    assert await bridge.store.dead_letters() == []
+    metrics = bridge.app[METRICS]
+    assert metrics.registry.get_sample_value("bridge_creates_unverified_total") == 1
+
+
+# -- a message deleted in the chat ------------------------------------------------------------
+
+
+async def posted(bridge: Bridge) -> int:
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    return int(message["id"])
+
+
+async def test_a_deleted_message_is_posted_again_with_the_latest_state(
+    bridge: Bridge, clock: Clock
+) -> None:
+    first = await posted(bridge)
+    bridge.fake.delete_message(first)
+    await bridge.post_fixture(RESOLVED)  # an edit and a "resolved" comment follow
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert message["id"] != first
+    assert "РЕШЕНО" in message["content"].splitlines()[0]
+    assert len(bridge.fake.thread_comments(message["id"])) == 1  # a new thread, the comment
+    assert await bridge.store.dead_letters() == []
+    assert bridge.app[METRICS].registry.get_sample_value("bridge_messages_recreated_total") == 1
+    # later changes follow the new message: it fires again (a new start)
+    refire = fixture_json(FIRING)
+    for alert in refire["alerts"]:
+        alert["startsAt"] = "2026-11-24T13:00:00Z"
+    assert (await bridge.post(refire)).status == 200
+    await bridge.deliver()
+    assert [m["id"] for m in bridge.fake.channel_messages()] == [message["id"]]
+    assert await pending(bridge) == 0
+
+
+async def test_a_comment_for_a_deleted_message_goes_to_a_new_message_and_thread(
+    bridge: Bridge, clock: Clock
+) -> None:
+    first = await posted(bridge)
+    await bridge.post_fixture(RESOLVED)  # the thread is made for the "resolved" comment
+    await bridge.deliver()
+    assert len(bridge.fake.thread_comments(first)) == 1
+    bridge.fake.delete_message(first)  # message and thread gone
+    (stored,) = await bridge.store.all_incidents()
+    ref = stored.incident.ref
+    await bridge.store.enqueue(ref, [NewOutboxItem("comment_acked", "acked by someone")], 0)
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert message["id"] != first
+    assert bridge.fake.thread_comments(message["id"]) == ["acked by someone"]
+    assert await bridge.store.dead_letters() == []
+    assert await pending(bridge) == 0
+
+
+async def test_a_refusal_other_than_404_is_not_taken_for_a_deletion(
+    bridge: Bridge, clock: Clock
+) -> None:
+    first = await posted(bridge)
+    bridge.fake.fail_next(422, body=api_error("content", "invalid", "invalid"))
+    await bridge.post_fixture(RESOLVED)
+    await bridge.deliver()
+    assert [m["id"] for m in bridge.fake.channel_messages()] == [first]
+    assert len(await bridge.store.dead_letters()) == 1
