@@ -5,7 +5,8 @@ BridgeError
 ├── PayloadError           a webhook body is not what the source sends (answered with 4xx)
 ├── RenderError            an incident cannot be rendered even in the minimal form
 ├── StoreError             the store could not record or read state (intake answers 503)
-│   └── ConflictError      another writer changed the incident first; retry the transition
+│   ├── ConflictError      another writer changed the incident first; retry the transition
+│   └── ClaimLost          another replica took over an outbox item: drop this delivery's result
 └── PachcaError            a Pachca API call failed; `retryable` says whether to try again
     ├── PachcaUnavailable  connection refused, timeout, reset: retry with backoff
     ├── PachcaServerError  5xx: retry with backoff
@@ -50,6 +51,11 @@ class StoreError(BridgeError):
 
 class ConflictError(StoreError):
     """An optimistic write lost a race; re-read and apply the transition again."""
+
+
+class ClaimLost(StoreError):
+    """Another replica holds the incident's outbox claim now (this one's lapsed): what this
+    replica did is not recorded, so two replicas never both write an incident's delivery."""
 
 
 class DuplicateEvent(StoreError):

@@ -27,6 +27,7 @@ from bridge.attempts import (
     plan_create,
 )
 from bridge.errors import (
+    ClaimLost,
     PachcaAuthError,
     PachcaError,
     PachcaRateLimited,
@@ -112,6 +113,8 @@ class Outbox:
     max_retry_delay: float = 300.0
     # how long after it was sent a create of unknown outcome may still land
     create_settle: float = 30.0
+    # how long another replica waits before taking over a claimed item (BRIDGE_CLAIM_TTL)
+    claim_ttl: float = 60.0
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
@@ -167,19 +170,51 @@ class Outbox:
         limit = 1 if self._auth_refused_at is not None else self.concurrency
         items = await self.store.due_items(now, limit)
         if items:
-            results = await asyncio.gather(
-                *(self.deliver(item) for item in items), return_exceptions=True
-            )
+            running = {item.ref for item in items}
+            keeper = asyncio.create_task(self._keep_claims(running))
+
+            async def deliver(item: OutboxItem) -> None:
+                try:
+                    await self.deliver(item)
+                finally:
+                    running.discard(item.ref)
+
+            try:
+                results = await asyncio.gather(
+                    *(deliver(item) for item in items), return_exceptions=True
+                )
+            finally:
+                keeper.cancel()
             for result in results:
                 if isinstance(result, BaseException):
                     raise result  # StoreError (deliver contains the rest), or cancellation
         return len(items)
+
+    async def _keep_claims(self, running: set[str]) -> None:
+        """Renew the claims of the deliveries still running (several replicas), so no other
+        replica takes an item whose delivery is under way, however long it takes. (One that
+        lapses anyway, e.g. while Redis was unreachable, is taken over; this replica's result
+        is then refused by the store, see ClaimLost.)"""
+        while True:
+            await asyncio.sleep(self.claim_ttl / 3)
+            refs = sorted(running)
+            try:
+                held = set(await self.store.hold(refs))
+            except StoreError as exc:
+                log.warning("outbox: could not renew claims: %s", exc)
+                continue
+            for ref in set(refs) - held - (set(refs) - running):
+                log.error("outbox: the claim on incident %s lapsed during its delivery", ref)
 
     async def deliver(self, item: OutboxItem) -> None:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with
         backoff or dead-lettered. Only StoreError passes (the store is the caller's concern)."""
         try:
             await self._deliver(item)
+        except ClaimLost as exc:
+            log.warning(
+                "outbox: %s of incident %s: %s; its result is dropped", item.kind, item.ref, exc
+            )
         except (StoreError, asyncio.CancelledError):
             raise
         except RenderError as exc:

@@ -20,7 +20,7 @@ from bridge.metrics import Metrics
 from bridge.pachca import client_from_settings
 from bridge.rules import Rules, load_rules
 from bridge.settings import Settings
-from bridge.store import Store, open_store
+from bridge.store import Store, store_from_settings
 from bridge.web.app import create_app
 from bridge.web.state import OUTBOX
 from tests.fake_pachca import FakePachca
@@ -173,7 +173,7 @@ async def make_bridge(
         metrics = Metrics()
         assert settings.PACHCA_TOKEN is not None
         pachca = client_from_settings(settings, metrics)
-        store = open_store(store_url)
+        store = store_from_settings(settings)
         if wrap_store is not None:
             store = wrap_store(store)
         app = create_app(

@@ -115,7 +115,12 @@ class Store(Protocol):
         """Was this Pachca event processed already?"""
 
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
-        """Remember what Pachca now shows for an incident (message id, thread, version)."""
+        """Remember what Pachca now shows for an incident (message id, thread, version).
+        Raises ClaimLost if another replica holds the incident's outbox claim."""
+
+    async def hold(self, refs: list[str]) -> list[str]:
+        """Keep the outbox claims on these incidents while their deliveries run; returns the
+        refs still held (stores without claims hold everything)."""
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         """Due outbox items, at most one per incident: the oldest, so each incident's
@@ -124,7 +129,8 @@ class Store(Protocol):
 
     async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
         """Done with an item; with `delivery` (ref, what Pachca shows now) recorded in the
-        same write, which saves the store a transaction per delivery."""
+        same write. Finishing, retrying and dead-lettering raise ClaimLost (and change
+        nothing) if another replica holds the incident's claim."""
 
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None: ...
 

@@ -104,6 +104,9 @@ class MemoryStore:
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
         self._deliveries[ref] = delivery
 
+    async def hold(self, refs: list[str]) -> list[str]:
+        return refs  # one process: nobody else takes an item
+
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         heads: dict[str, tuple[OutboxItem, float]] = {}
         for item, not_before in sorted(self._outbox.values(), key=lambda p: p[0].id):

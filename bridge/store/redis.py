@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from bridge.errors import ConflictError, DuplicateEvent, StoreError
+from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
 from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored
@@ -76,6 +76,16 @@ local function record_event(event_id, now)
 end
 local function release(ref, owner)
   if redis.call('GET', P..'claim:'..ref) == owner then redis.call('DEL', P..'claim:'..ref) end
+end
+-- another replica holds this incident's claim: what this one did must not be recorded
+local function taken(ref, owner)
+  local holder = redis.call('GET', P..'claim:'..ref)
+  return holder and holder ~= owner
+end
+local function record_delivery(ref, message_id, thread_id, rendered, sent_at)
+  redis.call('HSET', P..'inc:'..ref, 'message_id', message_id, 'thread_id', thread_id,
+    'rendered_version', rendered, 'create_attempted', sent_at)
+  if message_id ~= '' then redis.call('SET', P..'msg:'..message_id, ref) end
 end
 """.replace("EVENT_TTL", str(EVENT_TTL_SECONDS))
 
@@ -152,13 +162,16 @@ return out
 """
 )
 
-# ARGV: P, item_id, owner, then: mode ('finish' | 'retry' | 'dead'), not_before, error, now
+# ARGV: P, item_id, owner, then: mode ('finish' | 'retry' | 'dead'), not_before, error, now,
+#       and for 'finish' optionally the delivery: message_id, thread_id, rendered, sent_at
 _SETTLE = (
     _LIB
     + """
 local id = ARGV[2]
 local ref = redis.call('HGET', P..'item:'..id, 'ref')
 if not ref then return 0 end
+if taken(ref, ARGV[3]) then return 'LOST' end
+if ARGV[8] then record_delivery(ref, ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
 if ARGV[4] == 'retry' then
   redis.call('HINCRBY', P..'item:'..id, 'attempts', 1)
   redis.call('HSET', P..'item:'..id, 'not_before', ARGV[5], 'last_error', ARGV[6])
@@ -179,6 +192,29 @@ release(ref, ARGV[3])
 return 1
 """
 )
+
+# ARGV: P, ref, owner, message_id, thread_id, rendered, sent_at
+_RECORD = (
+    _LIB
+    + """
+if taken(ARGV[2], ARGV[3]) then return 'LOST' end
+record_delivery(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return 'OK'
+"""
+)
+
+# ARGV: P, owner, claim_ms, refs... -> the refs still held (their claims extended)
+_HOLD = """
+local held = {}
+for i = 4, #ARGV do
+  local claim = ARGV[1]..'claim:'..ARGV[i]
+  if redis.call('GET', claim) == ARGV[2] then
+    redis.call('PEXPIRE', claim, ARGV[3])
+    table.insert(held, ARGV[i])
+  end
+end
+return held
+"""
 
 # ARGV: P, now -> number replayed
 _REPLAY = (
@@ -286,6 +322,15 @@ class SharedRateLimiter:
         return None
 
 
+def _delivery_argv(delivery: Delivery) -> list[str]:
+    return [
+        "" if delivery.message_id is None else str(delivery.message_id),
+        "" if delivery.thread_id is None else str(delivery.thread_id),
+        str(delivery.rendered_version),
+        repr(delivery.create_sent_at or 0),
+    ]
+
+
 def _sent_at(value: str | None) -> float | None:
     """When a create of unknown outcome was sent: "0" or nothing for none ("1", as older
     versions wrote, for long ago)."""
@@ -342,6 +387,8 @@ class RedisStore:
                 ("settle", _SETTLE),
                 ("replay", _REPLAY),
                 ("prune", _PRUNE),
+                ("record", _RECORD),
+                ("hold", _HOLD),
             )
         }
 
@@ -462,17 +509,16 @@ class RedisStore:
         return bool(await self._do("event", self._redis.exists(self._k("ev", event_id))))
 
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
-        fields: dict[str | bytes | bytearray | memoryview[int] | int | float, str] = {
-            "message_id": "" if delivery.message_id is None else str(delivery.message_id),
-            "thread_id": "" if delivery.thread_id is None else str(delivery.thread_id),
-            "rendered_version": str(delivery.rendered_version),
-            "create_attempted": repr(delivery.create_sent_at or 0),
-        }
-        await self._do("delivery", self._redis.hset(self._k("inc", ref), mapping=fields))
-        if delivery.message_id is not None:  # for reactions, which name only the message
-            await self._do(
-                "delivery", self._redis.set(self._k("msg", str(delivery.message_id)), ref)
-            )
+        """Recorded only while no other replica holds the incident's claim (ClaimLost)."""
+        if await self._eval("record", ref, self.owner, *_delivery_argv(delivery)) == "LOST":
+            raise ClaimLost(f"incident {ref} is now delivered by another replica")
+
+    async def hold(self, refs: list[str]) -> list[str]:
+        """Extend this replica's claims on `refs` (a delivery is still running); returns the
+        refs it still holds."""
+        if not refs:
+            return []
+        return [str(r) for r in await self._eval("hold", self.owner, str(self.claim_ms), *refs)]
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         """Claims what it returns: other replicas skip these incidents until the items are
@@ -481,14 +527,24 @@ class RedisStore:
         return [_item(_pairs(flat)) for flat in found]
 
     async def _settle(
-        self, item_id: int, mode: str, not_before: float = 0.0, error: str = "", now: float = 0.0
+        self,
+        item_id: int,
+        mode: str,
+        not_before: float = 0.0,
+        error: str = "",
+        now: float = 0.0,
+        delivery: Delivery | None = None,
     ) -> None:
-        await self._eval("settle", str(item_id), self.owner, mode, str(not_before), error, str(now))
+        extra = _delivery_argv(delivery) if delivery is not None else []
+        answer = await self._eval(
+            "settle", str(item_id), self.owner, mode, str(not_before), error, str(now), *extra
+        )
+        if answer == "LOST":
+            raise ClaimLost(f"item {item_id} is now delivered by another replica")
 
     async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
-        if delivery is not None:
-            await self.record_delivery(*delivery)
-        await self._settle(item_id, "finish")
+        # the delivery is recorded in the same script, and only if the claim is still ours
+        await self._settle(item_id, "finish", delivery=delivery[1] if delivery else None)
 
     async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
         await self._settle(item_id, "retry", not_before, error)

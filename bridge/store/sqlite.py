@@ -274,6 +274,9 @@ class SQLiteStore:
     async def record_delivery(self, ref: str, delivery: Delivery) -> None:
         await self._run(lambda db: _record_delivery(db, ref, delivery))
 
+    async def hold(self, refs: list[str]) -> list[str]:
+        return refs  # one process: nobody else takes an item
+
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         def heads(db: sqlite3.Connection) -> list[OutboxItem]:
             # new incidents first (an opening is not stuck behind cosmetic edits), then the

@@ -169,6 +169,7 @@ def create_app(
         concurrency=settings.BRIDGE_OUTBOX_CONCURRENCY,
         max_retry_delay=settings.BRIDGE_RETRY_MAX_DELAY,
         create_settle=SETTLE_TIMEOUTS * settings.PACHCA_TIMEOUT,
+        claim_ttl=settings.BRIDGE_CLAIM_TTL,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock

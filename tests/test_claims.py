@@ -1,0 +1,83 @@
+"""Several replicas on one Redis: an outbox item is owned by one replica until its delivery
+ends (claims renewed while it runs), and a replica that lost its claim records nothing."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.errors import ClaimLost
+from bridge.model import Delivery
+from bridge.store import NewOutboxItem
+from bridge.store.redis import RedisStore
+from tests.conftest import BridgeFactory, group, groups_in
+from tests.redis_server import RedisServer
+from tests.test_store_contract import incident
+
+
+@pytest.fixture
+async def two_replicas(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    prefix = f"claims-{uuid.uuid4().hex[:8]}:"
+    a = RedisStore(redis_server.url, claim_ttl=0.5, prefix=prefix)
+    b = RedisStore(redis_server.url, claim_ttl=0.5, prefix=prefix)
+    await a.open()
+    await b.open()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_a_held_claim_is_not_taken_and_a_lapsed_one_records_nothing(
+    two_replicas: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = two_replicas
+    await a.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
+    (item,) = await a.due_items(1.0, 8)
+    for _ in range(4):  # a's delivery runs for 1.2 s, renewing its 0.5 s claim
+        await asyncio.sleep(0.3)
+        assert await a.hold(["r1"]) == ["r1"]
+        assert await b.due_items(2.0, 8) == []
+    await asyncio.sleep(0.7)  # a stops renewing (it froze): the claim lapses, b takes over
+    (taken,) = await b.due_items(3.0, 8)
+    assert taken.id == item.id
+    assert await a.hold(["r1"]) == []
+    with pytest.raises(ClaimLost):
+        await a.record_delivery("r1", Delivery(message_id=1))
+    with pytest.raises(ClaimLost):
+        await a.finish_item(item.id, ("r1", Delivery(message_id=1)))
+    with pytest.raises(ClaimLost):
+        await a.retry_item(item.id, 10.0, "late")
+    stored = await b.load_by_ref("r1")
+    assert stored is not None and stored.delivery.message_id is None  # a recorded nothing
+    await b.finish_item(taken.id, ("r1", Delivery(message_id=2, rendered_version=1)))
+    stored = await b.load_by_ref("r1")
+    assert stored is not None and stored.delivery.message_id == 2
+    assert (await b.outbox_stats(4.0)).depth == 0
+
+
+async def test_a_delivery_longer_than_the_claim_ttl_is_not_taken_over(
+    make_bridge: BridgeFactory, redis_server: RedisServer
+) -> None:
+    """Two bridges on one Redis with a 1 s claim; Pachca answers each call after 2.5 s. The
+    bridge delivering keeps its claims; the other finds nothing to take; one message each."""
+    url = redis_server.url
+    env = {"BRIDGE_CLAIM_TTL": "1s", "PACHCA_TIMEOUT": "10s"}
+    first = await make_bridge(store_url=url, **env)
+    second = await make_bridge(store_url=url, **env)
+    assert isinstance(first.store, RedisStore) and isinstance(second.store, RedisStore)
+    await first.store._redis.flushdb()
+    first.fake.delay = 2.5
+    for n in range(3):
+        assert (await first.post(group(n))).status == 200
+    from bridge.web.state import OUTBOX
+
+    delivering = asyncio.create_task(first.app[OUTBOX].drain_once())
+    for _ in range(5):
+        await asyncio.sleep(0.5)
+        assert await second.app[OUTBOX].drain_once() == 0, "took over a running delivery"
+    assert await delivering == 3
+    first.fake.delay = 0.0
+    await first.deliver()
+    await second.deliver()
+    assert groups_in(first.fake) == {f"DiskFull{n}": 1 for n in range(3)}
