@@ -90,6 +90,9 @@ class BridgeProcess:
             PACHCA_API_URL=pachca_url,
             BRIDGE_STORE=store or f"sqlite:///{state}",
             BRIDGE_SHUTDOWN_GRACE="10s",
+            # the fake answers in ms; a short timeout keeps the wait for creates whose answer
+            # was lost in a kill (3 timeouts, see attempts.py) short too
+            PACHCA_TIMEOUT="2s",
             **env,
         )
         self.proc: asyncio.subprocess.Process | None = None
