@@ -9,6 +9,7 @@ it could have landed and the chat has been searched for it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -75,3 +76,23 @@ def message_gone(exc: PachcaError) -> bool:
     if not isinstance(exc, PachcaRequestError):
         return False
     return exc.status == 404 or ("entity_id", "not_found") in exc.codes
+
+
+def content_digest(content: str) -> str:
+    """What a posted message says, in short: a create in doubt is recognised by it in the chat
+    when it carries no button naming its incident (an incident already resolved when its
+    message was posted shows none). Outer whitespace is left out, as chat servers trim it."""
+    return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
+
+
+def is_post_of(message: dict[str, object], ref: str, digest: str | None) -> bool:
+    """Is this chat message the incident's own post: a button names the incident, or it says
+    exactly what the create in doubt posted."""
+    buttons = message.get("buttons")
+    for row in buttons if isinstance(buttons, list) else []:
+        for button in row if isinstance(row, list) else []:
+            data = str(button.get("data", "")) if isinstance(button, dict) else ""
+            if data.endswith(f":{ref}") or f":{ref}:" in data:
+                return True
+    content = message.get("content")
+    return digest is not None and isinstance(content, str) and content_digest(content) == digest

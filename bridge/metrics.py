@@ -121,6 +121,12 @@ class Metrics:
             "Incident messages posted again because Pachca no longer had them (deleted).",
             registry=r,
         )
+        self.deliveries_abandoned = Counter(
+            "bridge_deliveries_abandoned_total",
+            "Deliveries stopped half-way because their outbox claim could not be kept (Redis "
+            "unreachable, or another replica took it): taken up again by the claim's holder.",
+            registry=r,
+        )
         self.creates_unverified = Counter(
             "bridge_creates_unverified_total",
             "Messages posted after a lost answer without looking for the first post (the bot "

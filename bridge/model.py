@@ -125,6 +125,9 @@ class Delivery(Frozen):
     # when the answer is known): the next attempt waits until that create could have landed,
     # then looks for it in the chat instead of posting a second message
     create_sent_at: float | None = None
+    # digest of what that create posted (see attempts.content_digest): how it is recognised in
+    # the chat when it carries no button naming the incident (posted already resolved)
+    create_digest: str | None = None
 
     @property
     def create_attempted(self) -> bool:

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 from bridge.alertmanager_api import AlertmanagerError
 from bridge.attempts import (
     CreateStep,
+    content_digest,
     history_refused,
+    is_post_of,
     message_gone,
     outcome_unknown,
     plan_create,
@@ -168,43 +170,58 @@ class Outbox:
         if self._auth_refused_at is not None and now < self._auth_refused_at + AUTH_PROBE_SECONDS:
             return 0  # the token is refused: wait, then probe with one item
         limit = 1 if self._auth_refused_at is not None else self.concurrency
+        claimed_at = time.monotonic()
         items = await self.store.due_items(now, limit)
         if items:
-            running = {item.ref for item in items}
-            keeper = asyncio.create_task(self._keep_claims(running))
-
-            async def deliver(item: OutboxItem) -> None:
-                try:
-                    await self.deliver(item)
-                finally:
-                    running.discard(item.ref)
-
+            deliveries = {item.ref: asyncio.create_task(self.deliver(item)) for item in items}
+            abandoned: set[str] = set()
+            keeper = asyncio.create_task(self._keep_claims(deliveries, claimed_at, abandoned))
             try:
-                results = await asyncio.gather(
-                    *(deliver(item) for item in items), return_exceptions=True
-                )
+                results = await asyncio.gather(*deliveries.values(), return_exceptions=True)
             finally:
                 keeper.cancel()
-            for result in results:
+            for ref, result in zip(deliveries, results, strict=True):
+                if ref in abandoned and isinstance(result, asyncio.CancelledError):
+                    continue  # its item stays due, for whoever holds the claim now
                 if isinstance(result, BaseException):
                     raise result  # StoreError (deliver contains the rest), or cancellation
         return len(items)
 
-    async def _keep_claims(self, running: set[str]) -> None:
+    async def _keep_claims(
+        self, deliveries: dict[str, asyncio.Task[None]], claimed_at: float, abandoned: set[str]
+    ) -> None:
         """Renew the claims of the deliveries still running (several replicas), so no other
-        replica takes an item whose delivery is under way, however long it takes. (One that
-        lapses anyway, e.g. while Redis was unreachable, is taken over; this replica's result
-        is then refused by the store, see ClaimLost.)"""
+        replica takes an item whose delivery is under way, however long it takes. A delivery
+        whose claim is gone, or cannot be renewed before it lapses (Redis unreachable), is
+        stopped: another replica may take its item, and two must never send at once. A create
+        stopped that way was recorded as sent first, so the next attempt looks for it."""
+        if not self.store.claims_lapse:
+            return
+        held_until = dict.fromkeys(deliveries, claimed_at + self.claim_ttl)
         while True:
             await asyncio.sleep(self.claim_ttl / 3)
-            refs = sorted(running)
+            refs = sorted(ref for ref, task in deliveries.items() if not task.done())
+            asked_at = time.monotonic()
             try:
                 held = set(await self.store.hold(refs))
             except StoreError as exc:
                 log.warning("outbox: could not renew claims: %s", exc)
-                continue
-            for ref in set(refs) - held - (set(refs) - running):
-                log.error("outbox: the claim on incident %s lapsed during its delivery", ref)
+                held = set()
+            else:
+                for ref in refs:
+                    held_until[ref] = asked_at + self.claim_ttl if ref in held else 0.0
+            # stop before the next renewal could come too late
+            deadline = time.monotonic() + self.claim_ttl / 2
+            for ref in refs:
+                if held_until[ref] < deadline and not deliveries[ref].done():
+                    log.error(
+                        "outbox: the claim on incident %s could not be kept; its delivery "
+                        "stops and is taken up again by whoever holds the claim",
+                        ref,
+                    )
+                    self.metrics.deliveries_abandoned.inc()
+                    abandoned.add(ref)
+                    deliveries[ref].cancel()
 
     async def deliver(self, item: OutboxItem) -> None:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with
@@ -359,12 +376,7 @@ class Outbox:
         if kind is Effect.CREATE:
             return await self._create(item, stored)
         if delivery.message_id is None:
-            log.error(
-                "outbox: incident %s has no message (its creation failed); dropping %s",
-                incident.ref,
-                kind,
-            )
-            return "dropped", None
+            return await self._post_missing(item, stored)
         try:
             if kind is Effect.EDIT:
                 if delivery.rendered_version >= incident.version:
@@ -381,8 +393,18 @@ class Outbox:
         )
         self.metrics.messages_recreated.inc()
         await self.store.record_delivery(incident.ref, NO_MESSAGE)
-        posted = await self._post(Stored(incident, NO_MESSAGE))
-        if kind is Effect.EDIT:  # the new message shows the incident as it is now
+        return await self._post_missing(item, Stored(incident, NO_MESSAGE))
+
+    async def _post_missing(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
+        """An edit or comment for an incident that has no message (its create was refused, or
+        a re-post after a deletion failed half-way): the message is posted first, showing the
+        incident as it is now, with the same care for an earlier create in doubt as a create
+        gets; a comment then goes into its thread. The change is never dropped."""
+        result, shown = await self._create(item, stored)
+        posted = shown or stored.delivery
+        if result == "coalesced" or posted.message_id is None:
+            return result, shown
+        if Effect(item.kind) is Effect.EDIT:  # the new message shows the incident as it is now
             return "recreated", posted
         return "recreated", await self._comment(item, posted) or posted
 
@@ -394,7 +416,10 @@ class Outbox:
         if plan.step is CreateStep.WAIT:
             raise _NotYet(plan.not_before)
         if plan.step is CreateStep.SEARCH:
-            found = await self._find_earlier_post(incident.chat_id, incident.ref, item.created_at)
+            since = min(item.created_at, delivery.create_sent_at or item.created_at)
+            found = await self._find_earlier_post(
+                incident.chat_id, incident.ref, since, delivery.create_digest
+            )
             if found is not None:
                 log.warning(
                     "outbox: incident %s was posted by an attempt whose answer was lost, as "
@@ -411,20 +436,26 @@ class Outbox:
         next attempt knows a create may be on its way (see attempts.py)."""
         incident, delivery = stored.incident, stored.delivery
         route = self.rules.by_name(incident.route).config
-        sent = delivery.model_copy(update={"create_sent_at": self.clock()})
-        await self.store.record_delivery(incident.ref, sent)
-        try:
-            message_id = await self._render_fitting(
-                stored,
-                lambda m: self.pachca.create_message(
-                    "discussion",
-                    incident.chat_id,
-                    m.content,
-                    m.buttons,
-                    route.display_name,
-                    route.display_avatar_url,
-                ),
+
+        async def post(message: Message) -> int:
+            sent = delivery.model_copy(
+                update={
+                    "create_sent_at": self.clock(),
+                    "create_digest": content_digest(message.content),
+                }
             )
+            await self.store.record_delivery(incident.ref, sent)
+            return await self.pachca.create_message(
+                "discussion",
+                incident.chat_id,
+                message.content,
+                message.buttons,
+                route.display_name,
+                route.display_avatar_url,
+            )
+
+        try:
+            message_id = await self._render_fitting(stored, post)
         except PachcaError as exc:
             if not outcome_unknown(exc) and delivery.create_sent_at is None:
                 # refused before anything was done, and no earlier create is in doubt
@@ -444,11 +475,13 @@ class Outbox:
         await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
         return shown
 
-    async def _find_earlier_post(self, chat_id: int, ref: str, since: float) -> int | None:
+    async def _find_earlier_post(
+        self, chat_id: int, ref: str, since: float, digest: str | None = None
+    ) -> int | None:
         """`_find_posted`, or None when this bot may not read the chat: then the create is
         posted unchecked (it may appear twice) rather than never."""
         try:
-            return await self._find_posted(chat_id, ref, since)
+            return await self._find_posted(chat_id, ref, since, digest)
         except PachcaError as exc:
             if not history_refused(exc):
                 raise
@@ -462,19 +495,18 @@ class Outbox:
             self.metrics.creates_unverified.inc()
             return None
 
-    async def _find_posted(self, chat_id: int, ref: str, since: float) -> int | None:
-        """The id of a message in the chat whose buttons name this incident, if any: the trace
-        of a post whose answer was lost when the bridge died. Reads back page by page to the
-        time the post was asked for (at most RECONCILE_PAGES pages)."""
+    async def _find_posted(
+        self, chat_id: int, ref: str, since: float, digest: str | None = None
+    ) -> int | None:
+        """The id of the incident's own post in the chat (see attempts.is_post_of), if any: the
+        trace of a post whose answer was lost. Reads back page by page to the time the post
+        was asked for (at most RECONCILE_PAGES pages)."""
         cursor: str | None = None
         for _ in range(RECONCILE_PAGES):
             messages, cursor = await self.pachca.messages_page(chat_id, cursor)
             for message in messages:
-                for row in message.get("buttons") or []:
-                    for button in row:
-                        data = str(button.get("data", ""))
-                        if data.endswith(f":{ref}") or f":{ref}:" in data:
-                            return int(message["id"])
+                if is_post_of(message, ref, digest):
+                    return int(message["id"])
             oldest = _timestamp(messages[-1].get("created_at")) if messages else None
             if cursor is None or (oldest is not None and oldest < since - 60):
                 return None

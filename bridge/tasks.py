@@ -98,8 +98,9 @@ class Supervisor:
             failures = 1 if pulse.passes > passes else failures + 1
             await asyncio.sleep(min(MAX_RESTART_DELAY, FIRST_RESTART_DELAY * 2 ** (failures - 1)))
 
-    def task(self, name: str) -> asyncio.Task[None]:
-        return self._tasks[name]
+    def task(self, name: str) -> asyncio.Task[None] | None:
+        """The running task of loop `name` (None if it was never started or was stopped)."""
+        return self._tasks.get(name)
 
     def problem(self, name: str) -> str | None:
         """What is wrong with loop `name`, or None while it runs and keeps its word."""

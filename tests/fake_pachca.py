@@ -108,6 +108,9 @@ class Failure:
     hang: float = 0.0  # seconds to wait before answering (past the client's timeout = a hang)
 
 
+LATE = -1  # a Failure status: perform the call, answer only after `hang` seconds
+
+
 @dataclass
 class Chaos:
     """Random faults on a fraction of calls, as a bad day at Pachca (or in front of it) looks:
@@ -120,6 +123,8 @@ class Chaos:
     permanent_rate: float = 0.0
     seed: int = 0
     injected: Counter[str] = field(default_factory=Counter)
+    # "late": performed, then answered after the client's timeout (the answer is lost)
+    kinds: tuple[str, ...] = ("5xx", "429", "429-bare", "not-utf8", "hang", "drop")
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -135,7 +140,7 @@ class Chaos:
             return Failure(422, body=api_error("entity_id", "injected refusal", "invalid"))
         if self.rng.random() >= self.rate:
             return None
-        kind = self.rng.choice(["5xx", "429", "429-bare", "not-utf8", "hang", "drop"])
+        kind = self.rng.choice(self.kinds)
         self.injected[kind] += 1
         return {
             "5xx": Failure(self.rng.choice([500, 502, 503, 504])),
@@ -144,6 +149,7 @@ class Chaos:
             "not-utf8": Failure(502, body="<h1>Шлюз недоступен</h1>".encode("cp1251")),
             "hang": Failure(503, hang=self.hang_seconds),
             "drop": Failure(0),
+            "late": Failure(LATE, hang=self.hang_seconds),
         }[kind]
 
 
@@ -258,6 +264,13 @@ class FakePachca:
         failure = self.chaos.fault(request.method, body) if self.chaos else None
         if failure is None and self.failures:
             failure = self.failures.pop(0)
+        if failure is not None and failure.status == LATE:
+            query = dict(request.query)
+            status, answer = self._operate(
+                request.method, template, request.match_info["tail"], body, query
+            )
+            await asyncio.sleep(failure.hang)  # the client gave up before this: answer lost
+            return self._answer(request, body, status, answer)
         if failure is not None:
             if failure.hang:
                 await asyncio.sleep(failure.hang)

@@ -12,23 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.metrics import Metrics
 from bridge.pachca import client_from_settings
 from bridge.rules import load_rules
 from bridge.settings import Settings
-from bridge.store import open_store
+from bridge.store import Store, open_store
+from bridge.store.redis import RedisStore
 from bridge.web.app import create_app
-from bridge.web.state import SUPERVISOR
+from bridge.web.state import METRICS, SUPERVISOR
 from tests.fake_pachca import Chaos, FakePachca
 from tests.faulty_store import FaultyStore
 
@@ -52,11 +57,16 @@ class SoakReport:
     restarts: float
     faults: dict[str, int] = field(default_factory=dict)
     store_failures: int = 0
+    orphaned: list[str] = field(default_factory=list)
+    deleted: int = 0  # messages deleted in the chat during the storm
+    replicas: int = 1
+    crashed: int = 0  # replicas killed halfway
 
     @property
     def ok(self) -> bool:
         return not (
             self.wrong_state
+            or self.orphaned
             or self.duplicated
             or self.stuck
             or self.dead_letters_unexpected
@@ -66,14 +76,16 @@ class SoakReport:
 
     def lines(self) -> list[str]:
         return [
-            f"groups {self.groups}, notifications {self.notifications} "
+            f"replicas {self.replicas}, groups {self.groups}, notifications {self.notifications} "
             f"(+{self.intake_retries} retried after 503), {self.seconds:.1f}s",
             f"injected Pachca faults {dict(sorted(self.faults.items()))}, "
             f"store failures {self.store_failures}",
             f"messages {self.messages} (one per group: {self.messages == self.groups}), "
-            f"duplicated {len(self.duplicated)}, showing a stale state {len(self.wrong_state)}",
+            f"duplicated {len(self.duplicated)}, showing a stale state {len(self.wrong_state)}, "
+            f"orphaned {len(self.orphaned)}, deleted in the chat (and posted again) "
+            f"{self.deleted}",
             f"outbox items stuck {self.stuck}, loops down {self.loops_down or 0}, "
-            f"loop restarts {self.restarts:.0f}",
+            f"loop restarts {self.restarts:.0f}, replicas crashed {self.crashed}",
             f"dead letters {self.dead_letters} (injected permanent refusals "
             f"{self.faults.get('permanent', 0)}, unexpected {self.dead_letters_unexpected})",
         ]
@@ -126,6 +138,39 @@ def plan(groups: int, cycles: int) -> list[list[tuple[int, str]]]:
     return out
 
 
+@dataclass
+class Replica:
+    app: web.Application
+    server: TestServer
+    store: FaultyStore
+    url: str
+    alive: bool = True
+
+    async def crash(self) -> None:
+        """Dies as kill -9 would leave it: loops cancelled mid-delivery, nothing drained,
+        claims left to lapse; it takes no more requests."""
+        self.alive = False
+        await self.app[SUPERVISOR].stop()
+
+
+async def start_replica(
+    env: dict[str, str], store: Store, fail_rate: float, seed: int, rules_path: Path
+) -> Replica:
+    settings = Settings.from_environ(env)
+    metrics = Metrics()
+    faulty = FaultyStore(store, fail_rate=fail_rate, seed=seed)
+    app = create_app(
+        settings,
+        load_rules(rules_path),
+        faulty,  # type: ignore[arg-type]
+        client_from_settings(settings, metrics),
+        metrics,
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return Replica(app, server, faulty, str(server.make_url("/webhook/alertmanager")))
+
+
 async def run_soak(
     groups: int = 40,
     cycles: int = 3,
@@ -137,64 +182,110 @@ async def run_soak(
     storm_tail_seconds: float = 30.0,
     seed: int = 1,
     state_dir: Path | None = None,
+    redis_url: str | None = None,
+    replicas: int = 1,
+    crash_one: bool = False,
+    delete_rate: float = 0.0,
 ) -> SoakReport:
-    chaos = Chaos(fault_rate, hang_seconds=0.8, permanent_rate=permanent_rate, seed=seed)
+    """The soak on one replica with SQLite, or with `redis_url` on `replicas` replicas sharing
+    it (claims of 1 s); `crash_one` crashes the last replica halfway; `delete_rate` is the
+    share of channel messages deleted in the chat during the first half."""
+    kinds = Chaos.kinds + ("late",)  # performed, answer lost: the create in doubt
+    chaos = Chaos(fault_rate, 0.8, permanent_rate, seed, kinds=kinds)
     fake = FakePachca(chaos=chaos)
     fake_server = TestServer(fake.app(), host="127.0.0.1")
     await fake_server.start_server()
     folder = state_dir or Path(tempfile.mkdtemp(prefix="soak-"))
     rules_path = folder / "rules.yaml"
     rules_path.write_text("routes:\n  - name: default\n    chat_id: 1000\n", encoding="utf-8")
-    store_url = f"sqlite:///{folder / 'state.db'}"
-    settings = Settings.from_environ(
-        {
-            "PACHCA_TOKEN": fake.token,
-            "PACHCA_API_URL": str(fake_server.make_url("/api/shared/v1")),
-            "BRIDGE_STORE": store_url,
-            "PACHCA_TIMEOUT": "0.5s",
-            "PACHCA_RATE_LIMIT": "200",
-            "PACHCA_RATE_BURST": "20",
-            "BRIDGE_RETRY_MAX_DELAY": "2s",
-            "BRIDGE_OUTBOX_CONCURRENCY": "32",
-        }
-    )
-    metrics = Metrics()
-    real_store = open_store(store_url)
-    store = FaultyStore(real_store, fail_rate=store_fail_rate, seed=seed)
-    app = create_app(
-        settings,
-        load_rules(rules_path),
-        store,  # type: ignore[arg-type]
-        client_from_settings(settings, metrics),
-        metrics,
-    )
-    bridge = TestServer(app, host="127.0.0.1")
-    await bridge.start_server()
-    url = str(bridge.make_url("/webhook/alertmanager"))
+    env = {
+        "PACHCA_TOKEN": fake.token,
+        "PACHCA_API_URL": str(fake_server.make_url("/api/shared/v1")),
+        "BRIDGE_STORE": redis_url or f"sqlite:///{folder / 'state.db'}",
+        "PACHCA_TIMEOUT": "0.5s",
+        "PACHCA_RATE_LIMIT": "200",
+        "PACHCA_RATE_BURST": "20",
+        "BRIDGE_RETRY_MAX_DELAY": "2s",
+        "BRIDGE_OUTBOX_CONCURRENCY": "32",
+        "BRIDGE_CLAIM_TTL": "1s",
+    }
+    if redis_url:
+        prefix = f"soak-{uuid.uuid4().hex[:8]}:"
+        stores: list[Store] = [
+            RedisStore(redis_url, claim_ttl=1.0, prefix=prefix) for _ in range(replicas)
+        ]
+    else:
+        stores = [open_store(env["BRIDGE_STORE"])]
+    real_store = stores[0]
+    pool = [
+        await start_replica(env, store, store_fail_rate, seed + n, rules_path)
+        for n, store in enumerate(stores)
+    ]
     started = time.monotonic()
     retries = 0
     sent = 0
+    deleted = 0
+    rng = random.Random(seed)
 
     async with aiohttp.ClientSession() as http:
 
-        async def send(body: dict[str, Any]) -> None:
-            nonlocal retries, sent
-            sent += 1
-            while True:  # Alertmanager retries a notification until it is taken
-                async with http.post(url, json=body) as response:
-                    if response.status == 200:
-                        return
-                    assert response.status == 503, await response.text()
-                    retries += 1
+        async def post(replica: Replica, body: dict[str, Any]) -> bool:
+            nonlocal retries
+            while replica.alive:  # Alertmanager retries a notification until it is taken
+                try:
+                    async with http.post(replica.url, json=body) as response:
+                        if response.status == 200:
+                            return True
+                        assert response.status == 503, await response.text()
+                        retries += 1
+                except aiohttp.ClientError:
+                    return False  # the replica died under the request
                 await asyncio.sleep(0.05)
+            return False
+
+        async def send(group: int, body: dict[str, Any]) -> None:
+            nonlocal sent
+            sent += 1
+            alive = [r for r in pool if r.alive]
+            first = alive[group % len(alive)]
+            if len(alive) > 1 and rng.random() < 0.3:  # an HA pair: both get it at once
+                results = await asyncio.gather(*(post(r, body) for r in alive))
+                if any(results):
+                    return
+            if not await post(first, body):  # died: the other replica takes it
+                assert await post(next(r for r in pool if r.alive), body)
 
         async def drive(group: int, steps: list[tuple[int, str]]) -> None:
             await asyncio.sleep(step_seconds * group / max(1, groups))  # spread the starts
             for cycle, status in steps:
-                await send(notification(group, cycle, status))
+                await send(group, notification(group, cycle, status))
                 await asyncio.sleep(step_seconds)
 
-        await asyncio.gather(*(drive(g, steps) for g, steps in enumerate(plan(groups, cycles))))
+        async def admins() -> None:
+            """People deleting incident messages in the chat (first half of the storm)."""
+            nonlocal deleted
+            while True:
+                await asyncio.sleep(step_seconds)
+                for message in fake.channel_messages():
+                    if rng.random() < delete_rate:
+                        fake.delete_message(message["id"])
+                        deleted += 1
+
+        steps_each = max(len(s) for s in plan(groups, cycles))
+        halfway = step_seconds * steps_each / 2
+        deleting = asyncio.create_task(admins()) if delete_rate else None
+        crashing = (
+            asyncio.create_task(_after(halfway, pool[-1].crash()))
+            if crash_one and len(pool) > 1
+            else None
+        )
+        storm = asyncio.gather(*(drive(g, steps) for g, steps in enumerate(plan(groups, cycles))))
+        await asyncio.sleep(halfway)
+        if deleting is not None:
+            deleting.cancel()
+        if crashing is not None:
+            await crashing
+        await storm
         # faults go on while the backlog is worked through, then Pachca and the store behave
         # again and the backlog settles
         tail_end = time.monotonic() + storm_tail_seconds
@@ -202,7 +293,8 @@ async def run_soak(
             if (await real_store.outbox_stats(time.time())).depth == 0:
                 break
             await asyncio.sleep(0.1)
-        store.fail_rate = 0.0
+        for replica in pool:
+            replica.store.fail_rate = 0.0
         chaos.rate = 0.0
         chaos.permanent_rate = 0.0
         deadline = time.monotonic() + settle_seconds
@@ -211,26 +303,56 @@ async def run_soak(
                 break
             await asyncio.sleep(0.2)
         seconds = time.monotonic() - started
-        supervisor = app[SUPERVISOR]
         report = _report(fake, groups, cycles, sent, retries, seconds)
+        report.orphaned = await _orphans(fake, real_store)
+        report.deleted = deleted
         report.stuck = (await real_store.outbox_stats(time.time())).depth
         dead = await real_store.dead_letters()
         report.dead_letters = len(dead)
         report.dead_letters_unexpected = sum("injected refusal" not in d.error for d in dead)
-        report.loops_down = supervisor.problems()
+        report.loops_down = [p for r in pool if r.alive for p in r.app[SUPERVISOR].problems()]
         report.restarts = sum(
             s.value
-            for metric in metrics.registry.collect()
+            for r in pool
+            for metric in r.app[METRICS].registry.collect()
             if metric.name == "bridge_background_restarts"
             for s in metric.samples
             if s.name.endswith("_total")
         )
         report.faults = dict(chaos.injected)
-        report.store_failures = store.raised
-    await bridge.close()
+        report.store_failures = sum(r.store.raised for r in pool)
+        report.replicas = len(pool)
+        report.crashed = sum(not r.alive for r in pool)
+    for replica in pool:
+        await replica.server.close()
     await fake_server.close()
     assert fake.violations == [], fake.violations[:5]
     return report
+
+
+async def _after(seconds: float, action: Awaitable[None]) -> None:
+    await asyncio.sleep(seconds)
+    await action
+
+
+async def _orphans(fake: FakePachca, store: Store) -> list[str]:
+    """Messages that show firing although their incident points at another message (or at
+    none): nobody will ever edit them again."""
+    orphans = []
+    for message in fake.channel_messages():
+        if "ГОРИТ" not in message["content"].splitlines()[0]:
+            continue
+        refs = {
+            str(b.get("data", "")).split(":")[1]
+            for row in message.get("buttons") or []
+            for b in row
+            if ":" in str(b.get("data", ""))
+        }
+        for ref in refs:
+            stored = await store.load_by_ref(ref)
+            if stored is None or stored.delivery.message_id != message["id"]:
+                orphans.append(f"message {message['id']} of incident {ref}")
+    return orphans
 
 
 def _report(

@@ -2,16 +2,19 @@
 ends (claims renewed while it runs), and a replica that lost its claim records nothing."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.errors import ClaimLost
+from bridge.errors import ClaimLost, StoreError
 from bridge.model import Delivery
-from bridge.store import NewOutboxItem
+from bridge.store import NewOutboxItem, Store
 from bridge.store.redis import RedisStore
-from tests.conftest import BridgeFactory, group, groups_in
+from bridge.web.state import METRICS, OUTBOX
+from tests.conftest import BridgeFactory, Clock, group, groups_in
+from tests.faulty_store import FaultyStore
 from tests.redis_server import RedisServer
 from tests.test_store_contract import incident
 
@@ -70,8 +73,6 @@ async def test_a_delivery_longer_than_the_claim_ttl_is_not_taken_over(
     first.fake.delay = 2.5
     for n in range(3):
         assert (await first.post(group(n))).status == 200
-    from bridge.web.state import OUTBOX
-
     delivering = asyncio.create_task(first.app[OUTBOX].drain_once())
     for _ in range(5):
         await asyncio.sleep(0.5)
@@ -81,3 +82,43 @@ async def test_a_delivery_longer_than_the_claim_ttl_is_not_taken_over(
     await first.deliver()
     await second.deliver()
     assert groups_in(first.fake) == {f"DiskFull{n}": 1 for n in range(3)}
+
+
+async def test_a_delivery_whose_claim_cannot_be_renewed_stops_before_another_takes_it(
+    make_bridge: BridgeFactory, redis_server: RedisServer
+) -> None:
+    """Redis refuses the first bridge's renewals while Pachca takes 2.5 s to answer its create
+    (performed at once): the delivery is stopped before its 1 s claim lapses (and counted),
+    the second bridge takes the item once it lapses, waits out the create in doubt, finds it
+    in the chat and adopts it. Never two sends at once; one message."""
+    url = redis_server.url
+    env = {"BRIDGE_CLAIM_TTL": "1s", "PACHCA_TIMEOUT": "10s"}
+    faulty: list[FaultyStore] = []
+
+    def wrap(store: Store) -> FaultyStore:
+        faulty.append(FaultyStore(store))
+        return faulty[-1]
+
+    first = await make_bridge(store_url=url, wrap_store=wrap, **env)
+    clock = Clock(time.time())
+    second = await make_bridge(store_url=url, **env)
+    second.app[OUTBOX].clock = clock
+    assert isinstance(second.store, RedisStore)
+    await second.store._redis.flushdb()
+    assert (await first.post(group(0))).status == 200
+    faulty[0].fail_next("hold", StoreError("injected: Redis unreachable"), times=100)
+    first.fake.delay = 2.5
+    started = time.monotonic()
+    assert await first.app[OUTBOX].drain_once() == 1
+    assert time.monotonic() - started < 1.0, "ran on past its claim"
+    metrics = first.app[METRICS].registry
+    assert metrics.get_sample_value("bridge_deliveries_abandoned_total") == 1
+    first.fake.delay = 0.0
+    assert await second.app[OUTBOX].drain_once() == 0  # the claim has not lapsed yet
+    await asyncio.sleep(0.5)
+    clock.now += 31  # 3 x PACHCA_TIMEOUT after the create in doubt: time to look for it
+    assert await second.app[OUTBOX].drain_once() == 1
+    assert groups_in(second.fake) == {"DiskFull0": 1}
+    (stored,) = await second.store.all_incidents()
+    assert stored.delivery.message_id == second.fake.channel_messages()[0]["id"]
+    assert (await second.store.outbox_stats(clock.now)).depth == 0

@@ -9,7 +9,9 @@ from collections import Counter
 from bridge.attempts import (
     CreatePlan,
     CreateStep,
+    content_digest,
     history_refused,
+    is_post_of,
     message_gone,
     outcome_unknown,
     plan_create,
@@ -23,9 +25,9 @@ from bridge.errors import (
 )
 from bridge.model import Delivery
 from bridge.store import NewOutboxItem
-from bridge.web.state import METRICS
+from bridge.web.state import METRICS, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
-from tests.fake_pachca import api_error
+from tests.fake_pachca import LATE, api_error
 
 FIRING = "alertmanager/02-group-3-firing.json"
 RESOLVED = "alertmanager/05-group-all-resolved.json"
@@ -98,6 +100,42 @@ async def test_a_create_whose_answer_was_lost_is_not_posted_again_before_it_coul
     clock.now += 30
     await bridge.deliver()
     assert len(bridge.fake.channel_messages()) == 1
+
+
+async def test_a_lost_create_of_an_incident_already_resolved_is_recognised_by_its_content(
+    make_bridge: BridgeFactory,
+) -> None:
+    """By the time its create goes out the incident is resolved, so the message carries no
+    button naming it; Pachca performs the create but the answer is lost. The retry still
+    recognises that post (by what it says) and adopts it instead of posting a second."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s")
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    await bridge.post_fixture(FIRING)
+    await bridge.post_fixture(RESOLVED)
+    bridge.fake.fail_next(LATE, hang=0.6)  # performed at once, answered after the timeout
+    await bridge.deliver()
+    (lost,) = bridge.fake.channel_messages()
+    assert "РЕШЕНО" in lost["content"].splitlines()[0]
+    assert not any("data" in b for row in lost.get("buttons") or [] for b in row)
+    await asyncio.sleep(0.4)  # the late answer goes nowhere
+    clock.now += 2  # 3 x PACHCA_TIMEOUT have passed: time to look
+    await bridge.deliver()
+    assert [m["id"] for m in bridge.fake.channel_messages()] == [lost["id"]]
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.delivery.message_id == lost["id"]
+    assert await bridge.store.dead_letters() == []
+
+
+def test_a_post_is_recognised_by_a_button_naming_the_incident_or_by_its_exact_content() -> None:
+    digest = content_digest("✅ **РЕШЕНО** · DiskFull\nтекст")
+    assert is_post_of({"buttons": [[{"data": "ack:abc"}]]}, "abc", None)
+    assert is_post_of({"buttons": [[{"data": "silence:abc:1h"}]]}, "abc", None)
+    assert not is_post_of({"buttons": [[{"data": "ack:abcd"}]]}, "abc", None)
+    assert is_post_of({"content": "✅ **РЕШЕНО** · DiskFull\nтекст\n"}, "abc", digest)
+    assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull"}, "abc", digest)
+    assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull\nтекст"}, "abc", None)
+    assert not is_post_of({"buttons": "junk", "content": None}, "abc", digest)
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
@@ -179,3 +217,44 @@ async def test_a_refusal_other_than_404_is_not_taken_for_a_deletion(
     await bridge.deliver()
     assert [m["id"] for m in bridge.fake.channel_messages()] == [first]
     assert len(await bridge.store.dead_letters()) == 1
+
+
+async def test_a_re_post_after_a_deletion_whose_answer_is_lost_is_not_posted_twice(
+    bridge: Bridge, clock: Clock
+) -> None:
+    """The edit finds the message deleted, and the re-post's connection drops: the edit is
+    retried as a create in doubt (wait, look, then post), never dropped and never doubled."""
+    first = await posted(bridge)
+    bridge.fake.delete_message(first)
+    bridge.fake.fail_next(404)  # the edit: the message is gone
+    bridge.fake.fail_next(0)  # the re-post: did it land? nobody knows
+    await bridge.post_fixture(RESOLVED)
+    await bridge.deliver()
+    assert bridge.fake.channel_messages() == []
+    clock.now += 5
+    await bridge.deliver()  # too early to look: a lost create may still land
+    assert [c.method for c in bridge.fake.calls].count("POST") == 2  # the first post, the lost
+    clock.now += 31
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert "РЕШЕНО" in message["content"].splitlines()[0]
+    assert len(bridge.fake.thread_comments(message["id"])) == 1
+    assert await bridge.store.dead_letters() == []
+    assert await pending(bridge) == 0
+
+
+async def test_a_change_to_an_incident_whose_create_was_refused_posts_its_message(
+    bridge: Bridge, clock: Clock
+) -> None:
+    """The create is refused for good (dead-lettered, e.g. the bot was not yet in the chat);
+    the next change posts the message as it is now instead of being dropped."""
+    bridge.fake.fail_next(422, body=api_error("entity_id", "not a member", "invalid"))
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    assert bridge.fake.channel_messages() == []
+    assert len(await bridge.store.dead_letters()) == 1
+    await bridge.post_fixture(RESOLVED)
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert "РЕШЕНО" in message["content"].splitlines()[0]
+    assert await pending(bridge) == 0

@@ -1,5 +1,6 @@
 """One contract every store backend passes."""
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -10,8 +11,9 @@ import pytest
 from bridge.errors import ConflictError
 from bridge.housekeeping import prune_once
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.store import NewOutboxItem, Store, open_store
+from bridge.store import NewOutboxItem, Store, Stored, open_store
 from bridge.store.redis import RedisStore
+from bridge.store.sqlite import SCHEMA, SQLiteStore
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -64,6 +66,39 @@ async def test_delivery_round_trips(store: Store) -> None:
     await store.record_delivery("r1", delivery)
     stored = await store.load_by_ref("r1")
     assert stored is not None and stored.delivery == delivery
+    in_doubt = Delivery(create_sent_at=2.5, create_digest="d" * 32)
+    await store.record_delivery("r1", in_doubt)
+    assert (await store.load_incident("k1")) == Stored(incident(), in_doubt)
+    await store.record_delivery("r1", Delivery(message_id=9, rendered_version=1))
+    stored = await store.load_by_ref("r1")
+    assert stored is not None and stored.delivery == Delivery(message_id=9, rendered_version=1)
+
+
+async def test_an_sqlite_database_of_an_older_version_gets_the_new_columns(tmp_path: Path) -> None:
+    """A state file made before `create_digest` existed opens, keeps its incidents, and
+    records the digest."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace(",\n    create_digest TEXT", ""))
+    db.execute(
+        "INSERT INTO incidents (ref, key, version, body, message_id, rendered_version) "
+        "VALUES ('r1', 'k1', 1, ?, 5, 1)",
+        (incident().model_dump_json(),),
+    )
+    db.execute("INSERT INTO current_incidents (key, ref) VALUES ('k1', 'r1')")
+    db.commit()
+    assert "create_digest" not in {r[1] for r in db.execute("PRAGMA table_info(incidents)")}
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        stored = await store.load_incident("k1")
+        assert stored is not None and stored.delivery == Delivery(message_id=5, rendered_version=1)
+        in_doubt = Delivery(create_sent_at=2.5, create_digest="d" * 32)
+        await store.record_delivery("r1", in_doubt)
+        assert (await store.load_by_ref("r1")) == Stored(incident(), in_doubt)
+    finally:
+        await store.close()
 
 
 async def test_save_and_load_by_key_and_ref(store: Store) -> None:

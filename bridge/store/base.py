@@ -65,6 +65,10 @@ class DeadLetter:
 
 
 class Store(Protocol):
+    # outbox claims lapse unless renewed (several replicas share the store): a delivery whose
+    # claim cannot be kept must stop before another replica takes its item
+    claims_lapse: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

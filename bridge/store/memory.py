@@ -10,6 +10,8 @@ from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, St
 
 
 class MemoryStore:
+    claims_lapse = False
+
     def __init__(self) -> None:
         self._incidents: dict[str, Incident] = {}  # by ref
         self._deliveries: dict[str, Delivery] = {}

@@ -82,9 +82,9 @@ local function taken(ref, owner)
   local holder = redis.call('GET', P..'claim:'..ref)
   return holder and holder ~= owner
 end
-local function record_delivery(ref, message_id, thread_id, rendered, sent_at)
+local function record_delivery(ref, message_id, thread_id, rendered, sent_at, digest)
   redis.call('HSET', P..'inc:'..ref, 'message_id', message_id, 'thread_id', thread_id,
-    'rendered_version', rendered, 'create_attempted', sent_at)
+    'rendered_version', rendered, 'create_attempted', sent_at, 'create_digest', digest)
   if message_id ~= '' then redis.call('SET', P..'msg:'..message_id, ref) end
 end
 """.replace("EVENT_TTL", str(EVENT_TTL_SECONDS))
@@ -163,7 +163,8 @@ return out
 )
 
 # ARGV: P, item_id, owner, then: mode ('finish' | 'retry' | 'dead'), not_before, error, now,
-#       and for 'finish' optionally the delivery: message_id, thread_id, rendered, sent_at
+#       and for 'finish' optionally the delivery: message_id, thread_id, rendered, sent_at,
+#       digest
 _SETTLE = (
     _LIB
     + """
@@ -171,7 +172,7 @@ local id = ARGV[2]
 local ref = redis.call('HGET', P..'item:'..id, 'ref')
 if not ref then return 0 end
 if taken(ref, ARGV[3]) then return 'LOST' end
-if ARGV[8] then record_delivery(ref, ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
+if ARGV[8] then record_delivery(ref, ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]) end
 if ARGV[4] == 'retry' then
   redis.call('HINCRBY', P..'item:'..id, 'attempts', 1)
   redis.call('HSET', P..'item:'..id, 'not_before', ARGV[5], 'last_error', ARGV[6])
@@ -193,12 +194,12 @@ return 1
 """
 )
 
-# ARGV: P, ref, owner, message_id, thread_id, rendered, sent_at
+# ARGV: P, ref, owner, message_id, thread_id, rendered, sent_at, digest
 _RECORD = (
     _LIB
     + """
 if taken(ARGV[2], ARGV[3]) then return 'LOST' end
-record_delivery(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+record_delivery(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 return 'OK'
 """
 )
@@ -328,6 +329,7 @@ def _delivery_argv(delivery: Delivery) -> list[str]:
         "" if delivery.thread_id is None else str(delivery.thread_id),
         str(delivery.rendered_version),
         repr(delivery.create_sent_at or 0),
+        delivery.create_digest or "",
     ]
 
 
@@ -363,6 +365,8 @@ def _items_argv(items: list[NewOutboxItem]) -> list[str]:
 
 
 class RedisStore:
+    claims_lapse = True
+
     def __init__(
         self, url: str, password: str | None = None, claim_ttl: float = 60.0, prefix: str = PREFIX
     ) -> None:
@@ -429,6 +433,7 @@ class RedisStore:
                 thread_id=int(fields["thread_id"]) if fields.get("thread_id") else None,
                 rendered_version=int(fields.get("rendered_version", 0)),
                 create_sent_at=_sent_at(fields.get("create_attempted")),
+                create_digest=fields.get("create_digest") or None,
             ),
         )
 

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     message_id INTEGER,
     thread_id INTEGER,
     rendered_version INTEGER NOT NULL DEFAULT 0,
-    create_attempted INTEGER NOT NULL DEFAULT 0
+    create_attempted INTEGER NOT NULL DEFAULT 0,
+    create_digest TEXT
 );
 CREATE TABLE IF NOT EXISTS current_incidents (
     key TEXT PRIMARY KEY,
@@ -82,6 +83,8 @@ _DUE_HEADS = (
 
 
 class SQLiteStore:
+    claims_lapse = False
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._worker = PriorityWorker("sqlite-store")
@@ -108,6 +111,7 @@ class SQLiteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
             db.isolation_level = "IMMEDIATE"
             self._db = db
 
@@ -130,13 +134,13 @@ class SQLiteStore:
 
     @staticmethod
     def _stored(
-        row: tuple[str, int | None, int | None, int, float | None] | None,
+        row: tuple[str, int | None, int | None, int, float | None, str | None] | None,
     ) -> Stored | None:
         if row is None:
             return None
         # create_attempted holds when the create was sent (0: none; 1 from older versions:
         # sent long ago)
-        body, message_id, thread_id, rendered, sent_at = row
+        body, message_id, thread_id, rendered, sent_at, digest = row
         return Stored(
             Incident.model_validate_json(body),
             Delivery(
@@ -144,6 +148,7 @@ class SQLiteStore:
                 thread_id=thread_id,
                 rendered_version=rendered,
                 create_sent_at=float(sent_at) if sent_at else None,
+                create_digest=digest,
             ),
         )
 
@@ -152,7 +157,7 @@ class SQLiteStore:
             lambda db: self._stored(
                 db.execute(
                     "SELECT i.body, i.message_id, i.thread_id, i.rendered_version, "
-                    "i.create_attempted FROM current_incidents c "
+                    "i.create_attempted, i.create_digest FROM current_incidents c "
                     "JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
                     (key,),
                 ).fetchone()
@@ -164,8 +169,8 @@ class SQLiteStore:
         return await self._run(
             lambda db: self._stored(
                 db.execute(
-                    "SELECT body, message_id, thread_id, rendered_version, create_attempted "
-                    "FROM incidents "
+                    "SELECT body, message_id, thread_id, rendered_version, create_attempted, "
+                    "create_digest FROM incidents "
                     "WHERE ref = ?",
                     (ref,),
                 ).fetchone()
@@ -175,8 +180,8 @@ class SQLiteStore:
     async def all_incidents(self) -> list[Stored]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT body, message_id, thread_id, rendered_version, create_attempted "
-                "FROM incidents"
+                "SELECT body, message_id, thread_id, rendered_version, create_attempted, "
+                "create_digest FROM incidents"
             ).fetchall()
         )
         return [s for row in rows if (s := self._stored(row)) is not None]
@@ -400,15 +405,29 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
     )
 
 
+# columns added after the first release: (table, column, declaration)
+ADDED_COLUMNS = [("incidents", "create_digest", "TEXT")]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A database made by an older version gets the columns added since (CREATE TABLE IF NOT
+    EXISTS leaves an existing table as it was)."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
 def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:
     db.execute(
         "UPDATE incidents SET message_id = ?, thread_id = ?, rendered_version = ?, "
-        "create_attempted = ? WHERE ref = ?",
+        "create_attempted = ?, create_digest = ? WHERE ref = ?",
         (
             delivery.message_id,
             delivery.thread_id,
             delivery.rendered_version,
             delivery.create_sent_at or 0,
+            delivery.create_digest,
             ref,
         ),
     )

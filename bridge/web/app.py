@@ -227,8 +227,9 @@ def create_app(
             start_background(supervisor, settings, store, outbox, inbox, rules, pachca, events)
         yield
         supervisor.stopping = True
-        if run_outbox:
-            await outbox.shutdown(supervisor.task("outbox"), settings.BRIDGE_SHUTDOWN_GRACE)
+        delivering = supervisor.task("outbox")
+        if delivering is not None:
+            await outbox.shutdown(delivering, settings.BRIDGE_SHUTDOWN_GRACE)
         await supervisor.stop()
         await pachca.close()
         for client in silence_apis.values():
