@@ -1,5 +1,7 @@
-"""Thin client for Alertmanager's v2 API: silences and the current alerts. One attempt per
-call, typed errors; the outbox decides about retries.
+"""Thin client for Alertmanager's v2 API: silences, the current alerts and its uptime. One
+attempt per call, typed errors; the outbox decides about retries. `AlertmanagerCluster` speaks to
+the replicas of one HA cluster (ALERTMANAGER_URL may list several): changes go to the first that
+answers, reads take the union of all that answer.
 
 Error bodies differ by status (captured from 0.25): 400/404/500 are a JSON string
 (`"silence not found"`), 422 and unparsable bodies are `{"code": N, "message": "..."}`.
@@ -10,18 +12,39 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import aiohttp
 
 from bridge.errors import BridgeError
 
 
-class AlertmanagerError(BridgeError):
-    """An Alertmanager call failed; `retryable` for connection problems and 5xx."""
+class Why(StrEnum):
+    """Why an Alertmanager request failed, in words a person is told (see words.py)."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+    BAD_ANSWER = "bad_answer"
+    NOT_CONFIGURED = "not_configured"
+
+
+class Failure(NamedTuple):
+    """What the person who pressed a button is told about a failure: a sentence, never a repr."""
+
+    why: Why
+    detail: str = ""  # Alertmanager's own message, when it refused
+
+
+class AlertmanagerError(BridgeError):
+    """An Alertmanager call failed; `retryable` for connection problems and 5xx. The message is
+    for the log; `failure` is for people."""
+
+    def __init__(
+        self, message: str, retryable: bool, why: Why = Why.UNREACHABLE, detail: str = ""
+    ) -> None:
         self.retryable = retryable
+        self.failure = Failure(why, detail)
         super().__init__(message)
 
 
@@ -79,12 +102,16 @@ class AlertmanagerClient:
             raise AlertmanagerError(
                 f"Alertmanager at {self.base_url} unreachable: {type(exc).__name__} {exc}",
                 retryable=True,
+                why=Why.UNREACHABLE,
             ) from exc
 
     def _fail(self, what: str, status: int, body: str) -> AlertmanagerError:
+        retryable = status >= 500 or status == 429
         return AlertmanagerError(
-            f"Alertmanager refused to {what}: HTTP {status} {_describe(body)}",
-            retryable=status >= 500 or status == 429,
+            f"Alertmanager at {self.base_url} refused to {what}: HTTP {status} {_describe(body)}",
+            retryable=retryable,
+            why=Why.UNREACHABLE if retryable else Why.REFUSED,
+            detail="" if retryable else f"HTTP {status} {_describe(body)}",
         )
 
     async def create_silence(
@@ -101,6 +128,8 @@ class AlertmanagerClient:
                 "refusing to create a silence without non-empty matchers: it would silence "
                 "everything",
                 retryable=False,
+                why=Why.REFUSED,
+                detail="no labels to match",
             )
         body = {
             "matchers": [
@@ -118,7 +147,9 @@ class AlertmanagerClient:
         try:
             return str(json.loads(text)["silenceID"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise AlertmanagerError(f"unexpected answer: {text[:200]}", retryable=False) from exc
+            raise AlertmanagerError(
+                f"unexpected answer: {text[:200]}", retryable=False, why=Why.BAD_ANSWER
+            ) from exc
 
     async def expire_silence(self, silence_id: str) -> bool:
         """Expire a silence; False if Alertmanager no longer knows it (already gone)."""
@@ -143,6 +174,121 @@ class AlertmanagerClient:
             raise self._fail("list silences", status, text)
         data = _json_list(text, "silences")
         return [s for s in data if isinstance(s, dict)]
+
+    async def started_at(self) -> datetime:
+        """When this Alertmanager process started (`uptime` of /api/v2/status)."""
+        status, text = await self._call("GET", "/api/v2/status")
+        if status != 200:
+            raise self._fail("report its status", status, text)
+        try:
+            uptime = json.loads(text)["uptime"]
+            started = datetime.fromisoformat(str(uptime).replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise AlertmanagerError(f"the status answer has no uptime: {text[:200]}", True) from exc
+        if started.tzinfo is None:
+            raise AlertmanagerError(f"the status uptime has no UTC offset: {uptime}", True)
+        return started
+
+
+class View(NamedTuple):
+    """What the reachable replicas of a cluster hold now: their alerts (union by fingerprint,
+    silencedBy merged), their silences by id, and whether absence means anything (at least
+    one of them has run long enough to have heard from every Prometheus)."""
+
+    alerts: dict[str, dict[str, Any]]
+    silences: dict[str, dict[str, Any]]
+    settled: bool
+
+
+class AlertmanagerCluster:
+    """The replicas of one Alertmanager cluster. Silences are gossiped between them, so a
+    change made on any one holds for all: it goes to the first that answers. Alerts are not
+    (each hears from Prometheus itself), so reads take the union of all that answer."""
+
+    def __init__(self, clients: list[AlertmanagerClient]) -> None:
+        if not clients:
+            raise ValueError("an Alertmanager cluster needs at least one URL")
+        self.clients = clients
+
+    @property
+    def base_url(self) -> str:
+        return ",".join(c.base_url for c in self.clients)
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    async def _first(self, call: Any) -> Any:
+        """`call(client)` on each replica in turn until one answers; a refusal (4xx) is final."""
+        last: AlertmanagerError | None = None
+        for client in self.clients:
+            try:
+                return await call(client)
+            except AlertmanagerError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+        assert last is not None
+        raise last
+
+    async def create_silence(
+        self,
+        matchers: dict[str, str],
+        starts_at: datetime,
+        ends_at: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        return str(
+            await self._first(
+                lambda c: c.create_silence(matchers, starts_at, ends_at, created_by, comment)
+            )
+        )
+
+    async def expire_silence(self, silence_id: str) -> bool:
+        return bool(await self._first(lambda c: c.expire_silence(silence_id)))
+
+    async def view(self, settle_seconds: float, now: datetime) -> View:
+        """The union of what the replicas that answer hold; AlertmanagerError if none does."""
+        alerts: dict[str, dict[str, Any]] = {}
+        silences: dict[str, dict[str, Any]] = {}
+        settled = False
+        answered: list[AlertmanagerError | None] = []
+        for client in self.clients:
+            try:
+                own = await client.alerts()
+                own_silences = (
+                    await client.silences()
+                    if any((a.get("status") or {}).get("silencedBy") for a in own)
+                    else []
+                )
+                started = await client.started_at()
+            except AlertmanagerError as exc:
+                answered.append(exc)
+                continue
+            answered.append(None)
+            settled |= (now - started).total_seconds() >= settle_seconds
+            for alert in own:
+                _merge(alerts, alert)
+            for silence in own_silences:
+                silences.setdefault(str(silence.get("id")), silence)
+        if all(a is not None for a in answered):
+            raise next(a for a in answered if a is not None)
+        return View(alerts, silences, settled)
+
+
+def _merge(alerts: dict[str, dict[str, Any]], alert: dict[str, Any]) -> None:
+    """Add one replica's copy of an alert: silenced if any replica has it silenced."""
+    fingerprint = str(alert.get("fingerprint"))
+    known = alerts.get(fingerprint)
+    if known is None:
+        alerts[fingerprint] = alert
+        return
+    by = set((known.get("status") or {}).get("silencedBy") or [])
+    by |= set((alert.get("status") or {}).get("silencedBy") or [])
+    status = dict(known.get("status") or {})
+    status["silencedBy"] = sorted(str(s) for s in by)
+    alerts[fingerprint] = {**known, "status": status}
 
 
 def _json_list(text: str, what: str) -> list[Any]:

@@ -22,6 +22,7 @@ from cachetools import TTLCache
 
 from bridge import oncall, silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
+from bridge.alertmanager_api import Failure
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.incidents import Effect, apply_notification, notification_digest
 from bridge.metrics import Metrics
@@ -266,7 +267,7 @@ class Inbox:
         return stored.incident
 
     def _click_items(
-        self, result: ClickResult, route: Route, user_id: int, reason: str = ""
+        self, result: ClickResult, route: Route, user_id: int, reason: Failure | None = None
     ) -> list[NewOutboxItem]:
         """Outbox items for the effects of a press (or of Alertmanager's answer to one)."""
         items = []
@@ -320,7 +321,7 @@ class Inbox:
 
         await self._change(ref, decide, user_id)
 
-    async def silence_failed(self, ref: str, user_id: int, reason: str) -> None:
+    async def silence_failed(self, ref: str, user_id: int, reason: Failure) -> None:
         """Alertmanager could not do what a press asked: the presser learns why."""
 
         def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
@@ -333,6 +334,7 @@ class Inbox:
         ref: str,
         alerts: dict[str, dict[str, Any]] | None,
         silences_by_id: dict[str, dict[str, Any]],
+        gone: frozenset[str] = frozenset(),
     ) -> bool:
         """Align one incident with Alertmanager's current alerts and silences (`alerts` None:
         Alertmanager could not be asked, so only a silence long past its end is dropped)."""
@@ -341,7 +343,9 @@ class Inbox:
             if alerts is None:
                 after, effects = silences.drop_stale_silence(incident, now)
             else:
-                after, effects = silences.follow_alertmanager(incident, alerts, silences_by_id, now)
+                after, effects = silences.follow_alertmanager(
+                    incident, alerts, silences_by_id, now, gone
+                )
             return ClickResult(after, effects, Reply.QUEUED)
 
         return await self._change(ref, decide, None)
@@ -351,7 +355,7 @@ class Inbox:
         ref: str,
         decide: Callable[[Incident, Route, datetime], ClickResult],
         user_id: int | None,
-        reason: str = "",
+        reason: Failure | None = None,
     ) -> bool:
         """`_commit` for decisions that end in a reply to a person."""
 

@@ -91,9 +91,24 @@ def apply_notification(
         and current.state is IncidentState.RESOLVED
         and now - current.changed_at > resolved_ttl
     )
-    if current is None or finished:
+    if current is None or (finished and has_news(note, current.alerts)):
         return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, previous=current)
+    if finished:  # a repeat of what it was closed on (e.g. by hand while still firing)
+        return Transition(current)
     return _update(current, note, now=now)
+
+
+def has_news(note: Notification, known: dict[str, Alert]) -> bool:
+    """Does `note` report a firing the incident does not account for: an alert it never had, a
+    newer `startsAt`, or a firing over a resolution the bridge only inferred? A repeat of what
+    the source already said (however long ago) is not news."""
+    for alert in note.alerts:
+        if alert.status is not AlertStatus.FIRING:
+            continue
+        previous = known.get(alert.fingerprint)
+        if previous is None or _is_newer(alert, previous):
+            return True
+    return False
 
 
 def _open(
@@ -135,9 +150,10 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     alerts = dict(current.alerts)
     refired = False
     digest = notification_digest(note)
-    # Closed by hand while the source still said "firing": a copy of what we already had does
-    # not re-open it, but any new notification saying "firing" does.
-    reopen_by_hand = current.resolved_by is not None and digest != current.last_digest
+    # Closed by hand while the source still said "firing": repeats of what the source already
+    # said do not re-open it; news (see has_news) does, and then every alert the source still
+    # reports firing is shown firing again.
+    reopen_by_hand = current.resolved_by is not None and has_news(note, current.alerts)
     for alert in note.alerts:
         previous = alerts.get(alert.fingerprint)
         if previous is None:
@@ -210,7 +226,10 @@ def _is_newer(alert: Alert, previous: Alert) -> bool:
     """
     if alert.starts_at != previous.starts_at:
         return alert.starts_at > previous.starts_at
-    return previous.status is AlertStatus.FIRING and alert.status is AlertStatus.RESOLVED
+    if previous.status is AlertStatus.FIRING:
+        return alert.status is AlertStatus.RESOLVED
+    # only a resolution the source reported is final; an inferred one yields to the source
+    return previous.inferred and alert.status is AlertStatus.FIRING
 
 
 def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
@@ -227,7 +246,7 @@ def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
             and alert.starts_at <= end
         ):
             alerts[fingerprint] = alert.model_copy(
-                update={"status": AlertStatus.RESOLVED, "ends_at": end}
+                update={"status": AlertStatus.RESOLVED, "ends_at": end, "inferred": True}
             )
 
 
@@ -237,4 +256,7 @@ def _last_end(alerts: Iterable[Alert], default: datetime | None) -> datetime | N
 
 
 def _signature(alerts: dict[str, Alert], truncated: int) -> tuple[object, ...]:
-    return (truncated, sorted((fp, a.status, a.starts_at) for fp, a in alerts.items()))
+    return (
+        truncated,
+        sorted((fp, a.status, a.starts_at, a.inferred) for fp, a in alerts.items()),
+    )

@@ -29,6 +29,10 @@ class Alert(Frozen):
     annotations: dict[str, str] = {}
     starts_at: datetime
     ends_at: datetime | None = None
+    # resolved by the bridge's inference, not by the source: left out of a resolved notification
+    # (silenced or inhibited members are), or absent from Alertmanager's list. Provisional: a
+    # firing copy with the same startsAt re-opens it, where a reported resolution is final.
+    inferred: bool = False
     generator_url: str = ""
     # Grafana extras (empty for Alertmanager)
     value_string: str = ""

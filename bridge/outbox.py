@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bridge.alertmanager_api import AlertmanagerError
+from bridge.alertmanager_api import AlertmanagerError, Why
 from bridge.attempts import (
     CreateStep,
     content_digest,
@@ -348,7 +348,9 @@ class Outbox:
         """Silence or Unsilence: a few tries (a person is waiting), then tell them why not."""
         try:
             if self.silencer is None:
-                raise AlertmanagerError("ALERTMANAGER_URL is not set", retryable=False)
+                raise AlertmanagerError(
+                    "ALERTMANAGER_URL is not set", retryable=False, why=Why.NOT_CONFIGURED
+                )
             if item.kind == Effect.SILENCE:
                 await self.silencer.silence(item, stored.incident)
             else:
@@ -362,7 +364,7 @@ class Outbox:
             log.warning("outbox: %s of incident %s failed for good: %s", item.kind, item.ref, exc)
             self.metrics.deliveries.labels(item.kind, "failed").inc()
             if self.silencer is not None:
-                await self.silencer.failed(item, str(exc))
+                await self.silencer.failed(item, exc.failure)
             await self.store.finish_item(item.id)
             return
         self.metrics.deliveries.labels(item.kind, "sent").inc()

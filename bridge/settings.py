@@ -79,9 +79,12 @@ class Settings(BaseSettings):
     BRIDGE_OUTBOX_CONCURRENCY: int = Field(default=8, ge=1, le=64)
     BRIDGE_RETRY_MAX_DELAY: Duration = 300
     BRIDGE_SHUTDOWN_GRACE: Duration = 20
-    ALERTMANAGER_URL: str | None = None
+    ALERTMANAGER_URL: str | None = None  # several, comma-separated: the replicas of one cluster
     ALERTMANAGER_AUTH: SecretStr | None = None  # "Bearer <token>" or "Basic <user>:<password>"
     BRIDGE_SILENCE_CHECK_INTERVAL: Duration = 60
+    # an Alertmanager that started less than this ago may not yet have heard from every
+    # Prometheus (they re-send every minute): an alert it lacks is not taken as resolved
+    BRIDGE_ALERTMANAGER_SETTLE: Duration = Field(default=120, ge=0)
     BRIDGE_SCHEDULER_INTERVAL: Duration = 15
     BRIDGE_ACK_REACTION: str = "👀"
     GRAFANA_WEBHOOK_SECRET: SecretStr | None = None
@@ -141,12 +144,30 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("PACHCA_API_URL", "ALERTMANAGER_URL", "BRIDGE_PUBLIC_URL", "GRAFANA_URL")
+    @field_validator("PACHCA_API_URL", "BRIDGE_PUBLIC_URL", "GRAFANA_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    @field_validator("ALERTMANAGER_URL")
+    @classmethod
+    def _http_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        urls = [u.strip().rstrip("/") for u in value.split(",")]
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r}: each URL must start with http:// or https://")
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists the same URL twice")
+        return ",".join(urls)
+
+    @property
+    def alertmanager_urls(self) -> list[str]:
+        """ALERTMANAGER_URL's replicas, in the order silences are tried."""
+        return self.ALERTMANAGER_URL.split(",") if self.ALERTMANAGER_URL else []
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerError
+from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Failure, Why
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
 from bridge.inbox import Inbox
-from bridge.model import Incident, IncidentState
+from bridge.model import AlertStatus, Incident, IncidentState
 from bridge.render import incident_title
-from bridge.silences import drop_stale_silence, silence_matchers
+from bridge.silences import absence_evidence, drop_stale_silence, silence_matchers
 from bridge.store import OutboxItem, Store
 from bridge.tasks import Pulse
 from bridge.users import UserNames
@@ -28,16 +28,20 @@ log = logging.getLogger(__name__)
 class Silencer:
     def __init__(
         self,
-        alertmanagers: dict[str, AlertmanagerClient],
+        alertmanagers: dict[str, AlertmanagerCluster],
         inbox: Inbox,
         users: UserNames,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        settle_seconds: float = 120.0,
     ) -> None:
         # by incident source: Alertmanager's own API, and Grafana's managed Alertmanager
         self.alertmanagers = alertmanagers
         self.inbox = inbox
         self.users = users
         self.clock = clock
+        self.settle_seconds = settle_seconds
+        # per incident: its firing alerts missing from Alertmanager at the last check
+        self._missing: dict[str, frozenset[str]] = {}
 
     async def silence(self, item: OutboxItem, incident: Incident) -> None:
         """Create the silence a press asked for. AlertmanagerError if it could not be made."""
@@ -67,22 +71,25 @@ class Silencer:
                 )
         await self.inbox.silence_ended(incident.ref, item.actor)
 
-    def _client(self, incident: Incident) -> AlertmanagerClient:
+    def _client(self, incident: Incident) -> AlertmanagerCluster:
         client = self.alertmanagers.get(incident.source)
         if client is None:
             raise AlertmanagerError(
-                f"no silence API configured for {incident.source} alerts", retryable=False
+                f"no silence API configured for {incident.source} alerts",
+                retryable=False,
+                why=Why.NOT_CONFIGURED,
             )
         return client
 
-    async def failed(self, item: OutboxItem, reason: str) -> None:
+    async def failed(self, item: OutboxItem, failure: Failure) -> None:
         if item.actor is not None:
-            await self.inbox.silence_failed(item.ref, item.actor, reason)
+            await self.inbox.silence_failed(item.ref, item.actor, failure)
 
     async def check_once(self, store: Store) -> int:
         """One look at each Alertmanager for all its open incidents together; returns how
         many incidents changed."""
         everything = await store.open_incidents()
+        self.forget({i.ref for i in everything})
         changed = 0
         for source, client in self.alertmanagers.items():
             mine = [i for i in everything if i.source == source and i.state is IncidentState.FIRING]
@@ -90,23 +97,34 @@ class Silencer:
                 changed += await self._check(client, mine)
         return changed
 
-    async def _check(self, client: AlertmanagerClient, open_incidents: list[Incident]) -> int:
+    async def _check(self, cluster: AlertmanagerCluster, open_incidents: list[Incident]) -> int:
         try:
-            alerts = await client.alerts()
-            silences = (
-                await client.silences()
-                if any((a.get("status") or {}).get("silencedBy") for a in alerts)
-                else []
-            )
+            view = await cluster.view(self.settle_seconds, self.clock())
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
             return await self._drop_stale(open_incidents)
-        by_fingerprint = {str(a.get("fingerprint")): a for a in alerts if isinstance(a, dict)}
-        by_id = {str(s.get("id")): s for s in silences if isinstance(s, dict)}
+        if not view.settled:
+            log.info(
+                "Alertmanager %s started less than %.0fs ago: alerts it lacks are not taken "
+                "as resolved yet",
+                cluster.base_url,
+                self.settle_seconds,
+            )
         changed = 0
         for incident in open_incidents:
-            changed += await self._follow(incident.ref, by_fingerprint, by_id)
+            firing = frozenset(
+                a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING
+            )
+            gone, self._missing[incident.ref] = absence_evidence(
+                firing, view.alerts, view.settled, self._missing.get(incident.ref, frozenset())
+            )
+            changed += await self._follow(incident.ref, view.alerts, view.silences, gone)
         return changed
+
+    def forget(self, open_refs: set[str]) -> None:
+        """Drop what was noted about incidents no longer open (bounded memory)."""
+        for ref in set(self._missing) - open_refs:
+            del self._missing[ref]
 
     async def _drop_stale(self, incidents: list[Incident]) -> int:
         changed = 0
@@ -121,11 +139,12 @@ class Silencer:
         ref: str,
         alerts: dict[str, dict[str, Any]] | None,
         silences: dict[str, dict[str, Any]],
+        gone: frozenset[str] = frozenset(),
     ) -> bool:
         """One incident's update; its failure is logged and the others go on (StoreError
         ends the pass: the store is down for everyone)."""
         try:
-            return await self.inbox.follow_alertmanager(ref, alerts, silences)
+            return await self.inbox.follow_alertmanager(ref, alerts, silences, gone)
         except StoreError:
             raise
         except Exception:

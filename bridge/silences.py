@@ -38,11 +38,14 @@ def follow_alertmanager(
     alerts: dict[str, dict[str, Any]],
     silences: dict[str, dict[str, Any]],
     now: datetime,
+    gone: frozenset[str] = frozenset(),
 ) -> tuple[Incident, tuple[Effect, ...]]:
     """Bring a firing incident in line with Alertmanager's own view.
 
-    `alerts` are Alertmanager's current alerts by fingerprint; `silences` its silences by id.
-    - shown silenced, and none of its alerts is left: they resolved unseen -> resolved;
+    `alerts` are Alertmanager's current alerts by fingerprint; `silences` its silences by id;
+    `gone` the incident's firing alerts whose absence is evidence (see `absence_evidence`).
+    - shown silenced, some of its alerts gone: they resolved unseen -> shown resolved
+      (provisionally: a firing copy re-opens them); all gone -> the incident resolved;
     - shown silenced, no silence covers its alerts any more (expired, or expired in the UI)
       -> silence dropped, Silence buttons back, the thread says so;
     - not shown silenced, but every alert still present is silenced (e.g. from Alertmanager's
@@ -54,14 +57,18 @@ def follow_alertmanager(
     present = [alerts[fp] for fp in firing if fp in alerts]
     covering = [_covering(a) for a in present]
     if incident.silence_id is not None:
+        ended = [fp for fp in firing if fp not in alerts and fp in gone]
+        if ended and len(ended) == len(firing):
+            return _resolved_unseen(incident, ended, now), (Effect.EDIT, Effect.COMMENT_RESOLVED)
         if not present:
-            return _resolved_unseen(incident, firing, now), (Effect.EDIT, Effect.COMMENT_RESOLVED)
+            return incident, ()  # absent, but not yet for long enough to say it ended
         if not any(covering):
             return unsilenced(incident, now), (Effect.EDIT, Effect.COMMENT_SILENCE_ENDED)
+        after = _ended_unseen(incident, ended, now) if ended else incident
         ids = set().union(*covering)
         if incident.silence_id not in ids:  # another silence took over: show that one
-            return _shown(incident, sorted(ids)[0], silences, now), (Effect.EDIT,)
-        return incident, ()
+            return _shown(after, sorted(ids)[0], silences, now), (Effect.EDIT,)
+        return after, ((Effect.EDIT,) if ended else ())
     if present and all(covering):
         common = set.intersection(*covering) or set().union(*covering)
         return _shown(incident, sorted(common)[0], silences, now), (
@@ -69,6 +76,19 @@ def follow_alertmanager(
             Effect.COMMENT_SILENCED,
         )
     return incident, ()
+
+
+def absence_evidence(
+    firing: frozenset[str], alerts: dict[str, dict[str, Any]], settled: bool, before: frozenset[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Which firing alerts Alertmanager's silence on them let go unseen. An alert missing from
+    its list counts only when Alertmanager has run long enough to have heard from Prometheus
+    (`settled`) and it was missing at the check before too (`before`): a restarted Alertmanager
+    holds nothing for up to a minute. Returns (gone, missing now: the next check's `before`)."""
+    if not settled:
+        return frozenset(), frozenset()
+    missing = frozenset(fp for fp in firing if fp not in alerts)
+    return missing & before, missing
 
 
 def drop_stale_silence(incident: Incident, now: datetime) -> tuple[Incident, tuple[Effect, ...]]:
@@ -92,12 +112,20 @@ def _shown(
     return silenced(incident, silence_id, until, str(silence.get("createdBy") or ""), now)
 
 
-def _resolved_unseen(incident: Incident, firing: list[str], now: datetime) -> Incident:
+def _ended_unseen(incident: Incident, ended: list[str], now: datetime) -> Incident:
+    """These alerts left Alertmanager while silenced: shown resolved, provisionally."""
     alerts = dict(incident.alerts)
-    for fp in firing:
-        alerts[fp] = alerts[fp].model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": now})
-    return _changed(
-        incident, now, alerts=alerts, state=IncidentState.RESOLVED, resolved_at=now, **UNSILENCED
+    for fp in ended:
+        alerts[fp] = alerts[fp].model_copy(
+            update={"status": AlertStatus.RESOLVED, "ends_at": now, "inferred": True}
+        )
+    return _changed(incident, now, alerts=alerts)
+
+
+def _resolved_unseen(incident: Incident, ended: list[str], now: datetime) -> Incident:
+    after = _ended_unseen(incident, ended, now)
+    return after.model_copy(
+        update={"state": IncidentState.RESOLVED, "resolved_at": now, **UNSILENCED}
     )
 
 

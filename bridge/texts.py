@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bridge.actions import Reply
+from bridge.alertmanager_api import Failure
 from bridge.digest import DigestDue, summarize
 from bridge.incidents import Effect
 from bridge.markdown import Md, escape, link, truncate
@@ -65,15 +66,19 @@ def render_reply(
     incident: Incident | None,
     language: str,
     options: RenderOptions | None = None,
-    reason: str = "",
+    reason: Failure | None = None,
 ) -> str:
     """The direct message telling the presser what their press did, or why it did nothing."""
     title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS)) if incident else ""
     other = Md(f"<@{incident.acked_by}>") if incident and incident.acked_by else ""
     until = incident.silenced_until if incident else None
     time = format_time(until.astimezone(options.timezone)) if until and options else "?"
+    why = ""
+    if reason is not None:
+        detail = escape(truncate(reason.detail, 300))
+        why = WORDS[language][f"why_{reason.why.value}"].format(detail=detail)
     return WORDS[language][f"reply_{reply.value}"].format(
-        title=title, other=other, time=time, reason=escape(truncate(reason, 300))
+        title=title, other=other, time=time, reason=why
     )
 
 

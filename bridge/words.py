@@ -52,6 +52,10 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_silenced": "Вы заглушили «{title}» до {time}.",
         "reply_unsilenced": "Вы сняли заглушение с «{title}».",
         "reply_silence_failed": "Не получилось: {reason}. Ничего не изменено.",
+        "why_unreachable": "Alertmanager недоступен",
+        "why_refused": "Alertmanager отказал ({detail})",
+        "why_bad_answer": "Alertmanager ответил непонятно",
+        "why_not_configured": "для этих алертов не настроен Alertmanager",
         "reply_already_silenced": "«{title}» уже заглушён. Ничего не изменено.",
         "reply_not_silenced": "«{title}» не заглушён. Ничего не изменено.",
         "reply_no_silence_matchers": "«{title}» нельзя заглушить: у группы нет меток, такое "
@@ -121,6 +125,10 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_silenced": "You silenced “{title}” until {time}.",
         "reply_unsilenced": "You lifted the silence on “{title}”.",
         "reply_silence_failed": "That did not work: {reason}. Nothing was changed.",
+        "why_unreachable": "Alertmanager is unreachable",
+        "why_refused": "Alertmanager refused it ({detail})",
+        "why_bad_answer": "Alertmanager gave an answer that makes no sense",
+        "why_not_configured": "no Alertmanager is configured for these alerts",
         "reply_already_silenced": "“{title}” is already silenced. Nothing was changed.",
         "reply_not_silenced": "“{title}” is not silenced. Nothing was changed.",
         "reply_no_silence_matchers": "“{title}” cannot be silenced: its group has no labels, "

@@ -190,7 +190,7 @@ async def run_soak(
     """The soak on one replica with SQLite, or with `redis_url` on `replicas` replicas sharing
     it (claims of 1 s); `crash_one` crashes the last replica halfway; `delete_rate` is the
     share of channel messages deleted in the chat during the first half."""
-    kinds = Chaos.kinds + ("late",)  # performed, answer lost: the create in doubt
+    kinds = (*Chaos.kinds, "late")  # performed, answer lost: the create in doubt
     chaos = Chaos(fault_rate, 0.8, permanent_rate, seed, kinds=kinds)
     fake = FakePachca(chaos=chaos)
     fake_server = TestServer(fake.app(), host="127.0.0.1")

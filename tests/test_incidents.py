@@ -2,8 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
+from bridge.actions import Action, ButtonData, apply_click
 from bridge.incidents import Effect, Transition, apply_notification, notification_digest
 from bridge.model import AlertStatus, Incident, IncidentState, Notification
+from bridge.rules import RouteConfig
 from bridge.sources import alertmanager
 from tests.conftest import fixture_bytes
 
@@ -226,3 +228,84 @@ def test_group_resolved_resolves_alerts_it_left_out() -> None:
         new_ref="x",
     )
     assert closed.incident is not None and closed.incident.state is IncidentState.RESOLVED
+
+
+# -- why an alert is resolved: reported (final) or inferred (provisional) ---------------------
+
+
+def _only(base: Notification, keep: int, status: AlertStatus) -> Notification:
+    """`base` reduced to its alert number `keep`, with `status` (ended at NOW if resolved)."""
+    alert = base.alerts[keep].model_copy(
+        update={"status": status, "ends_at": NOW if status is AlertStatus.RESOLVED else None}
+    )
+    return base.model_copy(update={"status": status, "alerts": (alert,)})
+
+
+def _apply(current: Incident | None, n: Notification, now: datetime = NOW) -> Transition:
+    return apply_notification(
+        current, n, route="default", chat_id=1000, now=now, resolved_ttl=TTL, new_ref="new"
+    )
+
+
+def test_a_member_left_out_of_a_resolved_notification_is_resolved_only_provisionally() -> None:
+    """Group {X, S}, S silenced in Alertmanager: X recovers, the notification is "resolved" and
+    lists X only. S is shown resolved, but when its silence ends Alertmanager sends S firing
+    with its original startsAt: that re-opens the incident (S's outage is shown)."""
+    group = note("alertmanager/02-group-3-firing.json")
+    group = group.model_copy(update={"alerts": group.alerts[:2]})
+    opened = _apply(None, group)
+    x_resolved = _apply(opened.incident, _only(group, 0, AlertStatus.RESOLVED))
+    assert x_resolved.incident is not None
+    assert x_resolved.incident.state is IncidentState.RESOLVED
+    s = x_resolved.incident.alerts[group.alerts[1].fingerprint]
+    assert s.status is AlertStatus.RESOLVED and s.inferred
+    x = x_resolved.incident.alerts[group.alerts[0].fingerprint]
+    assert not x.inferred
+    s_fires_on = _apply(x_resolved.incident, _only(group, 1, AlertStatus.FIRING))
+    assert s_fires_on.incident is not None
+    assert s_fires_on.incident.state is IncidentState.FIRING
+    assert s_fires_on.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
+    assert s_fires_on.incident.ref == opened.incident.ref  # type: ignore[union-attr]
+    # long after, too: a firing over an inferred resolution is news
+    later = x_resolved.incident.changed_at + TTL * 5
+    reopened_late = _apply(x_resolved.incident, _only(group, 1, AlertStatus.FIRING), later)
+    assert reopened_late.effects == (Effect.CREATE,)
+
+
+def test_a_reported_resolution_is_final_for_its_starts_at() -> None:
+    """The HA guarantee holds: a late firing copy never re-opens a resolution the source sent."""
+    group = note("alertmanager/02-group-3-firing.json")
+    opened = _apply(None, group)
+    resolved = _apply(opened.incident, note("alertmanager/05-group-all-resolved.json"))
+    assert resolved.incident is not None
+    assert not any(a.inferred for a in resolved.incident.alerts.values())
+    assert _apply(resolved.incident, group).effects == ()
+    later = resolved.incident.changed_at + TTL * 5
+    assert _apply(resolved.incident, group, later).effects == ()
+
+
+def test_a_hand_resolved_incident_stays_closed_for_repeats_however_long_ago() -> None:
+    """Resolved by hand while the source still says firing: repeats (also ones that differ, e.g.
+    one member now reported resolved) do not re-open it, within the resolved TTL or past it;
+    a newer startsAt does."""
+    group = note("alertmanager/02-group-3-firing.json")
+    opened = _apply(None, group)
+    assert opened.incident is not None
+    closed = apply_click(
+        opened.incident,
+        ButtonData(Action.RESOLVE, opened.incident.ref),
+        7,
+        RouteConfig(name="default", chat_id=1),
+        NOW,
+    ).incident
+    assert closed is not None and closed.state is IncidentState.RESOLVED
+    assert _apply(closed, group).effects == ()
+    one_resolved = note("alertmanager/04-group-1-resolved-2-firing.json")
+    assert _apply(closed, one_resolved).incident == closed
+    for later in (NOW + TTL * 2, NOW + timedelta(days=3)):
+        assert _apply(closed, group, later).effects == ()
+    newer = _only(group, 0, AlertStatus.FIRING)
+    refired = newer.alerts[0].model_copy(update={"starts_at": NOW + timedelta(minutes=1)})
+    news = _apply(closed, newer.model_copy(update={"alerts": (refired,)}))
+    assert news.incident is not None and news.incident.state is IncidentState.FIRING
+    assert news.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)

@@ -45,12 +45,24 @@ def test_secrets_come_from_files(tmp_path: Path) -> None:
         ({"PACHCA_API_URL": "api.pachca.com"}, "http"),
         ({"BRIDGE_MAX_BODY": "-1"}, "BRIDGE_MAX_BODY"),
         ({"BRIDGE_DEDUP_TTL": "soon"}, "not a duration"),
+        ({"ALERTMANAGER_URL": "http://am-0:9093,am-1:9093"}, "'am-1:9093'"),
+        ({"ALERTMANAGER_URL": "http://am:9093,http://am:9093/"}, "same URL twice"),
+        ({"ALERTMANAGER_URL": "http://am:9093,"}, "ALERTMANAGER_URL"),
+        ({"BRIDGE_ALERTMANAGER_SETTLE": "-1s"}, "BRIDGE_ALERTMANAGER_SETTLE"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_environ(environ)
     assert expected in str(caught.value)
+
+
+def test_alertmanager_url_takes_the_replicas_of_one_cluster() -> None:
+    settings = Settings.from_environ(
+        {"ALERTMANAGER_URL": " http://am-0:9093/ , https://am-1.example:9093"}
+    )
+    assert settings.alertmanager_urls == ["http://am-0:9093", "https://am-1.example:9093"]
+    assert Settings.from_environ({}).alertmanager_urls == []
 
 
 async def test_no_secret_reaches_a_log_line(make_bridge: BridgeFactory) -> None:

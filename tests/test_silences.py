@@ -9,9 +9,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bridge.alertmanager_api import (
+    AlertmanagerClient,
+    AlertmanagerCluster,
+    AlertmanagerError,
+    Why,
+)
 from bridge.incidents import Effect
-from bridge.model import IncidentState
-from bridge.silences import drop_stale_silence, follow_alertmanager, silenced
+from bridge.model import AlertStatus, IncidentState
+from bridge.silences import absence_evidence, drop_stale_silence, follow_alertmanager, silenced
 from bridge.web.state import OUTBOX
 from tests.conftest import BridgeFactory, Clock, fixture_json
 from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
@@ -67,9 +73,84 @@ def test_silence_gone_while_alerts_fire_drops_the_silenced_state() -> None:
 
 def test_silenced_alerts_gone_from_alertmanager_resolve_the_incident() -> None:
     incident = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(hours=1), "Иван", NOW)
-    after, effects = follow_alertmanager(incident, {}, {}, NOW)
+    gone = frozenset(a.fingerprint for a in incident.firing)
+    after, effects = follow_alertmanager(incident, {}, {}, NOW, gone)
     assert effects == (Effect.EDIT, Effect.COMMENT_RESOLVED)
     assert after.state is IncidentState.RESOLVED and after.silence_id is None
+    assert all(a.inferred for a in after.alerts.values())  # provisional: a firing re-opens
+    # absent, but not (yet) evidence: nothing changes
+    assert follow_alertmanager(incident, {}, {}, NOW) == (incident, ())
+
+
+def test_absence_is_evidence_only_from_a_settled_alertmanager_and_twice_in_a_row() -> None:
+    firing = frozenset({"a", "b"})
+    present = {"b": {"fingerprint": "b"}}
+    # just started: nothing is evidence, and nothing is remembered
+    assert absence_evidence(firing, {}, False, frozenset({"a", "b"})) == (frozenset(), frozenset())
+    # settled, first time missing: remembered, not yet gone
+    gone, missing = absence_evidence(firing, present, True, frozenset())
+    assert gone == frozenset() and missing == frozenset({"a"})
+    # missing again at the next check: gone
+    assert absence_evidence(firing, present, True, missing)[0] == frozenset({"a"})
+    # back in between: starts over
+    assert absence_evidence(firing, {**present, "a": {}}, True, missing)[1] == frozenset()
+
+
+def test_one_alert_of_a_silenced_incident_gone_is_shown_resolved_the_rest_silenced() -> None:
+    incident = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(hours=1), "Иван", NOW)
+    alerts = {
+        fp: {**a, "status": {"state": "suppressed", "silencedBy": [SILENCE_ID], "inhibitedBy": []}}
+        for fp, a in am_alerts("43-alerts-all-unfiltered.json").items()
+    }
+    first = sorted(alerts)[0]
+    del alerts[first]
+    after, effects = follow_alertmanager(incident, alerts, {}, NOW, frozenset({first}))
+    assert effects == (Effect.EDIT,)
+    assert after.state is IncidentState.FIRING and after.silence_id == SILENCE_ID
+    assert after.alerts[first].status is AlertStatus.RESOLVED and after.alerts[first].inferred
+    assert len(after.firing) == len(incident.firing) - 1
+
+
+async def test_a_cluster_reads_the_union_of_the_replicas_that_answer() -> None:
+    """Replica A is down, B and C answer: an alert only C holds is present, silencedBy is
+    merged, absence counts if any answering replica has settled; all down is an error."""
+    status = json.dumps({"uptime": "2026-11-24T13:00:00Z"})
+    fresh = json.dumps({"uptime": "2026-11-24T13:09:30Z"})
+
+    def replica(alerts: list[dict[str, Any]], uptime: str) -> web.Application:
+        async def answer(request: web.Request) -> web.Response:
+            body = {
+                "/api/v2/alerts": json.dumps(alerts),
+                "/api/v2/silences": json.dumps([{"id": "s1"}]),
+                "/api/v2/status": uptime,
+            }[request.path]
+            return web.Response(text=body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer)
+        return app
+
+    def am(fp: str, by: list[str]) -> dict[str, Any]:
+        return {"fingerprint": fp, "status": {"state": "suppressed", "silencedBy": by}}
+
+    b = TestServer(replica([am("x", ["s1"])], fresh))
+    c = TestServer(replica([am("x", ["s2"]), am("y", [])], status))
+    for server in (b, c):
+        await server.start_server()
+    urls = ["http://127.0.0.1:9", str(b.make_url("")), str(c.make_url(""))]
+    cluster = AlertmanagerCluster([AlertmanagerClient(u.rstrip("/"), None) for u in urls])
+    view = await cluster.view(120, NOW)
+    assert set(view.alerts) == {"x", "y"}
+    assert view.alerts["x"]["status"]["silencedBy"] == ["s1", "s2"]
+    assert set(view.silences) == {"s1"} and view.settled
+    assert not (await AlertmanagerCluster(cluster.clients[:2]).view(120, NOW)).settled
+    down = AlertmanagerCluster(cluster.clients[:1])
+    with pytest.raises(AlertmanagerError) as failed:
+        await down.view(120, NOW)
+    assert failed.value.failure.why is Why.UNREACHABLE
+    await cluster.close()
+    for server in (b, c):
+        await server.close()
 
 
 def test_a_silence_long_past_its_end_is_dropped_without_alertmanager() -> None:
@@ -101,9 +182,10 @@ async def captured_alertmanager(name: str) -> TestServer:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("http://127.0.0.1:9", "unreachable"),  # nothing listens on the discard port
-        ("captured:22-err-bad-regex.json", "HTTP 400"),
-        ("captured:27-err-missing-comment.json", "HTTP 422"),
+        # nothing listens on the discard port
+        ("http://127.0.0.1:9", "Не получилось: Alertmanager недоступен."),
+        ("captured:22-err-bad-regex.json", "Не получилось: Alertmanager отказал (HTTP 400 "),
+        ("captured:27-err-missing-comment.json", "Не получилось: Alertmanager отказал (HTTP 422"),
     ],
 )
 async def test_alertmanager_failing_tells_the_presser_and_changes_nothing(

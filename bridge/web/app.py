@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from bridge.alertmanager_api import AlertmanagerClient
+from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerCluster
 from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.chat_events import ChatEvents
 from bridge.housekeeping import prune_forever
@@ -151,11 +151,16 @@ def create_app(
     silence_apis = {}
     if settings.ALERTMANAGER_URL is not None:
         auth = settings.ALERTMANAGER_AUTH
-        silence_apis[alertmanager.SOURCE] = AlertmanagerClient(
-            settings.ALERTMANAGER_URL, auth.get_secret_value() if auth else None
+        silence_apis[alertmanager.SOURCE] = AlertmanagerCluster(
+            [
+                AlertmanagerClient(url, auth.get_secret_value() if auth else None)
+                for url in settings.alertmanager_urls
+            ]
         )
     if settings.grafana_alertmanager is not None:
-        silence_apis[grafana.SOURCE] = AlertmanagerClient(*settings.grafana_alertmanager)
+        silence_apis[grafana.SOURCE] = AlertmanagerCluster(
+            [AlertmanagerClient(*settings.grafana_alertmanager)]
+        )
     render_options = RenderOptions(
         timezone=settings.timezone, silence_sources=settings.silence_sources
     )
@@ -193,7 +198,9 @@ def create_app(
         # waiting out a 429 pause is not a stall
         pachca.limiter.on_pause = supervisor.pulse("outbox").excuse
     if silence_apis:
-        outbox.silencer = Silencer(silence_apis, inbox, outbox.users)
+        outbox.silencer = Silencer(
+            silence_apis, inbox, outbox.users, settle_seconds=settings.BRIDGE_ALERTMANAGER_SETTLE
+        )
     app[SILENCER] = outbox.silencer
     app[EVENTS] = events = ChatEvents(
         inbox, settings.BRIDGE_ACK_REACTION, settings.BRIDGE_PUBLIC_URL

@@ -106,51 +106,95 @@ def alert(name: str, instance: str, resolved: bool = False) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def wired(
-    make_bridge: BridgeFactory, tmp_path: Path
-) -> AsyncIterator[tuple[Bridge, Alertmanager]]:
-    """The bridge (with ALERTMANAGER_URL) and a real Alertmanager sending it webhooks."""
-    binary = alertmanager_binary()
-    port = free_port()
-    am_url = f"http://127.0.0.1:{port}"
-    bridge = await make_bridge(ALERTMANAGER_URL=am_url, BRIDGE_WEBHOOK_TOKEN=INTAKE_TOKEN)
-    webhook = str(bridge.client.make_url("/webhook/alertmanager"))
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(CONFIG.format(url=webhook, token=INTAKE_TOKEN))
-    log = (tmp_path / "alertmanager.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.external-url={am_url}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    http = aiohttp.ClientSession()
-    try:
-        for _ in range(100):
+class AlertmanagerProcess:
+    """One Alertmanager process on loopback; `stop` and `start` again keep its data folder
+    (silences survive, alerts do not: a restart, as a rescheduled pod has). With `peers` it
+    joins a cluster (gossip of silences and notification log, as an HA pair)."""
+
+    def __init__(self, folder: Path, peers: list[str] | None = None) -> None:
+        self.binary = alertmanager_binary()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.cluster_port = free_port() if peers is not None else None
+        self.peers = peers or []
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def send_to(self, webhook: str) -> None:
+        (self.folder / "alertmanager.yml").write_text(
+            CONFIG.format(url=webhook, token=INTAKE_TOKEN)
+        )
+
+    @property
+    def cluster_address(self) -> str:
+        return f"127.0.0.1:{self.cluster_port}"
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        cluster = (
+            [f"--cluster.listen-address={self.cluster_address}"]
+            + [f"--cluster.peer={p}" for p in self.peers]
+            + ["--cluster.settle-timeout=1s", "--cluster.gossip-interval=100ms"]
+            if self.cluster_port is not None
+            else ["--cluster.listen-address="]
+        )
+        log = (self.folder / "alertmanager.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={self.folder / 'alertmanager.yml'}",
+                f"--storage.path={self.folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.external-url={self.url}",
+                *cluster,
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        for _ in range(150):
             try:
-                async with http.get(am_url + "/-/ready") as resp:
+                async with http.get(self.url + "/-/ready") as resp:
                     if resp.status == 200:
-                        break
+                        return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(
-                "Alertmanager did not start: " + (tmp_path / "alertmanager.log").read_text()
-            )
-        yield bridge, Alertmanager(am_url, http)
+        raise AssertionError(
+            "Alertmanager did not start: " + (self.folder / "alertmanager.log").read_text()
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def wired(
+    make_bridge: BridgeFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> AsyncIterator[tuple[Bridge, Alertmanager]]:
+    """The bridge (with ALERTMANAGER_URL) and a real Alertmanager sending it webhooks. Its
+    check-back takes absence as evidence at once (the Alertmanager started a moment ago)."""
+    process = AlertmanagerProcess(tmp_path / "am")
+    bridge = await make_bridge(
+        ALERTMANAGER_URL=process.url,
+        BRIDGE_WEBHOOK_TOKEN=INTAKE_TOKEN,
+        BRIDGE_ALERTMANAGER_SETTLE="0s",
+    )
+    process.send_to(str(bridge.client.make_url("/webhook/alertmanager")))
+    try:
+        await process.start(http)
+        yield bridge, Alertmanager(process.url, http)
     finally:
-        await http.close()
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        process.stop()
 
 
 async def settle(

@@ -123,6 +123,8 @@ async def test_alerts_resolved_while_silenced_resolve_the_message(
     await asyncio.sleep(3)
     assert received(bridge) == before  # Alertmanager says nothing about it (#226)
     await check_silences(bridge)
+    assert message["content"].startswith("🔴 **ГОРИТ**")  # gone once: not yet evidence
+    await check_silences(bridge)
     assert message["content"].startswith("✅ **РЕШЕНО**")
     assert data_buttons(message) == []
 
