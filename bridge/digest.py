@@ -50,7 +50,9 @@ def digests_due(rules: Rules, now: datetime) -> list[DigestDue]:
         if end > local:
             end -= timedelta(days=1)
         if local - end <= LATE_BY_AT_MOST:
-            key = f"digest:{config.chat_id}:{end.isoformat()}"
+            # one per local date: on a fall-back day the repeated hour has a second offset,
+            # and a key holding the offset would let the digest go out twice
+            key = f"digest:{config.chat_id}:{end.date().isoformat()}"
             due.append(DigestDue(key, config.chat_id, config, end - timedelta(days=1), end))
     return due
 

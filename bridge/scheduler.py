@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bridge.digest import DigestDue, digests_due
-from bridge.errors import StoreError
+from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
@@ -52,12 +52,18 @@ class Scheduler:
         return done
 
     async def _digest(self, due: DigestDue, now: datetime) -> bool:
-        # one replica wins the period; the others skip it
-        if not await self.store.claim_once(due.key, now.timestamp()):
-            return False
+        """Claimed and enqueued in one write (the key is the write's event id): one replica
+        wins the period, and a store error cannot claim it without sending it."""
+        if await self.store.event_seen(due.key):
+            return False  # sent already: not worth reading every incident again
         stored = await self.store.all_incidents()
         text = render_digest(due, stored, now)
-        await self.store.enqueue(due.key, [post_item(due.chat_id, text)], now.timestamp())
+        try:
+            await self.store.enqueue(
+                due.key, [post_item(due.chat_id, text)], now.timestamp(), event_id=due.key
+            )
+        except DuplicateEvent:
+            return False  # another replica won it meanwhile
         self.inbox.on_commit()
         return True
 

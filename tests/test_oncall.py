@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
+from bridge.digest import digests_due
+from bridge.errors import StoreError
 from bridge.rules import Rules, load_rules
 from bridge.scheduler import Scheduler
+from bridge.store import Store
 from bridge.web.state import INBOX
 from tests.conftest import Bridge, BridgeFactory, fixture_json
+from tests.faulty_store import FaultyStore
 from tests.test_callbacks import ALICE, click_body, dms, press
 
 T0 = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # 08:00 in Moscow
@@ -361,3 +365,43 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     for preview in previews.values():
         assert preview["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
         assert preview["description"].startswith("с ")
+
+
+FALL_BACK_RULES = """
+routes:
+  - name: default
+    chat_id: 1000
+    digest: {at: "02:30", timezone: Europe/Berlin}
+"""
+
+
+async def test_the_digest_goes_out_once_on_the_fall_back_day_and_survives_a_store_error(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """Berlin's clocks go back on 2026-10-25 at 03:00: 02:30 happens twice (00:30 and 01:30
+    UTC). The digest is sent once. And a store error on its write does not lose it: it is
+    claimed and queued in one write, so the next tick sends it."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(FALL_BACK_RULES)
+    rules = load_rules(path)
+    first, second = (datetime(2026, 10, 25, h, 31, tzinfo=UTC) for h in (0, 1))
+    assert digests_due(rules, first)[0].key == digests_due(rules, second)[0].key
+    faulty: list[FaultyStore] = []
+
+    def wrap(store: Store) -> FaultyStore:
+        faulty.append(FaultyStore(store))
+        return faulty[-1]
+
+    bridge = await make_bridge(rules_override=rules, wrap_store=wrap)
+    clock = Clock()
+    scheduler = Scheduler(bridge.store, bridge.app[INBOX], rules, clock)
+    faulty[0].fail_next("enqueue", StoreError("injected: disk full"))
+    clock.now = first
+    with pytest.raises(StoreError):
+        await scheduler.tick()
+    for moment in (first + timedelta(seconds=15), second, second + timedelta(minutes=5)):
+        clock.now = moment
+        await scheduler.tick()
+    await bridge.deliver()
+    digests = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    assert len(digests) == 1

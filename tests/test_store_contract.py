@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import ConflictError
+from bridge.errors import ConflictError, DuplicateEvent
 from bridge.housekeeping import prune_once
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.store import NewOutboxItem, Store, Stored, open_store
@@ -235,10 +235,15 @@ async def test_find_by_message_and_all_incidents(store: Store) -> None:
     assert sorted(s.incident.ref for s in await store.all_incidents()) == ["r1", "r2"]
 
 
-async def test_claim_once_is_once(store: Store) -> None:
-    assert await store.claim_once("digest:1000:2026-11-24T09:00", 1.0) is True
-    assert await store.claim_once("digest:1000:2026-11-24T09:00", 2.0) is False
-    assert await store.claim_once("digest:1000:2026-11-25T09:00", 3.0) is True
+async def test_an_enqueue_with_an_event_id_is_claimed_once(store: Store) -> None:
+    """How once-per-period work (the digest) is claimed and queued in one write."""
+    post = [NewOutboxItem("post", "{}")]
+    await store.enqueue("digest:1000:2026-11-24", post, 1.0, event_id="digest:1000:2026-11-24")
+    with pytest.raises(DuplicateEvent):
+        await store.enqueue("digest:1000:2026-11-24", post, 2.0, event_id="digest:1000:2026-11-24")
+    assert await store.event_seen("digest:1000:2026-11-24")
+    assert not await store.event_seen("digest:1000:2026-11-25")
+    assert (await store.outbox_stats(3.0)).depth == 1
 
 
 async def test_finishing_an_item_can_record_the_delivery_in_the_same_write(store: Store) -> None:

@@ -90,10 +90,6 @@ class Store(Protocol):
     async def find_by_message(self, message_id: int) -> str | None:
         """The ref of the incident whose Pachca message this is."""
 
-    async def claim_once(self, key: str, now: float) -> bool:
-        """True for the first caller with this key, False for every later one (any replica):
-        how once-per-period work (the digest) is done once."""
-
     async def save_incident(
         self,
         incident: Incident,

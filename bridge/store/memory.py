@@ -19,7 +19,6 @@ class MemoryStore:
         self._outbox: dict[int, tuple[OutboxItem, float]] = {}  # id -> (item, not_before)
         self._dead: list[DeadLetter] = []
         self._events: dict[str, float] = {}
-        self._once: dict[str, float] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -49,12 +48,6 @@ class MemoryStore:
         return next(
             (ref for ref, d in self._deliveries.items() if d.message_id == message_id), None
         )
-
-    async def claim_once(self, key: str, now: float) -> bool:
-        if key in self._once:
-            return False
-        self._once[key] = now
-        return True
 
     async def open_incidents(self) -> list[Incident]:
         current = (self._incidents[ref] for ref in self._current.values())

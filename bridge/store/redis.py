@@ -468,12 +468,6 @@ class RedisStore:
         ref = await self._do("message", self._redis.get(self._k("msg", str(message_id))))
         return str(ref) if ref else None
 
-    async def claim_once(self, key: str, now: float) -> bool:
-        done = await self._do(
-            "once", self._redis.set(self._k("once", key), str(now), nx=True, ex=8 * 86400)
-        )
-        return bool(done)
-
     async def save_incident(
         self,
         incident: Incident,

@@ -194,16 +194,6 @@ class SQLiteStore:
         )
         return str(row[0]) if row else None
 
-    async def claim_once(self, key: str, now: float) -> bool:
-        inserted = await self._run(
-            lambda db: (
-                db.execute(
-                    "INSERT OR IGNORE INTO once (key, at) VALUES (?, ?)", (key, now)
-                ).rowcount
-            )
-        )
-        return bool(inserted)
-
     async def open_incidents(self) -> list[Incident]:
         rows = await self._run(
             lambda db: db.execute(
