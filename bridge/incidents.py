@@ -141,6 +141,7 @@ def _open(
         opened_at=now,
         changed_at=now,
         firing_since=now,
+        episode_start=_earliest_firing(note.alerts),
         last_digest=notification_digest(note),
     )
     return Transition(incident, (Effect.CREATE,))
@@ -184,11 +185,15 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     reopened = current.state is IncidentState.RESOLVED and state is IncidentState.FIRING
     people: dict[str, object] = {}
     if reopened:  # a new episode: the old ack, hand-closing, reminders and escalation reset
+        # what the previous episode had and the source no longer lists leaves the message
+        listed = {a.fingerprint for a in note.alerts}
+        alerts = {fp: a for fp, a in alerts.items() if fp in listed}
         people = {
             "acked_by": None,
             "acked_at": None,
             "resolved_by": None,
             "firing_since": now,
+            "episode_start": _earliest_firing(alerts.values()),
             "reminded_at": None,
             "escalated": 0,
         }
@@ -248,6 +253,11 @@ def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
             alerts[fingerprint] = alert.model_copy(
                 update={"status": AlertStatus.RESOLVED, "ends_at": end, "inferred": True}
             )
+
+
+def _earliest_firing(alerts: Iterable[Alert]) -> datetime | None:
+    starts = [a.starts_at for a in alerts if a.status is AlertStatus.FIRING]
+    return min(starts) if starts else None
 
 
 def _last_end(alerts: Iterable[Alert], default: datetime | None) -> datetime | None:

@@ -107,6 +107,9 @@ class Incident(Frozen):
     silenced_until: datetime | None = None
     silenced_by: str = ""  # the silence's createdBy (a display name)
     firing_since: datetime | None = None  # start of this firing episode (bridge clock)
+    # start of this episode by the source's clock: the earliest startsAt that fired in it
+    # (durations count from here, not from an earlier episode's alerts)
+    episode_start: datetime | None = None
     reminded_at: datetime | None = None
     escalated: int = 0  # escalation steps already taken in this episode
 

@@ -175,13 +175,16 @@ def _content(
     )
     shown = ordered[:limit]
     hidden = len(ordered) - len(shown) + incident.truncated_alerts
+    common = shared_labels(incident)
     mentions = route.mentions if incident.state is IncidentState.FIRING else []
     text = _MESSAGE.render(
         t=words,
         header=_header(incident, route.language),
         state_line=state_line,
-        common_labels=_label_line(incident.common_labels, exclude=_QUIET_LABELS),
-        alerts=[_alert_view(a, incident, route.language, options, text_limit) for a in shown],
+        common_labels=_label_line(common, exclude=_QUIET_LABELS),
+        alerts=[
+            _alert_view(a, incident, common, route.language, options, text_limit) for a in shown
+        ],
         hidden=hidden,
         mentions=Md(" ".join(mentions)),
     )
@@ -209,7 +212,23 @@ def _header(incident: Incident, language: str) -> Md:
 
 
 def first_start(incident: Incident) -> datetime:
+    """Where this episode's duration counts from (the earliest start, for incidents stored
+    before episodes were recorded)."""
+    if incident.episode_start is not None:
+        return incident.episode_start
     return min((a.starts_at for a in incident.alerts.values()), default=incident.opened_at)
+
+
+def shared_labels(incident: Incident) -> dict[str, str]:
+    """The labels every alert of the incident has (the header's label line): computed from
+    the alerts themselves, not from the last notification, which may have listed only some."""
+    alerts = list(incident.alerts.values())
+    if not alerts:
+        return dict(incident.common_labels)
+    shared = dict(alerts[0].labels)
+    for alert in alerts[1:]:
+        shared = {k: v for k, v in shared.items() if alert.labels.get(k) == v}
+    return shared
 
 
 def _label_line(labels: dict[str, str], exclude: set[str]) -> Md:
@@ -222,14 +241,19 @@ def _label_line(labels: dict[str, str], exclude: set[str]) -> Md:
 
 
 def _alert_view(
-    alert: Alert, incident: Incident, language: str, options: RenderOptions, text_limit: int
+    alert: Alert,
+    incident: Incident,
+    common: dict[str, str],
+    language: str,
+    options: RenderOptions,
+    text_limit: int,
 ) -> dict[str, Any]:
     words = WORDS[language]
     summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
     description = alert.annotations.get("description", "")
     if alert.annotations.get("Error"):  # Grafana's DatasourceError: the query's own error
         description = f"⚠️ {alert.annotations['Error']}\n{description}".strip()
-    own_labels = {k: v for k, v in alert.labels.items() if incident.common_labels.get(k) != v}
+    own_labels = {k: v for k, v in alert.labels.items() if common.get(k) != v}
     local = alert.starts_at.astimezone(options.timezone)
     if alert.status is AlertStatus.FIRING:
         timing = words["since"].format(time=format_time(local))

@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 from bridge.actions import Action, ButtonData, apply_click
 from bridge.incidents import Effect, Transition, apply_notification, notification_digest
 from bridge.model import AlertStatus, Incident, IncidentState, Notification
+from bridge.render import RenderOptions, first_start, render_message, shared_labels
 from bridge.rules import RouteConfig
 from bridge.sources import alertmanager
+from bridge.texts import render_comment
 from tests.conftest import fixture_bytes
 
 NOW = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
@@ -309,3 +311,39 @@ def test_a_hand_resolved_incident_stays_closed_for_repeats_however_long_ago() ->
     news = _apply(closed, newer.model_copy(update={"alerts": (refired,)}))
     assert news.incident is not None and news.incident.state is IncidentState.FIRING
     assert news.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
+
+
+# -- episodes --------------------------------------------------------------------------------
+
+
+def test_a_reopened_incident_is_a_new_episode_counts_and_duration_cover_it() -> None:
+    """Episode 1: three alerts fired and resolved. Episode 2, an hour later: one of them fires
+    again. The message counts one alert, not "1 of 3"; its duration counts from its start."""
+    options = RenderOptions(timezone=UTC)
+
+    group = note("alertmanager/02-group-3-firing.json")
+    opened = _apply(None, group)
+    resolved = _apply(opened.incident, note("alertmanager/05-group-all-resolved.json"))
+    assert resolved.incident is not None
+    again = group.alerts[1].model_copy(
+        update={"starts_at": group.alerts[1].starts_at + timedelta(hours=1)}
+    )
+    second = group.model_copy(update={"alerts": (again,), "common_labels": dict(again.labels)})
+    reopened = _apply(resolved.incident, second, NOW + timedelta(minutes=5))
+    incident = reopened.incident
+    assert incident is not None and incident.state is IncidentState.FIRING
+    assert list(incident.alerts) == [again.fingerprint]
+    assert incident.episode_start == again.starts_at
+    assert first_start(incident) == again.starts_at
+    comment = render_comment(
+        Effect.COMMENT_REFIRED, incident, RouteConfig(name="d", chat_id=1), options
+    )
+    assert "(1 из 1)" in comment
+    # the header's labels are those of every alert shown, not the last notification's
+    three = opened.incident
+    assert three is not None
+    only_first = three.model_copy(update={"common_labels": dict(group.alerts[0].labels)})
+    assert "instance" not in shared_labels(only_first)
+    content = render_message(only_first, RouteConfig(name="d", chat_id=1), options).content
+    header_labels = content.splitlines()[1]
+    assert "instance" not in header_labels and "team: `db`" in header_labels
