@@ -140,7 +140,9 @@ class Chaos:
             return Failure(422, body=api_error("entity_id", "injected refusal", "invalid"))
         if self.rng.random() >= self.rate:
             return None
-        kind = self.rng.choice(self.kinds)
+        # every kind once first (a short soak still meets each), then at random
+        unmet = [k for k in self.kinds if not self.injected[k]]
+        kind = self.rng.choice(unmet or self.kinds)
         self.injected[kind] += 1
         return {
             "5xx": Failure(self.rng.choice([500, 502, 503, 504])),
