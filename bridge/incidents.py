@@ -238,10 +238,13 @@ def _is_newer(alert: Alert, previous: Alert) -> bool:
 
 
 def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
-    """A group reported resolved: alerts we still think fire but the note left out
-    (truncated, or silenced before they resolved) ended too, if they started before its end."""
+    """A group reported resolved while we think some alerts it left out still fire. Left out
+    by truncation (`truncatedAlerts`), they ended too: Alertmanager's status covers every alert
+    of the group. Left out otherwise, they are silenced or inhibited, and nothing is known of
+    them: they stay as they are (the silence check-back follows them). An inferred end is
+    provisional (`Alert.inferred`)."""
     end = _last_end(note.alerts, default=None)
-    if end is None:
+    if end is None or note.truncated_alerts == 0:
         return
     listed = {a.fingerprint for a in note.alerts}
     for fingerprint, alert in list(alerts.items()):

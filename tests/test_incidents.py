@@ -249,29 +249,44 @@ def _apply(current: Incident | None, n: Notification, now: datetime = NOW) -> Tr
     )
 
 
-def test_a_member_left_out_of_a_resolved_notification_is_resolved_only_provisionally() -> None:
+def test_a_member_left_out_of_a_resolved_notification_is_not_taken_for_resolved() -> None:
     """Group {X, S}, S silenced in Alertmanager: X recovers, the notification is "resolved" and
-    lists X only. S is shown resolved, but when its silence ends Alertmanager sends S firing
-    with its original startsAt: that re-opens the incident (S's outage is shown)."""
+    lists X only (no truncation). Nothing is known of S: it stays firing (the check-back shows
+    it silenced), and when its silence ends and Alertmanager sends it, nothing has to re-open."""
     group = note("alertmanager/02-group-3-firing.json")
     group = group.model_copy(update={"alerts": group.alerts[:2]})
     opened = _apply(None, group)
     x_resolved = _apply(opened.incident, _only(group, 0, AlertStatus.RESOLVED))
-    assert x_resolved.incident is not None
-    assert x_resolved.incident.state is IncidentState.RESOLVED
-    s = x_resolved.incident.alerts[group.alerts[1].fingerprint]
+    incident = x_resolved.incident
+    assert incident is not None and incident.state is IncidentState.FIRING
+    assert incident.alerts[group.alerts[1].fingerprint].status is AlertStatus.FIRING
+    assert incident.alerts[group.alerts[0].fingerprint].status is AlertStatus.RESOLVED
+    assert x_resolved.effects == (Effect.EDIT,)  # no "resolved" comment
+    assert _apply(incident, _only(group, 1, AlertStatus.FIRING)).effects == ()
+
+
+def test_members_truncated_from_a_resolved_notification_end_provisionally() -> None:
+    """A resolved notification that was truncated: the alerts it cut ended too (the status
+    covers the whole group), but only provisionally: a firing copy with the same startsAt (the
+    inference was wrong, e.g. one of them was silenced) re-opens the incident, however late."""
+    group = note("alertmanager/02-group-3-firing.json")
+    opened = _apply(None, group)
+    cut = _only(group, 0, AlertStatus.RESOLVED).model_copy(update={"truncated_alerts": 2})
+    resolved = _apply(opened.incident, cut)
+    incident = resolved.incident
+    assert incident is not None and incident.state is IncidentState.RESOLVED
+    s = incident.alerts[group.alerts[1].fingerprint]
     assert s.status is AlertStatus.RESOLVED and s.inferred
-    x = x_resolved.incident.alerts[group.alerts[0].fingerprint]
-    assert not x.inferred
-    s_fires_on = _apply(x_resolved.incident, _only(group, 1, AlertStatus.FIRING))
-    assert s_fires_on.incident is not None
-    assert s_fires_on.incident.state is IncidentState.FIRING
-    assert s_fires_on.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
-    assert s_fires_on.incident.ref == opened.incident.ref  # type: ignore[union-attr]
-    # long after, too: a firing over an inferred resolution is news
-    later = x_resolved.incident.changed_at + TTL * 5
-    reopened_late = _apply(x_resolved.incident, _only(group, 1, AlertStatus.FIRING), later)
-    assert reopened_late.effects == (Effect.CREATE,)
+    assert not incident.alerts[group.alerts[0].fingerprint].inferred
+    fires_on = _apply(incident, _only(group, 1, AlertStatus.FIRING))
+    assert fires_on.incident is not None
+    assert fires_on.incident.state is IncidentState.FIRING
+    assert fires_on.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
+    assert fires_on.incident.ref == incident.ref
+    later = incident.changed_at + TTL * 5
+    assert _apply(incident, _only(group, 1, AlertStatus.FIRING), later).effects == (
+        Effect.CREATE,
+    )
 
 
 def test_a_reported_resolution_is_final_for_its_starts_at() -> None:
