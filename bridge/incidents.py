@@ -91,7 +91,7 @@ def apply_notification(
         and current.state is IncidentState.RESOLVED
         and now - current.changed_at > resolved_ttl
     )
-    if current is None or (finished and has_news(note, current.alerts)):
+    if current is None or (finished and has_news(note, {**current.earlier, **current.alerts})):
         return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, previous=current)
     if finished:  # a repeat of what it was closed on (e.g. by hand while still firing)
         return Transition(current)
@@ -149,14 +149,22 @@ def _open(
 
 def _update(current: Incident, note: Notification, *, now: datetime) -> Transition:
     alerts = dict(current.alerts)
+    earlier = dict(current.earlier)
     refired = False
     digest = notification_digest(note)
     # Closed by hand while the source still said "firing": repeats of what the source already
     # said do not re-open it; news (see has_news) does, and then every alert the source still
     # reports firing is shown firing again.
-    reopen_by_hand = current.resolved_by is not None and has_news(note, current.alerts)
+    reopen_by_hand = current.resolved_by is not None and has_news(note, {**earlier, **alerts})
     for alert in note.alerts:
         previous = alerts.get(alert.fingerprint)
+        if previous is None and alert.fingerprint in earlier:
+            # of an earlier episode: back on the message only with something newer to say
+            if _is_newer(alert, earlier[alert.fingerprint]):
+                del earlier[alert.fingerprint]
+                alerts[alert.fingerprint] = alert
+                refired |= alert.status is AlertStatus.FIRING
+            continue
         if previous is None:
             alerts[alert.fingerprint] = alert
         elif _is_newer(alert, previous) or (
@@ -186,8 +194,11 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
     people: dict[str, object] = {}
     if reopened:  # a new episode: the old ack, hand-closing, reminders and escalation reset
         # what the previous episode had and the source no longer lists leaves the message
+        # (resolved alerts only: a firing one may just be silenced or cut by truncation)
         listed = {a.fingerprint for a in note.alerts}
-        alerts = {fp: a for fp, a in alerts.items() if fp in listed}
+        for fp, alert in list(alerts.items()):
+            if fp not in listed and alert.status is AlertStatus.RESOLVED:
+                earlier[fp] = alerts.pop(fp)
         people = {
             "acked_by": None,
             "acked_at": None,
@@ -204,6 +215,7 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
             **people,
             "last_digest": digest,
             "alerts": alerts,
+            "earlier": earlier,
             "truncated_alerts": note.truncated_alerts,
             "group_labels": note.group_labels or current.group_labels,
             "common_labels": note.common_labels,

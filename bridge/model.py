@@ -92,7 +92,7 @@ class Incident(Frozen):
     common_labels: dict[str, str]
     common_annotations: dict[str, str]
     external_url: str
-    alerts: dict[str, Alert]
+    alerts: dict[str, Alert]  # this episode's: what the message shows and counts
     truncated_alerts: int
     state: IncidentState
     opened_at: datetime
@@ -110,6 +110,9 @@ class Incident(Frozen):
     # start of this episode by the source's clock: the earliest startsAt that fired in it
     # (durations count from here, not from an earlier episode's alerts)
     episode_start: datetime | None = None
+    # alerts of earlier episodes the source no longer listed when it re-opened: off the
+    # message, but remembered, so a late copy of what they said is not taken for news
+    earlier: dict[str, Alert] = {}
     reminded_at: datetime | None = None
     escalated: int = 0  # escalation steps already taken in this episode
 

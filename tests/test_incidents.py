@@ -284,9 +284,7 @@ def test_members_truncated_from_a_resolved_notification_end_provisionally() -> N
     assert fires_on.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
     assert fires_on.incident.ref == incident.ref
     later = incident.changed_at + TTL * 5
-    assert _apply(incident, _only(group, 1, AlertStatus.FIRING), later).effects == (
-        Effect.CREATE,
-    )
+    assert _apply(incident, _only(group, 1, AlertStatus.FIRING), later).effects == (Effect.CREATE,)
 
 
 def test_a_reported_resolution_is_final_for_its_starts_at() -> None:
@@ -362,3 +360,21 @@ def test_a_reopened_incident_is_a_new_episode_counts_and_duration_cover_it() -> 
     content = render_message(only_first, RouteConfig(name="d", chat_id=1), options).content
     header_labels = content.splitlines()[1]
     assert "instance" not in header_labels and "team: `db`" in header_labels
+
+
+def test_a_late_copy_from_the_previous_episode_adds_nothing_back() -> None:
+    """Found by the model-based test: alerts of the previous episode leave the message when it
+    re-opens without them, but are remembered; a late copy of the old "firing" notification
+    (the lagging replica) neither shows them firing again nor re-opens anything."""
+    group = note("alertmanager/02-group-3-firing.json")
+    opened = _apply(None, group)
+    resolved = _apply(opened.incident, note("alertmanager/05-group-all-resolved.json"))
+    again = group.alerts[0].model_copy(
+        update={"starts_at": group.alerts[0].starts_at + timedelta(hours=1)}
+    )
+    reopened = _apply(resolved.incident, group.model_copy(update={"alerts": (again,)}))
+    incident = reopened.incident
+    assert incident is not None and list(incident.alerts) == [again.fingerprint]
+    assert set(incident.earlier) == {a.fingerprint for a in group.alerts[1:]}
+    late = _apply(incident, group)
+    assert late.effects == () and late.incident == incident
