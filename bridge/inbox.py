@@ -24,7 +24,13 @@ from bridge import oncall, silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
 from bridge.alertmanager_api import Failure
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
-from bridge.incidents import Effect, apply_notification, notification_digest
+from bridge.incidents import (
+    Effect,
+    apply_notification,
+    close_unreported,
+    notification_digest,
+    touched,
+)
 from bridge.metrics import Metrics
 from bridge.model import (
     Click,
@@ -93,6 +99,7 @@ class Inbox:
         dedup_ttl: float,
         dedup_size: int,
         render_options: RenderOptions,
+        stale_after: float = 13 * 3600,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -104,10 +111,20 @@ class Inbox:
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
         self.clock = clock
         self.on_commit = on_commit
-        self._seen: TTLCache[str, str] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
+        # an open incident's last_seen is renewed this often by repeats that change nothing,
+        # so the cache lets a repeat through to the store at least that often (0: never closed
+        # as unreported, nothing to renew)
+        every = stale_after / 4 if stale_after > 0 else dedup_ttl
+        self.touch_every = timedelta(seconds=every)
+        self._seen: TTLCache[str, str] = TTLCache(
+            maxsize=dedup_size, ttl=min(dedup_ttl, every), timer=self._timestamp
+        )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # key -> (digest, done) of the notification being recorded now
         self._in_flight: dict[str, tuple[str, asyncio.Future[None]]] = {}
+
+    def _timestamp(self) -> float:
+        return self.clock().timestamp()  # the cache ages by the inbox's clock (tests move it)
 
     def _lock(self, key: str) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -185,6 +202,14 @@ class Inbox:
                 new_ref=new_ref(),
             )
             if not transition.changed or transition.incident is None:
+                fresh = touched(current, now, self.touch_every) if current else None
+                if fresh is not None and current is not None:
+                    try:  # still reported: renew last_seen (see incidents.close_unreported)
+                        await self.store.save_incident(
+                            fresh, (current.ref, current.version), [], now.timestamp()
+                        )
+                    except ConflictError:
+                        continue
                 return None
             incident = transition.incident
             items = [
@@ -346,6 +371,9 @@ class Inbox:
                 after, effects = silences.follow_alertmanager(
                     incident, alerts, silences_by_id, now, gone
                 )
+                reported = any(a.fingerprint in alerts for a in after.firing)
+                if not effects and reported:  # Alertmanager still has it: renew last_seen
+                    after = touched(after, now, self.touch_every) or after
             return ClickResult(after, effects, Reply.QUEUED)
 
         return await self._change(ref, decide, None)
@@ -367,6 +395,25 @@ class Inbox:
             return result.incident or incident, items
 
         return await self._commit(ref, with_items)
+
+    async def close_if_unreported(self, ref: str, stale_after: timedelta) -> bool:
+        """Close the incident if nothing has reported it for `stale_after`."""
+
+        def decide(
+            incident: Incident, route: Route, now: datetime
+        ) -> tuple[Incident, list[NewOutboxItem]]:
+            transition = close_unreported(incident, now, stale_after)
+            after = transition.incident or incident
+            return after, [
+                NewOutboxItem(effect.value)
+                if effect is Effect.EDIT
+                else NewOutboxItem(
+                    effect.value, render_comment(effect, after, route.config, self.render_options)
+                )
+                for effect in transition.effects
+            ]
+
+        return await self._commit(ref, decide)
 
     async def oncall(self, ref: str) -> bool:
         """Reminders and escalation steps due now for one incident."""
@@ -411,7 +458,7 @@ class Inbox:
             route = self.rules.by_name(incident.route)
             now = self.clock()
             after, items = decide(incident, route, now)
-            if not items:
+            if not items and after is incident:
                 return False
             try:
                 if after is not incident:

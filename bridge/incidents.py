@@ -39,6 +39,7 @@ class Effect(StrEnum):
     COMMENT_SILENCE_ENDED = "comment_silence_ended"  # thread comment: it expired, still firing
     COMMENT_REMINDER = "comment_reminder"  # thread comment: still firing, nobody on it
     COMMENT_ESCALATED = "comment_escalated"  # thread comment: the next people are called
+    COMMENT_UNREPORTED = "comment_unreported"  # thread comment: closed, no longer reported
     POST = "post"  # a message of its own to some chat (escalation elsewhere, digest, replies)
     UNFURL = "unfurl"  # link previews for a message that links to incidents
     DM = "dm"  # direct message to the person who pressed a button
@@ -98,6 +99,45 @@ def apply_notification(
     return _update(current, note, now=now)
 
 
+def touched(incident: Incident, now: datetime, every: timedelta) -> Incident | None:
+    """The incident with `last_seen` renewed, if the last renewal is older than `every`: a
+    repeat that changes nothing still proves the source reports it, but is written only now
+    and then. Same version: nothing for the chat to show."""
+    if incident.state is not IncidentState.FIRING:
+        return None
+    seen = incident.last_seen or incident.changed_at
+    if now - seen < every:
+        return None
+    return incident.model_copy(update={"last_seen": now})
+
+
+def close_unreported(incident: Incident, now: datetime, stale_after: timedelta) -> Transition:
+    """An open incident that no notification and no check-back has reported for `stale_after`
+    is closed, so nothing stays firing forever (its group was re-routed, or Alertmanager lost
+    it). Its alerts end provisionally: if the source still has them firing, the next
+    notification re-opens it."""
+    seen = incident.last_seen or incident.changed_at
+    if incident.state is not IncidentState.FIRING or now - seen < stale_after:
+        return Transition(incident)
+    alerts = {
+        fp: a.model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": now, "inferred": True})
+        if a.status is AlertStatus.FIRING
+        else a
+        for fp, a in incident.alerts.items()
+    }
+    closed = incident.model_copy(
+        update={
+            **UNSILENCED,
+            "alerts": alerts,
+            "state": IncidentState.RESOLVED,
+            "resolved_at": now,
+            "changed_at": now,
+            "version": incident.version + 1,
+        }
+    )
+    return Transition(closed, (Effect.EDIT, Effect.COMMENT_UNREPORTED))
+
+
 def has_news(note: Notification, known: dict[str, Alert]) -> bool:
     """Does `note` report a firing the incident does not account for: an alert it never had, a
     newer `startsAt`, or a firing over a resolution the bridge only inferred? A repeat of what
@@ -141,6 +181,7 @@ def _open(
         opened_at=now,
         changed_at=now,
         firing_since=now,
+        last_seen=now,
         episode_start=_earliest_firing(note.alerts),
         last_digest=notification_digest(note),
     )
@@ -216,6 +257,7 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
             "last_digest": digest,
             "alerts": alerts,
             "earlier": earlier,
+            "last_seen": now,
             "truncated_alerts": note.truncated_alerts,
             "group_labels": note.group_labels or current.group_labels,
             "common_labels": note.common_labels,

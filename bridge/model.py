@@ -113,6 +113,9 @@ class Incident(Frozen):
     # alerts of earlier episodes the source no longer listed when it re-opened: off the
     # message, but remembered, so a late copy of what they said is not taken for news
     earlier: dict[str, Alert] = {}
+    # bridge clock: when a notification or the check-back last reported any of its alerts
+    # (renewed now and then, not on every repeat: see incidents.touched)
+    last_seen: datetime | None = None
     reminded_at: datetime | None = None
     escalated: int = 0  # escalation steps already taken in this episode
 

@@ -1,5 +1,6 @@
 """The bridge's own clock-driven work (Pachca has no scheduler): reminders and escalation of
-unacknowledged incidents, and each chat's daily digest. Every tick is safe to run on several
+unacknowledged incidents, each chat's daily digest, and closing open incidents nothing has
+reported for BRIDGE_STALE_AFTER. Every tick is safe to run on several
 replicas at once: what it does is decided and recorded through the inbox's compare-and-set,
 and each digest is claimed once per period in the store."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bridge.digest import DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
@@ -21,6 +22,9 @@ from bridge.texts import render_digest
 
 log = logging.getLogger(__name__)
 
+# open incidents are looked at for staleness this often (it reads every open incident)
+STALE_CHECK_EVERY = timedelta(minutes=5)
+
 
 class Scheduler:
     def __init__(
@@ -29,11 +33,14 @@ class Scheduler:
         inbox: Inbox,
         rules: Rules,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stale_after: float = 13 * 3600,
     ) -> None:
         self.store = store
         self.inbox = inbox
         self.rules = rules
         self.clock = clock
+        self.stale_after = timedelta(seconds=stale_after) if stale_after else None
+        self._stale_checked: datetime | None = None
 
     async def tick(self) -> int:
         """Do what is due now; returns how many things were recorded."""
@@ -49,6 +56,17 @@ class Scheduler:
         now = self.clock()
         for due in digests_due(self.rules, now):
             done += await self._contained(f"digest {due.key}", self._digest(due, now))
+        if self.stale_after is not None and (
+            self._stale_checked is None or now - self._stale_checked >= STALE_CHECK_EVERY
+        ):
+            self._stale_checked = now
+            for incident in await self.store.open_incidents():
+                seen = incident.last_seen or incident.changed_at
+                if now - seen >= self.stale_after:
+                    done += await self._contained(
+                        f"incident {incident.ref}",
+                        self.inbox.close_if_unreported(incident.ref, self.stale_after),
+                    )
         return done
 
     async def _digest(self, due: DigestDue, now: datetime) -> bool:

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     BRIDGE_DEDUP_TTL: Duration = 6 * 3600
     BRIDGE_DEDUP_CACHE_SIZE: int = Field(default=100_000, gt=0)
     BRIDGE_RESOLVED_TTL: Duration = 3600
+    # an open incident nothing has reported for this long is closed as "no longer reported"
+    # (0: never); well above Alertmanager's repeat_interval (4h by default)
+    BRIDGE_STALE_AFTER: Duration = Field(default=13 * 3600, ge=0)
     BRIDGE_RETENTION: Duration = 7 * 86400
     BRIDGE_TIMEZONE: str = "UTC"
     BRIDGE_LOG_FORMAT: Literal["text", "json"] = "text"

@@ -45,6 +45,11 @@ def render_comment(
             title=title, firing=len(incident.firing), total=len(incident.alerts)
         )
         return " ".join([text, *route.mentions])
+    if effect is Effect.COMMENT_UNREPORTED:
+        quiet = incident.changed_at - (incident.last_seen or incident.opened_at)
+        return words["comment_unreported"].format(
+            duration=duration_text(quiet.total_seconds(), route.language)
+        )
     if effect is Effect.COMMENT_RESOLVED:
         end = incident.resolved_at or incident.opened_at
         lasted = (end - first_start(incident)).total_seconds()

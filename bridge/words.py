@@ -25,6 +25,8 @@ WORDS: dict[str, dict[str, str]] = {
         "runbook_button": "📖 Runbook",
         "comment_refired": "🔥 Снова горит: {title} ({firing} из {total})",
         "comment_resolved": "✅ Решено: {title}, длилось {duration}",
+        "comment_unreported": "⌛ Источник не сообщал об этом {duration}: закрыто. Если всё ещё "
+        "горит, следующее уведомление откроет снова.",
         "units": "д ч м с",
         "unack": "↩️ Отпустить",
         "acked_line": "👀 Взял в работу: {name}, {time}",
@@ -97,6 +99,8 @@ WORDS: dict[str, dict[str, str]] = {
         "runbook_button": "📖 Runbook",
         "comment_refired": "🔥 Firing again: {title} ({firing} of {total})",
         "comment_resolved": "✅ Resolved: {title}, lasted {duration}",
+        "comment_unreported": "⌛ The source has not reported this for {duration}: closed. If it "
+        "still fires, the next notification opens it again.",
         "units": "d h m s",
         "unack": "↩️ Unacknowledge",
         "acked_line": "👀 Acknowledged by {name}, {time}",

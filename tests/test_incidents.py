@@ -3,7 +3,14 @@
 from datetime import UTC, datetime, timedelta
 
 from bridge.actions import Action, ButtonData, apply_click
-from bridge.incidents import Effect, Transition, apply_notification, notification_digest
+from bridge.incidents import (
+    Effect,
+    Transition,
+    apply_notification,
+    close_unreported,
+    notification_digest,
+    touched,
+)
 from bridge.model import AlertStatus, Incident, IncidentState, Notification
 from bridge.render import RenderOptions, first_start, render_message, shared_labels
 from bridge.rules import RouteConfig
@@ -378,3 +385,22 @@ def test_a_late_copy_from_the_previous_episode_adds_nothing_back() -> None:
     assert set(incident.earlier) == {a.fingerprint for a in group.alerts[1:]}
     late = _apply(incident, group)
     assert late.effects == () and late.incident == incident
+
+
+def test_close_unreported_and_touched() -> None:
+    opened = _apply(None, note("alertmanager/02-group-3-firing.json")).incident
+    assert opened is not None and opened.last_seen == NOW
+    stale = timedelta(hours=13)
+    assert close_unreported(opened, NOW + timedelta(hours=12), stale).effects == ()
+    closed = close_unreported(opened, NOW + stale, stale)
+    assert closed.effects == (Effect.EDIT, Effect.COMMENT_UNREPORTED)
+    assert closed.incident is not None and closed.incident.state is IncidentState.RESOLVED
+    assert all(a.inferred for a in closed.incident.alerts.values())
+    # it fires on after all: the same startsAt is news over an inferred end
+    again = _apply(closed.incident, note("alertmanager/02-group-3-firing.json"), NOW + stale)
+    assert again.effects == (Effect.EDIT, Effect.COMMENT_REFIRED)
+    every = timedelta(hours=3)
+    assert touched(opened, NOW + timedelta(hours=2), every) is None
+    renewed = touched(opened, NOW + timedelta(hours=4), every)
+    assert renewed is not None and renewed.last_seen == NOW + timedelta(hours=4)
+    assert renewed.version == opened.version  # nothing for the chat

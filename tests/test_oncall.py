@@ -15,7 +15,7 @@ from bridge.errors import StoreError
 from bridge.rules import Rules, load_rules
 from bridge.scheduler import Scheduler
 from bridge.store import Store
-from bridge.web.state import INBOX
+from bridge.web.state import INBOX, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, fixture_json
 from tests.faulty_store import FaultyStore
 from tests.test_callbacks import ALICE, click_body, dms, press
@@ -405,3 +405,62 @@ async def test_the_digest_goes_out_once_on_the_fall_back_day_and_survives_a_stor
     await bridge.deliver()
     digests = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
     assert len(digests) == 1
+
+
+# -- incidents nothing reports any more -------------------------------------------------------
+
+
+async def test_an_incident_nothing_reports_is_closed_after_stale_after_repeats_keep_it(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    """A repeat every 4 h keeps an incident open (its last_seen renewed though nothing
+    changed); once repeats stop (the group went to another route, Alertmanager lost it) it is
+    closed after BRIDGE_STALE_AFTER with a thread comment, and fires again as news."""
+    clock = Clock()
+    bridge, _ = await oncall_bridge(make_bridge, oncall_rules, clock)
+    bridge.app[OUTBOX].clock = lambda: clock.now.timestamp()
+    scheduler = Scheduler(bridge.store, bridge.app[INBOX], oncall_rules, clock, 13 * 3600)
+    body = fixture_json("alertmanager/02-group-3-firing.json")
+    body["commonLabels"]["team"] = "web"  # the default route, no reminders
+    for hours in (0, 4, 8, 12, 16):
+        clock.now = T0 + timedelta(hours=hours)
+        assert (await bridge.post(body)).status == 200
+        await scheduler.tick()
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert message["content"].startswith("🔴 **ГОРИТ**")
+    clock.now = T0 + timedelta(hours=16 + 12)
+    await scheduler.tick()
+    await bridge.deliver()
+    assert message["content"].startswith("🔴 **ГОРИТ**")  # 12 h of silence: not yet
+    clock.now = T0 + timedelta(hours=16 + 13, minutes=5)
+    await scheduler.tick()
+    await bridge.deliver()
+    assert message["content"].startswith("✅ **РЕШЕНО**")
+    (comment,) = bridge.fake.thread_comments(message["id"])
+    assert comment.startswith("⌛ Источник не сообщал об этом 13ч")
+    # it still fires after all: the same alerts, the same startsAt, re-open it
+    assert (await bridge.post(body)).status == 200
+    await bridge.deliver()
+    assert message["content"].startswith("🔴 **ГОРИТ**")
+    assert len(bridge.fake.channel_messages()) == 1
+
+
+async def test_a_silenced_incident_alertmanager_still_holds_is_not_closed_as_unreported(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    """Alertmanager sends nothing for a silenced group; the check-back seeing its alerts is
+    what keeps it open."""
+    clock = Clock()
+    bridge, _ = await oncall_bridge(make_bridge, oncall_rules, clock)
+    scheduler = Scheduler(bridge.store, bridge.app[INBOX], oncall_rules, clock, 13 * 3600)
+    body = fixture_json("alertmanager/02-group-3-firing.json")
+    assert (await bridge.post(body)).status == 200
+    (stored,) = await bridge.store.all_incidents()
+    held = {fp: {"fingerprint": fp, "status": {"silencedBy": []}} for fp in stored.incident.alerts}
+    for hours in range(6, 30, 6):
+        clock.now = T0 + timedelta(hours=hours)
+        await bridge.app[INBOX].follow_alertmanager(stored.incident.ref, held, {})
+        await scheduler.tick()
+    current = await bridge.store.load_by_ref(stored.incident.ref)
+    assert current is not None and current.incident.state.value == "firing"

@@ -109,7 +109,7 @@ def start_background(
             store, settings.retention, settings.BRIDGE_DEAD_LETTER_RETENTION, pulse
         ),
     )
-    scheduler = Scheduler(store, inbox, rules)
+    scheduler = Scheduler(store, inbox, rules, stale_after=settings.BRIDGE_STALE_AFTER)
     supervisor.start(
         "scheduler", lambda pulse: scheduler.run(settings.BRIDGE_SCHEDULER_INTERVAL, pulse)
     )
@@ -190,6 +190,7 @@ def create_app(
         metrics,
         resolved_ttl=settings.BRIDGE_RESOLVED_TTL,
         dedup_ttl=settings.BRIDGE_DEDUP_TTL,
+        stale_after=settings.BRIDGE_STALE_AFTER,
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
         render_options=render_options,
         on_commit=outbox.wake,
