@@ -37,11 +37,12 @@ from bridge.model import (
     Incident,
     IncidentState,
     Notification,
+    group_prefix,
     incident_key,
 )
 from bridge.render import RenderOptions
 from bridge.rules import Route, Rules
-from bridge.store import NewOutboxItem, Store
+from bridge.store import NewOutboxItem, Store, Stored
 from bridge.texts import (
     render_comment,
     render_escalation,
@@ -142,8 +143,26 @@ class Inbox:
         digest = notification_digest(note)
         changed: list[str] = []
         unchanged = 0
-        for route in self.rules.route_for(note.labels_for_routing):
-            key = incident_key(note.source, note.receiver, note.group_key, route.config.chat_id)
+        routed = {
+            incident_key(note.source, note.receiver, note.group_key, r.config.chat_id): (
+                r,
+                r.config.chat_id,
+            )
+            for r in self.rules.route_for(note.labels_for_routing)
+        }
+        targets = routed
+        group: dict[str, Stored] | None = None  # the group's incidents, once read
+        if any(self._seen.get(key) != digest for key in routed):
+            group = {
+                s.incident.key: s
+                for s in await self.store.load_group(
+                    group_prefix(note.source, note.receiver, note.group_key)
+                )
+            }
+            targets = self._where_it_lives(group, routed)
+            for key in routed.keys() - targets.keys():
+                self._seen[key] = digest  # routed elsewhere now: its repeats change nothing
+        for key, (route, chat_id) in targets.items():
             if self._seen.get(key) == digest:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
@@ -156,7 +175,8 @@ class Inbox:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
                 continue
-            ref = await self._apply_once(key, digest, note, route)
+            known = None if group is None else (group.get(key),)
+            ref = await self._apply_once(key, digest, note, route, chat_id, known)
             self._seen[key] = digest
             if ref is None:
                 unchanged += 1
@@ -167,15 +187,37 @@ class Inbox:
             self.on_commit()
         return Accepted(changed, unchanged)
 
+    def _where_it_lives(
+        self, group: dict[str, Stored], routed: dict[str, tuple[Route, int]]
+    ) -> dict[str, tuple[Route, int]]:
+        """An incident stays where it opened: while the group has a live incident (firing, or
+        resolved recently enough to re-open), notifications go to it, whichever chat routing
+        would pick now (a label that moves routing, an edited route). Routing decides the chat
+        only when the group has none."""
+        now = self.clock()
+        live = {
+            key: (self.rules.by_name(s.incident.route), s.incident.chat_id)
+            for key, s in group.items()
+            if s.incident.state is IncidentState.FIRING
+            or now - s.incident.changed_at <= self.resolved_ttl
+        }
+        return live or routed
+
     async def _apply_once(
-        self, key: str, digest: str, note: Notification, route: Route
+        self,
+        key: str,
+        digest: str,
+        note: Notification,
+        route: Route,
+        chat_id: int,
+        known: tuple[Stored | None] | None = None,
     ) -> str | None:
         """`_apply` under the incident's lock, announced so identical copies can wait for it."""
         async with self._lock(key):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._in_flight[key] = (digest, done)
             try:
-                ref = await self._apply(key, note, route)
+                ref = await self._apply(key, note, route, chat_id, known)
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # seen here; copies waiting on it get it too
@@ -187,16 +229,28 @@ class Inbox:
                 if self._in_flight.get(key, (None, None))[1] is done:
                     del self._in_flight[key]
 
-    async def _apply(self, key: str, note: Notification, route: Route) -> str | None:
-        for _ in range(CONFLICT_RETRIES):
-            stored = await self.store.load_incident(key)
+    async def _apply(
+        self,
+        key: str,
+        note: Notification,
+        route: Route,
+        chat_id: int,
+        known: tuple[Stored | None] | None = None,
+    ) -> str | None:
+        """`known`: the incident as just read with its group (one read fewer); a retry after a
+        conflict reads it again."""
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt == 0 and known is not None:
+                stored = known[0]
+            else:
+                stored = await self.store.load_incident(key)
             current = stored.incident if stored else None
             now = self.clock()
             transition = apply_notification(
                 current,
                 note,
                 route=route.name,
-                chat_id=route.config.chat_id,
+                chat_id=chat_id,
                 now=now,
                 resolved_ttl=self.resolved_ttl,
                 new_ref=new_ref(),

@@ -192,4 +192,9 @@ PachcaEvent = Click | Reaction | Command | LinkShared
 
 def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> str:
     """The identity of an incident: one group of one receiver in one chat."""
-    return f"{source}\x1f{receiver}\x1f{group_key}\x1f{chat_id}"
+    return f"{group_prefix(source, receiver, group_key)}{chat_id}"
+
+
+def group_prefix(source: str, receiver: str, group_key: str) -> str:
+    """What the keys of one group's incidents (one per chat) start with."""
+    return f"{source}\x1f{receiver}\x1f{group_key}\x1f"

@@ -1,12 +1,13 @@
 """Captured Alertmanager payloads through the real HTTP endpoint, delivered to a fake Pachca."""
 
 import asyncio
+import copy
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, Bridge, BridgeFactory, fixture_bytes
+from tests.conftest import FIXTURES, Bridge, BridgeFactory, fixture_bytes, fixture_json
 
 CREATE = ("POST", "/messages")
 EDIT = ("PUT", "/messages/{id}")
@@ -213,3 +214,35 @@ async def test_continue_route_delivers_to_both_chats(
     await feed(bridge, "alertmanager/02-group-3-firing.json", "alertmanager/03-group-3-repeat.json")
     assert sorted(m["entity_id"] for m in bridge.fake.channel_messages()) == [1, 2]
     assert calls(bridge) == [CREATE, CREATE]
+
+
+async def test_an_incident_stays_in_the_chat_it_opened_in_when_routing_moves(
+    make_bridge: BridgeFactory,
+) -> None:
+    """The group opens in the databases chat (team=db). An alert with team=web joins the
+    group (group_by: [alertname]): the common labels lose `team`, routing now says the default
+    chat. The incident stays where it opened and gets its resolution there; the default chat
+    gets nothing. Once it is finished, routing decides again."""
+    bridge = await make_bridge()
+    body = fixture_json("alertmanager/02-group-3-firing.json")
+    assert (await bridge.post(body)).status == 200
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert message["entity_id"] == 1001
+    joined = copy.deepcopy(body)
+    web = copy.deepcopy(joined["alerts"][0])
+    web["labels"] = {**web["labels"], "instance": "web-1:9100", "team": "web"}
+    web["fingerprint"] = "00000000000000aa"
+    joined["alerts"].append(web)
+    del joined["commonLabels"]["team"]
+    assert (await bridge.post(joined)).status == 200
+    resolved = copy.deepcopy(joined)
+    resolved["status"] = "resolved"
+    for alert in resolved["alerts"]:
+        alert["status"] = "resolved"
+        alert["endsAt"] = "2026-11-24T13:00:00Z"
+    assert (await bridge.post(resolved)).status == 200
+    await bridge.deliver()
+    assert [m["id"] for m in bridge.fake.channel_messages()] == [message["id"]]
+    assert "🔥 0 · ✅ 4" in message["content"] and message["content"].startswith("✅ **РЕШЕНО**")
+    assert bridge.fake.thread_comments(message["id"])[-1].startswith("✅ Решено")

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.housekeeping import prune_once
-from bridge.model import Delivery, Incident, IncidentState
+from bridge.model import Delivery, Incident, IncidentState, group_prefix, incident_key
 from bridge.store import NewOutboxItem, Store, Stored, open_store
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SCHEMA, SQLiteStore
@@ -266,3 +266,16 @@ async def test_dead_letters_are_counted_and_pruned_oldest_first(store: Store) ->
     remaining = await store.dead_letters()
     assert [d.error for d in remaining] == ["refused at 300.0"]
     assert (await store.outbox_stats(400.0)) == (0, 0.0, 1)
+
+
+async def test_a_groups_incidents_are_found_whichever_chat_they_are_in(store: Store) -> None:
+    def in_chat(ref: str, chat: int, group: str = "g1") -> Incident:
+        key = incident_key("alertmanager", "pachca", group, chat)
+        return incident(ref=ref).model_copy(update={"key": key, "chat_id": chat})
+
+    await store.save_incident(in_chat("ra", 1000), None, [], 1.0)
+    await store.save_incident(in_chat("rb", 2000), None, [], 1.0)
+    await store.save_incident(in_chat("rc", 1000, group="g10"), None, [], 1.0)
+    found = await store.load_group(group_prefix("alertmanager", "pachca", "g1"))
+    assert [s.incident.ref for s in found] == ["ra", "rb"]
+    assert await store.load_group(group_prefix("alertmanager", "pachca", "g2")) == []

@@ -81,6 +81,10 @@ class Store(Protocol):
 
     async def load_by_ref(self, ref: str) -> Stored | None: ...
 
+    async def load_group(self, prefix: str) -> list[Stored]:
+        """The current incidents whose key starts with `prefix` (see `model.group_prefix`):
+        one group's incidents, whichever chats they were opened in."""
+
     async def open_incidents(self) -> list[Incident]:
         """Every current incident that is not resolved."""
 

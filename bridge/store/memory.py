@@ -49,6 +49,13 @@ class MemoryStore:
             (ref for ref, d in self._deliveries.items() if d.message_id == message_id), None
         )
 
+    async def load_group(self, prefix: str) -> list[Stored]:
+        return [
+            Stored(self._incidents[ref], self._deliveries.get(ref, Delivery()))
+            for key, ref in sorted(self._current.items())
+            if key.startswith(prefix)
+        ]
+
     async def open_incidents(self) -> list[Incident]:
         current = (self._incidents[ref] for ref in self._current.values())
         return [i for i in current if i.state is not IncidentState.RESOLVED]

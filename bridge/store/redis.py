@@ -9,7 +9,8 @@ oldest item is due, scored by when (creations first). A replica takes an inciden
 by setting a claim key with an expiry, so a replica killed mid-send strands nothing: the claim
 lapses after `claim_ttl` and another replica takes the item.
 
-Keys (prefix `pab:`): inc:<ref> (hash), cur:<key> -> ref, open (set), finished (zset),
+Keys (prefix `pab:`): inc:<ref> (hash), cur:<key> -> ref, curkeys (zset of the keys, for a
+group's lookup by lexical range), open (set), finished (zset),
 q:<ref> (list of item ids), item:<id> (hash), seq, due:create / due:other (zsets),
 claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit).
 """
@@ -115,6 +116,7 @@ else
 end
 if cur and cur ~= ref then redis.call('SREM', P..'open', cur) end
 redis.call('SET', P..'cur:'..key, ref)
+redis.call('ZADD', P..'curkeys', 0, key)
 add_items(ref, ARGV[9], 11)
 return 'OK'
 """
@@ -253,7 +255,10 @@ for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])
     local key = redis.call('HGET', P..'inc:'..ref, 'key')
     local message = redis.call('HGET', P..'inc:'..ref, 'message_id')
     if message and message ~= '' then redis.call('DEL', P..'msg:'..message) end
-    if key and redis.call('GET', P..'cur:'..key) == ref then redis.call('DEL', P..'cur:'..key) end
+    if key and redis.call('GET', P..'cur:'..key) == ref then
+      redis.call('DEL', P..'cur:'..key)
+      redis.call('ZREM', P..'curkeys', key)
+    end
     redis.call('DEL', P..'inc:'..ref)
     redis.call('ZREM', P..'finished', ref)
     removed = removed + 1
@@ -443,6 +448,18 @@ class RedisStore:
 
     async def load_by_ref(self, ref: str) -> Stored | None:
         return await self._stored(ref)
+
+    async def load_group(self, prefix: str) -> list[Stored]:
+        """By the `curkeys` sorted set (all current keys, score 0, read by lexical range)."""
+        low, high = b"[" + prefix.encode(), b"(" + prefix.encode() + b"\xff"
+        keys = await self._do("load", self._redis.zrangebylex(self._k("curkeys"), low, high))
+        found = []
+        for key in keys:
+            ref = await self._do("load", self._redis.get(self._k("cur", str(key))))
+            stored = await self._stored(ref)
+            if stored is not None:
+                found.append(stored)
+        return found
 
     async def open_incidents(self) -> list[Incident]:
         refs = await self._do("open", self._redis.smembers(self._k("open")))

@@ -177,6 +177,18 @@ class SQLiteStore:
             )
         )
 
+    async def load_group(self, prefix: str) -> list[Stored]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT i.body, i.message_id, i.thread_id, i.rendered_version, "
+                "i.create_attempted, i.create_digest FROM current_incidents c "
+                "JOIN incidents i ON i.ref = c.ref WHERE c.key >= ? AND c.key < ? ORDER BY c.key",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall(),
+            URGENT,
+        )
+        return [s for row in rows if (s := self._stored(row)) is not None]
+
     async def all_incidents(self) -> list[Stored]:
         rows = await self._run(
             lambda db: db.execute(
