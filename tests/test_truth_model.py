@@ -2,7 +2,9 @@
 does (alerts fire, recover, get silenced), the notifications it sends (truncated ones, late
 copies from the lagging replica of an HA pair), button presses, the silence check-back
 (including the empty list of an Alertmanager that just restarted) and clock jumps, applied to
-the pure core, against a small model of what the source believes.
+the pure core, against a small model of what the source believes. (Routing that moves with
+labels is tested at the inbox, tests/test_flow.py; a restart loses only the check-back's
+memory, modelled as such.)
 
 After every step: at most one message is opened per episode; every alert the source last
 reported firing, and still has firing, is shown firing (unless a person resolved it by hand);
@@ -204,6 +206,11 @@ class TruthMachine(RuleBasedStateMachine):
         gone, self.missing = absence_evidence(firing, alerts, not restarted, self.missing)
         after, _ = follow_alertmanager(self.incident, alerts, silences, self.now, gone)
         self.incident = after
+
+    @rule()
+    def bridge_restarts(self) -> None:
+        """What lives only in memory is gone (the check-back's "missing last time")."""
+        self.missing = frozenset()
 
     @rule(minutes=st.sampled_from([1, 5, 30, 61, 600]))
     def time_passes(self, minutes: int) -> None:
