@@ -248,20 +248,18 @@ class AlertmanagerCluster:
     async def expire_silence(self, silence_id: str) -> bool:
         return bool(await self._first(lambda c: c.expire_silence(silence_id)))
 
-    async def view(self, settle_seconds: float, now: datetime) -> View:
-        """The union of what the replicas that answer hold; AlertmanagerError if none does."""
+    async def view(self, settle_seconds: float, now: datetime, silences: bool = False) -> View:
+        """The union of what the replicas that answer hold; AlertmanagerError if none does.
+        Silences are read when asked for, or when some alert is silenced."""
         alerts: dict[str, dict[str, Any]] = {}
-        silences: dict[str, dict[str, Any]] = {}
+        by_id: dict[str, dict[str, Any]] = {}
         settled = False
         answered: list[AlertmanagerError | None] = []
         for client in self.clients:
             try:
                 own = await client.alerts()
-                own_silences = (
-                    await client.silences()
-                    if any((a.get("status") or {}).get("silencedBy") for a in own)
-                    else []
-                )
+                wanted = silences or any((a.get("status") or {}).get("silencedBy") for a in own)
+                own_silences = await client.silences() if wanted else []
                 started = await client.started_at()
             except AlertmanagerError as exc:
                 answered.append(exc)
@@ -271,10 +269,10 @@ class AlertmanagerCluster:
             for alert in own:
                 _merge(alerts, alert)
             for silence in own_silences:
-                silences.setdefault(str(silence.get("id")), silence)
+                by_id.setdefault(str(silence.get("id")), silence)
         if all(a is not None for a in answered):
             raise next(a for a in answered if a is not None)
-        return View(alerts, silences, settled)
+        return View(alerts, by_id, settled)
 
 
 def _merge(alerts: dict[str, dict[str, Any]], alert: dict[str, Any]) -> None:

@@ -127,7 +127,6 @@ def close_unreported(incident: Incident, now: datetime, stale_after: timedelta) 
     }
     closed = incident.model_copy(
         update={
-            **UNSILENCED,
             "alerts": alerts,
             "state": IncidentState.RESOLVED,
             "resolved_at": now,
@@ -248,9 +247,9 @@ def _update(current: Incident, note: Notification, *, now: datetime) -> Transiti
             "episode_start": _earliest_firing(alerts.values()),
             "reminded_at": None,
             "escalated": 0,
+            # Alertmanager notified, so no silence covers it now
+            **UNSILENCED,
         }
-    if state is IncidentState.RESOLVED:
-        people.update(UNSILENCED)
     updated = current.model_copy(
         update={
             **people,

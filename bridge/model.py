@@ -120,6 +120,12 @@ class Incident(Frozen):
     escalated: int = 0  # escalation steps already taken in this episode
 
     @property
+    def finished(self) -> bool:
+        """Nothing left to follow: resolved, and no silence shown on it (a silence still active
+        is shown until it ends, and a re-fire under it is looked for by the check-back)."""
+        return self.state is IncidentState.RESOLVED and self.silence_id is None
+
+    @property
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.status is AlertStatus.FIRING]
 

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from bridge.digest import DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
+from bridge.model import IncidentState
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
+from bridge.silences import drop_stale_silence
 from bridge.store import Store
 from bridge.tasks import Pulse
 from bridge.texts import render_digest
@@ -62,10 +64,17 @@ class Scheduler:
             self._stale_checked = now
             for incident in await self.store.open_incidents():
                 seen = incident.last_seen or incident.changed_at
-                if now - seen >= self.stale_after:
+                if incident.state is IncidentState.FIRING and now - seen >= self.stale_after:
                     done += await self._contained(
                         f"incident {incident.ref}",
                         self.inbox.close_if_unreported(incident.ref, self.stale_after),
+                    )
+                elif drop_stale_silence(incident, now)[1]:
+                    # a silence shown long past its end that no check-back will drop (no
+                    # Alertmanager configured any more): dropped, so the incident can finish
+                    done += await self._contained(
+                        f"incident {incident.ref}",
+                        self.inbox.follow_alertmanager(incident.ref, None, {}),
                     )
         return done
 

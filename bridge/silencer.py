@@ -15,7 +15,7 @@ from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Fail
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
 from bridge.inbox import Inbox
-from bridge.model import AlertStatus, Incident, IncidentState
+from bridge.model import AlertStatus, Incident
 from bridge.render import incident_title
 from bridge.silences import absence_evidence, drop_stale_silence, silence_matchers
 from bridge.store import OutboxItem, Store
@@ -92,14 +92,15 @@ class Silencer:
         self.forget({i.ref for i in everything})
         changed = 0
         for source, client in self.alertmanagers.items():
-            mine = [i for i in everything if i.source == source and i.state is IncidentState.FIRING]
+            mine = [i for i in everything if i.source == source and not i.finished]
             if mine:
                 changed += await self._check(client, mine)
         return changed
 
     async def _check(self, cluster: AlertmanagerCluster, open_incidents: list[Incident]) -> int:
         try:
-            view = await cluster.view(self.settle_seconds, self.clock())
+            shown = any(i.silence_id is not None for i in open_incidents)
+            view = await cluster.view(self.settle_seconds, self.clock(), silences=shown)
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
             return await self._drop_stale(open_incidents)

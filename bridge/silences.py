@@ -51,8 +51,8 @@ def follow_alertmanager(
     - not shown silenced, but every alert still present is silenced (e.g. from Alertmanager's
       UI) -> shown silenced.
     """
-    if incident.state is not IncidentState.FIRING:
-        return incident, ()
+    if incident.state is IncidentState.RESOLVED:
+        return follow_silenced_resolution(incident, alerts, silences, now)
     firing = [a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING]
     present = [alerts[fp] for fp in firing if fp in alerts]
     covering = [_covering(a) for a in present]
@@ -75,6 +75,59 @@ def follow_alertmanager(
             Effect.EDIT,
             Effect.COMMENT_SILENCED,
         )
+    return incident, ()
+
+
+def follow_silenced_resolution(
+    incident: Incident,
+    alerts: dict[str, dict[str, Any]],
+    silences: dict[str, dict[str, Any]],
+    now: datetime,
+) -> tuple[Incident, tuple[Effect, ...]]:
+    """A resolved incident that still shows its silence. Alertmanager sends nothing for alerts
+    under a silence, so its view is the only news:
+    - one of the incident's alerts fires again (a newer startsAt) under the silence -> the
+      incident re-opens, shown silenced, without pinging anyone (that is what the silence
+      asked for);
+    - the silence is no longer active -> it leaves the message (and the incident is done).
+    """
+    if incident.silence_id is None:
+        return incident, ()
+    silence = silences.get(incident.silence_id)
+    active = silence is not None and (silence.get("status") or {}).get("state") == "active"
+    refired = {}
+    for fp, known in incident.alerts.items():
+        seen = alerts.get(fp)
+        start = _parse_time(seen.get("startsAt")) if seen else None
+        if seen is not None and start is not None and start > known.starts_at:
+            refired[fp] = known.model_copy(
+                update={
+                    "status": AlertStatus.FIRING,
+                    "starts_at": start,
+                    "ends_at": None,
+                    "inferred": False,
+                    "annotations": seen.get("annotations") or known.annotations,
+                }
+            )
+    if refired and active and all(incident.silence_id in _covering(alerts[fp]) for fp in refired):
+        reopened = _changed(
+            incident,
+            now,
+            alerts={**incident.alerts, **refired},
+            state=IncidentState.FIRING,
+            resolved_at=None,
+            resolved_by=None,
+            acked_by=None,
+            acked_at=None,
+            firing_since=now,
+            episode_start=min(a.starts_at for a in refired.values()),
+            reminded_at=None,
+            escalated=0,
+            last_seen=now,
+        )
+        return reopened, (Effect.EDIT,)
+    if not active:
+        return unsilenced(incident, now), (Effect.EDIT,)
     return incident, ()
 
 
@@ -124,9 +177,9 @@ def _ended_unseen(incident: Incident, ended: list[str], now: datetime) -> Incide
 
 def _resolved_unseen(incident: Incident, ended: list[str], now: datetime) -> Incident:
     after = _ended_unseen(incident, ended, now)
-    return after.model_copy(
-        update={"state": IncidentState.RESOLVED, "resolved_at": now, **UNSILENCED}
-    )
+    # the silence stays shown while it lasts: a re-fire under it is looked for (see
+    # `follow_silenced_resolution`)
+    return after.model_copy(update={"state": IncidentState.RESOLVED, "resolved_at": now})
 
 
 def _parse_time(value: object) -> datetime | None:

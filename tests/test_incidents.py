@@ -14,6 +14,7 @@ from bridge.incidents import (
 from bridge.model import AlertStatus, Incident, IncidentState, Notification
 from bridge.render import RenderOptions, first_start, render_message, shared_labels
 from bridge.rules import RouteConfig
+from bridge.silences import silenced
 from bridge.sources import alertmanager
 from bridge.texts import render_comment
 from tests.conftest import fixture_bytes
@@ -404,3 +405,19 @@ def test_close_unreported_and_touched() -> None:
     renewed = touched(opened, NOW + timedelta(hours=4), every)
     assert renewed is not None and renewed.last_seen == NOW + timedelta(hours=4)
     assert renewed.version == opened.version  # nothing for the chat
+
+
+def test_a_notification_that_reopens_a_silenced_resolution_clears_the_silence() -> None:
+    """Alertmanager notified: no silence covers the alert any more."""
+    opened = _apply(None, note("alertmanager/02-group-3-firing.json")).incident
+    assert opened is not None
+    quiet = silenced(opened, "s1", NOW + timedelta(hours=4), "Иван", NOW)
+    resolved = _apply(quiet, note("alertmanager/05-group-all-resolved.json")).incident
+    assert resolved is not None and resolved.silence_id == "s1" and not resolved.finished
+    group = note("alertmanager/02-group-3-firing.json")
+    later = group.alerts[0].model_copy(
+        update={"starts_at": group.alerts[0].starts_at + timedelta(hours=1)}
+    )
+    reopened = _apply(resolved, group.model_copy(update={"alerts": (later,)})).incident
+    assert reopened is not None and reopened.state is IncidentState.FIRING
+    assert reopened.silence_id is None

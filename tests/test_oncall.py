@@ -464,3 +464,26 @@ async def test_a_silenced_incident_alertmanager_still_holds_is_not_closed_as_unr
         await scheduler.tick()
     current = await bridge.store.load_by_ref(stored.incident.ref)
     assert current is not None and current.incident.state.value == "firing"
+
+
+async def test_a_resolved_incident_keeps_its_silence_until_it_ends_then_finishes(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    """No Alertmanager to ask (ALERTMANAGER_URL unset since): the scheduler drops a silence
+    shown well past its end, so the resolved incident finishes and can be pruned."""
+    clock = Clock()
+    bridge, _ = await oncall_bridge(make_bridge, oncall_rules, clock)
+    scheduler = Scheduler(bridge.store, bridge.app[INBOX], oncall_rules, clock, 13 * 3600)
+    assert (await bridge.post_fixture("alertmanager/02-group-3-firing.json")).status == 200
+    (stored,) = await bridge.store.all_incidents()
+    ref = stored.incident.ref
+    await bridge.app[INBOX].silence_created(ref, ALICE, "s1", T0 + timedelta(hours=1), "Алиса")
+    assert (await bridge.post_fixture("alertmanager/05-group-all-resolved.json")).status == 200
+    (open_one,) = await bridge.store.open_incidents()
+    assert open_one.state.value == "resolved" and open_one.silence_id == "s1"
+    clock.now = T0 + timedelta(minutes=30)
+    await scheduler.tick()
+    assert len(await bridge.store.open_incidents()) == 1  # the silence still lasts
+    clock.now = T0 + timedelta(hours=1, minutes=6)
+    await scheduler.tick()
+    assert await bridge.store.open_incidents() == []

@@ -76,7 +76,8 @@ def test_silenced_alerts_gone_from_alertmanager_resolve_the_incident() -> None:
     gone = frozenset(a.fingerprint for a in incident.firing)
     after, effects = follow_alertmanager(incident, {}, {}, NOW, gone)
     assert effects == (Effect.EDIT, Effect.COMMENT_RESOLVED)
-    assert after.state is IncidentState.RESOLVED and after.silence_id is None
+    assert after.state is IncidentState.RESOLVED
+    assert after.silence_id == SILENCE_ID and not after.finished  # shown while it lasts
     assert all(a.inferred for a in after.alerts.values())  # provisional: a firing re-opens
     # absent, but not (yet) evidence: nothing changes
     assert follow_alertmanager(incident, {}, {}, NOW) == (incident, ())
@@ -224,3 +225,45 @@ async def test_group_without_labels_cannot_be_silenced(make_bridge: BridgeFactor
     await press(bridge, click_body(f"silence:{ref}:1h"))
     await bridge.deliver()
     assert dms(bridge, ALICE)[-1].startswith("«HighCPU» нельзя заглушить")
+
+
+def _resolved_under_silence() -> Any:
+    incident = silenced(silence_demo(), SILENCE_ID, NOW + timedelta(hours=1), "Иван", NOW)
+    gone = frozenset(a.fingerprint for a in incident.firing)
+    after, _ = follow_alertmanager(incident, {}, {}, NOW, gone)
+    assert after.state is IncidentState.RESOLVED and after.silence_id == SILENCE_ID
+    return after
+
+
+ACTIVE = {SILENCE_ID: {"id": SILENCE_ID, "status": {"state": "active"}}}
+
+
+def test_a_refire_under_the_silence_of_a_resolved_incident_reopens_it_silenced() -> None:
+    """Alertmanager sends nothing for it: the check-back sees the alert back (newer startsAt,
+    silenced by the silence the message shows) and re-opens it, shown silenced, no pings."""
+    resolved = _resolved_under_silence()
+    fp = sorted(resolved.alerts)[0]
+    back = {
+        fp: {
+            "fingerprint": fp,
+            "startsAt": (NOW + timedelta(minutes=5)).isoformat(),
+            "annotations": {"summary": "again"},
+            "status": {"state": "suppressed", "silencedBy": [SILENCE_ID]},
+        }
+    }
+    after, effects = follow_alertmanager(resolved, back, ACTIVE, NOW + timedelta(minutes=6))
+    assert effects == (Effect.EDIT,)  # no "firing again" comment: the silence asked for quiet
+    assert after.state is IncidentState.FIRING and after.silence_id == SILENCE_ID
+    assert after.alerts[fp].status is AlertStatus.FIRING
+    assert after.alerts[fp].starts_at == NOW + timedelta(minutes=5)
+    # the same startsAt as the resolution: nothing new
+    same = {fp: {**back[fp], "startsAt": resolved.alerts[fp].starts_at.isoformat()}}
+    assert follow_alertmanager(resolved, same, ACTIVE, NOW) == (resolved, ())
+
+
+def test_the_silence_of_a_resolved_incident_leaves_the_message_when_it_ends() -> None:
+    resolved = _resolved_under_silence()
+    assert follow_alertmanager(resolved, {}, ACTIVE, NOW) == (resolved, ())
+    expired = {SILENCE_ID: {"id": SILENCE_ID, "status": {"state": "expired"}}}
+    after, effects = follow_alertmanager(resolved, {}, expired, NOW)
+    assert effects == (Effect.EDIT,) and after.silence_id is None and after.finished

@@ -201,7 +201,8 @@ class TruthMachine(RuleBasedStateMachine):
                 if known.firing:
                     by = [SILENCE] if known.silenced else []
                     alerts[fp] = {"fingerprint": fp, "status": {"silencedBy": by}}
-        silences = {SILENCE: {"id": SILENCE, "createdBy": "ui", "endsAt": None}}
+        state = "active" if any(a.silenced for a in self.source.values()) else "expired"
+        silences = {SILENCE: {"id": SILENCE, "createdBy": "ui", "status": {"state": state}}}
         firing = frozenset(a.fingerprint for a in self.incident.firing)
         gone, self.missing = absence_evidence(firing, alerts, not restarted, self.missing)
         after, _ = follow_alertmanager(self.incident, alerts, silences, self.now, gone)

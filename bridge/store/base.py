@@ -86,7 +86,8 @@ class Store(Protocol):
         one group's incidents, whichever chats they were opened in."""
 
     async def open_incidents(self) -> list[Incident]:
-        """Every current incident that is not resolved."""
+        """Every current incident not `finished`: firing, or resolved under a silence still
+        shown (the check-back follows both)."""
 
     async def all_incidents(self) -> list[Stored]:
         """Every incident the store still holds (resolved ones until pruned), for digests."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
-from bridge.model import Delivery, Incident, IncidentState
+from bridge.model import Delivery, Incident
 from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 
 
@@ -58,7 +58,7 @@ class MemoryStore:
 
     async def open_incidents(self) -> list[Incident]:
         current = (self._incidents[ref] for ref in self._current.values())
-        return [i for i in current if i.state is not IncidentState.RESOLVED]
+        return [i for i in current if not i.finished]
 
     async def save_incident(
         self,
@@ -147,7 +147,7 @@ class MemoryStore:
         gone = [
             ref
             for ref, incident in self._incidents.items()
-            if incident.state is IncidentState.RESOLVED
+            if incident.finished
             and incident.changed_at.timestamp() < finished_before
             and ref not in busy
         ]

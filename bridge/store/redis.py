@@ -493,9 +493,7 @@ class RedisStore:
         now: float,
         event_id: str | None = None,
     ) -> None:
-        finished = (
-            str(incident.changed_at.timestamp()) if incident.state is IncidentState.RESOLVED else ""
-        )
+        finished = str(incident.changed_at.timestamp()) if incident.finished else ""
         answer = await self._eval(
             "save",
             incident.key,

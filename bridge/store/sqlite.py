@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
-from bridge.model import Delivery, Incident, IncidentState
+from bridge.model import Delivery, Incident
 from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 
@@ -233,11 +233,7 @@ class SQLiteStore:
             if found != replaces:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
             _record_event(db, event_id, now)
-            finished_at = (
-                incident.changed_at.timestamp()
-                if incident.state is IncidentState.RESOLVED
-                else None
-            )
+            finished_at = incident.changed_at.timestamp() if incident.finished else None
             db.execute(
                 "INSERT INTO incidents (ref, key, version, body, finished_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "

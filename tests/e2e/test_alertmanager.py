@@ -160,3 +160,32 @@ async def test_silence_for_a_duration_not_on_the_route_is_refused(
     await bridge.deliver()
     assert dms(bridge, ALICE)[-1].startswith("Эта кнопка не от бота алертов")
     assert await am.get("/api/v2/silences") == []
+
+
+async def test_a_refire_under_the_silence_of_a_resolved_incident_is_shown_silenced(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    """Silenced from the chat, the alert resolves (the check-back sees it gone twice): the
+    message shows it resolved and still silenced. It fires again under the silence, and
+    Alertmanager says nothing: the check-back finds it and shows it firing, silenced, without
+    pinging anyone."""
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100")
+    await press(bridge, click_body(f"silence:{ref_of(message)}:4h"))
+    await settle(bridge, lambda: "🔕" in message["content"])
+    await am.push(alert("HighCPU", "web-1:9100", resolved=True))
+    await asyncio.sleep(1)
+    await check_silences(bridge)
+    await check_silences(bridge)
+    assert message["content"].startswith("✅ **РЕШЕНО**")
+    assert "🔕 Заглушено до" in message["content"]  # the silence lasts: still shown
+    comments = len(bridge.fake.thread_comments(message["id"]))
+    before = received(bridge)
+    again = alert("HighCPU", "web-1:9100")
+    again["startsAt"] = datetime.now(UTC).isoformat()  # a new episode
+    await am.push(again)
+    await asyncio.sleep(3)
+    assert received(bridge) == before  # silenced: Alertmanager sends nothing
+    await check_silences(bridge)
+    assert message["content"].startswith("🔴 **ГОРИТ**") and "🔕 Заглушено до" in message["content"]
+    assert len(bridge.fake.thread_comments(message["id"])) == comments  # nobody pinged
