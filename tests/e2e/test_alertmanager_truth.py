@@ -3,6 +3,7 @@ restarts under a silenced incident, and when one replica of an HA pair is down."
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,14 +17,12 @@ SETTLE = 3.0  # BRIDGE_ALERTMANAGER_SETTLE in these tests
 
 
 async def test_an_alertmanager_restart_under_a_silenced_incident_does_not_resolve_it(
-    make_bridge: BridgeFactory, tmp_path: object, http: aiohttp.ClientSession
+    make_bridge: BridgeFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     """The restarted Alertmanager holds no alerts until Prometheus re-sends them (here: pushed
     again 1 s later); the check-back runs meanwhile, twice, and must not take that for a
     resolution. Afterwards the incident is still firing and silenced."""
-    from pathlib import Path
-
-    am = AlertmanagerProcess(Path(str(tmp_path)) / "am")
+    am = AlertmanagerProcess(tmp_path / "am")
     bridge = await make_bridge(
         ALERTMANAGER_URL=am.url,
         BRIDGE_WEBHOOK_TOKEN=INTAKE_TOKEN,
@@ -59,13 +58,11 @@ async def test_an_alertmanager_restart_under_a_silenced_incident_does_not_resolv
 
 @pytest.fixture
 async def ha_pair(
-    make_bridge: BridgeFactory, tmp_path: object, http: aiohttp.ClientSession
+    make_bridge: BridgeFactory, tmp_path: Path, http: aiohttp.ClientSession
 ) -> AsyncIterator[tuple[Bridge, AlertmanagerProcess, AlertmanagerProcess]]:
     """Two Alertmanagers in one cluster, both sending to the bridge; ALERTMANAGER_URL names
     both."""
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+    folder = tmp_path
     a = AlertmanagerProcess(folder / "a", peers=[])
     b = AlertmanagerProcess(folder / "b", peers=[a.cluster_address])
     bridge = await make_bridge(
@@ -111,3 +108,25 @@ async def test_with_one_alertmanager_of_the_pair_down_silences_still_work(
     assert "🔕" in message["content"]  # nothing changed, and nothing was resolved
     await check_silences(bridge)
     assert message["content"].startswith("🔴 **ГОРИТ**")
+
+
+async def test_a_member_silenced_in_the_ui_is_not_resolved_with_its_group(
+    wired: tuple[Bridge, Alertmanager],
+) -> None:
+    """Group {web-1, web-2}; web-2 silenced in Alertmanager's UI; web-1 recovers. Alertmanager
+    sends "resolved" listing web-1 only. web-2 still fires: the message must not say РЕШЕНО.
+    When the silence ends, Alertmanager sends web-2 (its original startsAt): still one message,
+    firing."""
+    bridge, am = wired
+    message = await opened(bridge, am, "HighCPU", "web-1:9100", "web-2:9100")
+    silence_id = await am.silence({"alertname": "HighCPU", "instance": "web-2:9100"})
+    await asyncio.sleep(0.5)
+    await am.push(alert("HighCPU", "web-1:9100", resolved=True))
+    await settle(bridge, lambda: "✅ 1" in message["content"])
+    assert message["content"].startswith("🔴 **ГОРИТ**"), "a silenced member taken for resolved"
+    assert "🔥 1 · ✅ 1" in message["content"]
+    await am.expire(silence_id)
+    await asyncio.sleep(4)  # Alertmanager's next group_interval notifies web-2 again
+    await bridge.deliver()
+    assert message["content"].startswith("🔴 **ГОРИТ**") and "🔥 1 · ✅ 1" in message["content"]
+    assert len(bridge.fake.channel_messages()) == 1
