@@ -217,7 +217,7 @@ class Inbox:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._in_flight[key] = (digest, done)
             try:
-                ref = await self._apply(key, note, route, chat_id, known)
+                ref = await self._apply(key, note, route, chat_id, known, digest)
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # seen here; copies waiting on it get it too
@@ -236,9 +236,10 @@ class Inbox:
         route: Route,
         chat_id: int,
         known: tuple[Stored | None] | None = None,
+        digest: str | None = None,
     ) -> str | None:
         """`known`: the incident as just read with its group (one read fewer); a retry after a
-        conflict reads it again."""
+        conflict reads it again. `digest`: the note's, computed once."""
         for attempt in range(CONFLICT_RETRIES):
             if attempt == 0 and known is not None:
                 stored = known[0]
@@ -254,6 +255,7 @@ class Inbox:
                 now=now,
                 resolved_ttl=self.resolved_ttl,
                 new_ref=new_ref(),
+                digest=digest,
             )
             if not transition.changed or transition.incident is None:
                 fresh = touched(current, now, self.touch_every) if current else None

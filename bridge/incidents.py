@@ -80,8 +80,10 @@ def apply_notification(
     now: datetime,
     resolved_ttl: timedelta,
     new_ref: str,
+    digest: str | None = None,
 ) -> Transition:
-    """Apply `note` to the incident it belongs to in one chat.
+    """Apply `note` to the incident it belongs to in one chat (`digest`: its
+    `notification_digest`, if the caller has it already).
 
     `current` is the stored incident with this key, if any. An incident resolved more than
     `resolved_ttl` ago (by the bridge's clock, so replays and skewed sources behave the same)
@@ -92,11 +94,12 @@ def apply_notification(
         and current.state is IncidentState.RESOLVED
         and now - current.changed_at > resolved_ttl
     )
+    digest = digest or notification_digest(note)
     if current is None or (finished and has_news(note, {**current.earlier, **current.alerts})):
-        return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, previous=current)
+        return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, digest=digest)
     if finished:  # a repeat of what it was closed on (e.g. by hand while still firing)
         return Transition(current)
-    return _update(current, note, now=now)
+    return _update(current, note, now=now, digest=digest)
 
 
 def touched(incident: Incident, now: datetime, every: timedelta) -> Incident | None:
@@ -157,11 +160,11 @@ def _open(
     chat_id: int,
     now: datetime,
     ref: str,
-    previous: Incident | None,
+    digest: str,
 ) -> Transition:
     if not any(a.status is AlertStatus.FIRING for a in note.alerts):
         # A resolution for something never shown (or long closed) is not worth a message.
-        return Transition(previous)
+        return Transition(None)
     incident = Incident(
         ref=ref,
         key=incident_key(note.source, note.receiver, note.group_key, chat_id),
@@ -182,16 +185,15 @@ def _open(
         firing_since=now,
         last_seen=now,
         episode_start=_earliest_firing(note.alerts),
-        last_digest=notification_digest(note),
+        last_digest=digest,
     )
     return Transition(incident, (Effect.CREATE,))
 
 
-def _update(current: Incident, note: Notification, *, now: datetime) -> Transition:
+def _update(current: Incident, note: Notification, *, now: datetime, digest: str) -> Transition:
     alerts = dict(current.alerts)
     earlier = dict(current.earlier)
     refired = False
-    digest = notification_digest(note)
     # Closed by hand while the source still said "firing": repeats of what the source already
     # said do not re-open it; news (see has_news) does, and then every alert the source still
     # reports firing is shown firing again.
