@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import ConfigError, PachcaError, PayloadError
+from bridge.errors import ConfigError, PachcaError, PayloadError, StoreError
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("configuration errors:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    except StoreError as exc:  # one line naming the setting, not a traceback
+        print(f"the store (BRIDGE_STORE) cannot be used: {exc}", file=sys.stderr)
         return 1
     raise AssertionError(args.command)
 
@@ -186,6 +189,10 @@ async def dead_letters(replay: bool) -> int:
     from bridge.store import store_from_settings
 
     settings = Settings.from_environ()
+    missing = missing_state(settings.BRIDGE_STORE)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 1
     store = store_from_settings(settings)
     await store.open()
     try:
@@ -201,6 +208,16 @@ async def dead_letters(replay: bool) -> int:
         return 0
     finally:
         await store.close()
+
+
+def missing_state(store_url: str) -> str | None:
+    """Why a command that reads the bridge's state must not go on (a SQLite file that does not
+    exist would be created empty, and report "nothing" about the wrong place), or None."""
+    if store_url.startswith("sqlite:///"):
+        path = Path(store_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            return f"no state at {store_url} ({path.resolve()}): is this the right path?"
+    return None
 
 
 async def register_webhook(disable: bool) -> int:

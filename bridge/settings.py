@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from `environ` (default: os.environ) with `<NAME>_FILE` secrets resolved.
-        Raises ConfigError naming each bad variable."""
+        Raises ConfigError naming every bad variable at once."""
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
         # an empty variable means unset, as in most 12-factor tools
@@ -184,7 +184,7 @@ class Settings(BaseSettings):
             path = env.get(f"{name}_FILE")
             if not path:
                 continue
-            if name in env:
+            if env.get(name):  # `NAME=` (empty) is unset, as everywhere else
                 problems.append(f"{name} and {name}_FILE are both set; keep one")
                 continue
             try:
@@ -192,15 +192,16 @@ class Settings(BaseSettings):
             except OSError as exc:
                 problems.append(f"{name}_FILE: cannot read {path}: {exc.strerror}")
         values.update(overrides)
-        if not problems:
-            try:
-                return cls(**values)
-            except ValidationError as exc:
-                problems = [
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                    for e in exc.errors(include_url=False)
-                ]
-        raise ConfigError(problems)
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            problems += [
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+        if problems:
+            raise ConfigError(problems)
+        return settings
 
     @property
     def callback_allow_ips(self) -> list[IPNetwork]:

@@ -154,3 +154,26 @@ def test_dead_letters_lists_and_replays(
         return depth
 
     assert asyncio.run(outbox_depth()) == 1
+
+
+def test_dead_letters_refuses_a_state_file_that_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in the path must not create an empty database (folders included) and report
+    "0 dead letters" about the wrong place."""
+    typo = tmp_path / "no-such-folder" / "stat.db"
+    monkeypatch.setenv("BRIDGE_STORE", f"sqlite:///{typo}")
+    assert main(["dead-letters"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"no state at sqlite:///{typo}") and "right path?" in err
+    assert not typo.parent.exists()
+
+
+def test_an_unreachable_redis_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_STORE", "redis://127.0.0.1:9/0")  # nothing listens on port 9
+    assert main(["dead-letters"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("the store (BRIDGE_STORE) cannot be used: redis")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

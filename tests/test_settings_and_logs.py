@@ -57,6 +57,25 @@ def test_bad_settings_name_the_variable(environ: dict[str, str], expected: str) 
     assert expected in str(caught.value)
 
 
+def test_every_settings_error_is_reported_at_once_and_empty_means_unset(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environ(
+            {
+                "PACHCA_TOKEN_FILE": "/nonexistent/token",
+                "BRIDGE_STORE": "postgres://x",
+                "BRIDGE_DEDUP_TTL": "soon",
+            }
+        )
+    text = str(caught.value)
+    assert "PACHCA_TOKEN_FILE: cannot read" in text and "BRIDGE_STORE" in text
+    assert "BRIDGE_DEDUP_TTL" in text
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    settings = Settings.from_environ({"PACHCA_TOKEN": "", "PACHCA_TOKEN_FILE": str(token)})
+    assert settings.PACHCA_TOKEN is not None
+    assert settings.PACHCA_TOKEN.get_secret_value() == "from-file"
+
+
 def test_alertmanager_url_takes_the_replicas_of_one_cluster() -> None:
     settings = Settings.from_environ(
         {"ALERTMANAGER_URL": " http://am-0:9093/ , https://am-1.example:9093"}
