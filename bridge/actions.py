@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from bridge.incidents import Effect
-from bridge.model import AlertStatus, Incident, IncidentState
+from bridge.incidents import Effect, end_alerts
+from bridge.model import Incident, IncidentState
 from bridge.rules import RouteConfig
 from bridge.silences import silence_matchers
 
@@ -141,16 +141,11 @@ def apply_click(
             return refuse(incident, Reply.NOT_ACKED)
         unacked = _changed(incident, now, acked_by=None, acked_at=None)
         return ClickResult(unacked, (Effect.EDIT, Effect.COMMENT_UNACKED, Effect.DM), Reply.UNACKED)
-    alerts = {
-        fp: a.model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": now})
-        if a.status is AlertStatus.FIRING
-        else a
-        for fp, a in incident.alerts.items()
-    }
+    firing = [a.fingerprint for a in incident.firing]
     closed = _changed(
         incident,
         now,
-        alerts=alerts,
+        alerts=end_alerts(incident.alerts, firing, now, inferred=False),
         state=IncidentState.RESOLVED,
         resolved_at=now,
         resolved_by=user_id,

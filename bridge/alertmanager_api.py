@@ -254,7 +254,7 @@ class AlertmanagerCluster:
         alerts: dict[str, dict[str, Any]] = {}
         by_id: dict[str, dict[str, Any]] = {}
         settled = False
-        answered: list[AlertmanagerError | None] = []
+        failures: list[AlertmanagerError] = []
         for client in self.clients:
             try:
                 own = await client.alerts()
@@ -262,16 +262,15 @@ class AlertmanagerCluster:
                 own_silences = await client.silences() if wanted else []
                 started = await client.started_at()
             except AlertmanagerError as exc:
-                answered.append(exc)
+                failures.append(exc)
                 continue
-            answered.append(None)
             settled |= (now - started).total_seconds() >= settle_seconds
             for alert in own:
                 _merge(alerts, alert)
             for silence in own_silences:
                 by_id.setdefault(str(silence.get("id")), silence)
-        if all(a is not None for a in answered):
-            raise next(a for a in answered if a is not None)
+        if len(failures) == len(self.clients):
+            raise failures[0]
         return View(alerts, by_id, settled)
 
 

@@ -29,6 +29,7 @@ from bridge.incidents import (
     apply_notification,
     close_unreported,
     notification_digest,
+    reopenable,
     touched,
 )
 from bridge.metrics import Metrics
@@ -175,8 +176,7 @@ class Inbox:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
                 continue
-            known = None if group is None else (group.get(key),)
-            ref = await self._apply_once(key, digest, note, route, chat_id, known)
+            ref = await self._apply_once(key, digest, note, route, chat_id, group)
             self._seen[key] = digest
             if ref is None:
                 unchanged += 1
@@ -198,8 +198,7 @@ class Inbox:
         live = {
             key: (self.rules.by_name(s.incident.route), s.incident.chat_id)
             for key, s in group.items()
-            if s.incident.state is IncidentState.FIRING
-            or now - s.incident.changed_at <= self.resolved_ttl
+            if reopenable(s.incident, now, self.resolved_ttl)
         }
         return live or routed
 
@@ -210,14 +209,14 @@ class Inbox:
         note: Notification,
         route: Route,
         chat_id: int,
-        known: tuple[Stored | None] | None = None,
+        group: dict[str, Stored] | None = None,
     ) -> str | None:
         """`_apply` under the incident's lock, announced so identical copies can wait for it."""
         async with self._lock(key):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._in_flight[key] = (digest, done)
             try:
-                ref = await self._apply(key, note, route, chat_id, known, digest)
+                ref = await self._apply(key, note, route, chat_id, group, digest)
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # seen here; copies waiting on it get it too
@@ -235,14 +234,14 @@ class Inbox:
         note: Notification,
         route: Route,
         chat_id: int,
-        known: tuple[Stored | None] | None = None,
+        group: dict[str, Stored] | None = None,
         digest: str | None = None,
     ) -> str | None:
-        """`known`: the incident as just read with its group (one read fewer); a retry after a
-        conflict reads it again. `digest`: the note's, computed once."""
+        """`group`: the group's incidents as just read (one read fewer); a retry after a
+        conflict reads the incident again. `digest`: the note's, computed once."""
         for attempt in range(CONFLICT_RETRIES):
-            if attempt == 0 and known is not None:
-                stored = known[0]
+            if attempt == 0 and group is not None:
+                stored = group.get(key)
             else:
                 stored = await self.store.load_incident(key)
             current = stored.incident if stored else None

@@ -89,17 +89,45 @@ def apply_notification(
     `resolved_ttl` ago (by the bridge's clock, so replays and skewed sources behave the same)
     is finished: a new firing then opens a new incident (and message).
     """
-    finished = (
-        current is not None
-        and current.state is IncidentState.RESOLVED
-        and now - current.changed_at > resolved_ttl
-    )
     digest = digest or notification_digest(note)
-    if current is None or (finished and has_news(note, {**current.earlier, **current.alerts})):
+    over = current is not None and not reopenable(current, now, resolved_ttl)
+    if current is None or (over and has_news(note, {**current.earlier, **current.alerts})):
         return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, digest=digest)
-    if finished:  # a repeat of what it was closed on (e.g. by hand while still firing)
+    if over:  # a repeat of what it was closed on (e.g. by hand while still firing)
         return Transition(current)
     return _update(current, note, now=now, digest=digest)
+
+
+def reopenable(incident: Incident, now: datetime, resolved_ttl: timedelta) -> bool:
+    """Is the incident still the one its group's notifications go to: firing, or resolved
+    less than `resolved_ttl` ago (a new firing re-opens the same message)?"""
+    return incident.state is IncidentState.FIRING or now - incident.changed_at <= resolved_ttl
+
+
+def end_alerts(
+    alerts: dict[str, Alert], ended: Iterable[str], at: datetime, *, inferred: bool
+) -> dict[str, Alert]:
+    """`alerts` with those named in `ended` shown resolved at `at`; `inferred` when the
+    source did not say so (see `Alert.inferred`)."""
+    out = dict(alerts)
+    for fp in ended:
+        out[fp] = out[fp].model_copy(
+            update={"status": AlertStatus.RESOLVED, "ends_at": at, "inferred": inferred}
+        )
+    return out
+
+
+def new_episode(now: datetime, alerts: Iterable[Alert]) -> dict[str, object]:
+    """What a re-opened incident starts afresh: ack, hand-closing, reminders, escalation."""
+    return {
+        "acked_by": None,
+        "acked_at": None,
+        "resolved_by": None,
+        "firing_since": now,
+        "episode_start": _earliest_firing(alerts),
+        "reminded_at": None,
+        "escalated": 0,
+    }
 
 
 def touched(incident: Incident, now: datetime, every: timedelta) -> Incident | None:
@@ -122,15 +150,10 @@ def close_unreported(incident: Incident, now: datetime, stale_after: timedelta) 
     seen = incident.last_seen or incident.changed_at
     if incident.state is not IncidentState.FIRING or now - seen < stale_after:
         return Transition(incident)
-    alerts = {
-        fp: a.model_copy(update={"status": AlertStatus.RESOLVED, "ends_at": now, "inferred": True})
-        if a.status is AlertStatus.FIRING
-        else a
-        for fp, a in incident.alerts.items()
-    }
+    firing = [a.fingerprint for a in incident.firing]
     closed = incident.model_copy(
         update={
-            "alerts": alerts,
+            "alerts": end_alerts(incident.alerts, firing, now, inferred=True),
             "state": IncidentState.RESOLVED,
             "resolved_at": now,
             "changed_at": now,
@@ -241,17 +264,8 @@ def _update(current: Incident, note: Notification, *, now: datetime, digest: str
         for fp, alert in list(alerts.items()):
             if fp not in listed and alert.status is AlertStatus.RESOLVED:
                 earlier[fp] = alerts.pop(fp)
-        people = {
-            "acked_by": None,
-            "acked_at": None,
-            "resolved_by": None,
-            "firing_since": now,
-            "episode_start": _earliest_firing(alerts.values()),
-            "reminded_at": None,
-            "escalated": 0,
-            # Alertmanager notified, so no silence covers it now
-            **UNSILENCED,
-        }
+        # Alertmanager notified, so no silence covers it now
+        people = {**new_episode(now, alerts.values()), **UNSILENCED}
     updated = current.model_copy(
         update={
             **people,
@@ -302,15 +316,12 @@ def _resolve_absent(alerts: dict[str, Alert], note: Notification) -> None:
     if end is None or note.truncated_alerts == 0:
         return
     listed = {a.fingerprint for a in note.alerts}
-    for fingerprint, alert in list(alerts.items()):
-        if (
-            fingerprint not in listed
-            and alert.status is AlertStatus.FIRING
-            and alert.starts_at <= end
-        ):
-            alerts[fingerprint] = alert.model_copy(
-                update={"status": AlertStatus.RESOLVED, "ends_at": end, "inferred": True}
-            )
+    cut = [
+        fp
+        for fp, alert in alerts.items()
+        if fp not in listed and alert.status is AlertStatus.FIRING and alert.starts_at <= end
+    ]
+    alerts.update(end_alerts(alerts, cut, end, inferred=True))
 
 
 def _earliest_firing(alerts: Iterable[Alert]) -> datetime | None:

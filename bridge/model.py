@@ -148,10 +148,6 @@ class Delivery(Frozen):
     # the chat when it carries no button naming the incident (posted already resolved)
     create_digest: str | None = None
 
-    @property
-    def create_attempted(self) -> bool:
-        return self.create_sent_at is not None
-
 
 class Click(Frozen):
     """A button press, from Pachca's webhook or its event history (same shape either way).

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.digest import DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
-from bridge.model import IncidentState
+from bridge.incidents import close_unreported
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
 from bridge.silences import drop_stale_silence
@@ -63,8 +63,7 @@ class Scheduler:
         ):
             self._stale_checked = now
             for incident in await self.store.open_incidents():
-                seen = incident.last_seen or incident.changed_at
-                if incident.state is IncidentState.FIRING and now - seen >= self.stale_after:
+                if close_unreported(incident, now, self.stale_after).changed:
                     done += await self._contained(
                         f"incident {incident.ref}",
                         self.inbox.close_if_unreported(incident.ref, self.stale_after),

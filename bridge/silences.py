@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.incidents import UNSILENCED, Effect
+from bridge.incidents import UNSILENCED, Effect, end_alerts, new_episode
 from bridge.model import AlertStatus, Incident, IncidentState
 
 # A silence shown past its end by this much is dropped even if Alertmanager cannot be asked.
@@ -113,16 +113,10 @@ def follow_silenced_resolution(
         reopened = _changed(
             incident,
             now,
+            **new_episode(now, refired.values()),
             alerts={**incident.alerts, **refired},
             state=IncidentState.FIRING,
             resolved_at=None,
-            resolved_by=None,
-            acked_by=None,
-            acked_at=None,
-            firing_since=now,
-            episode_start=min(a.starts_at for a in refired.values()),
-            reminded_at=None,
-            escalated=0,
             last_seen=now,
         )
         return reopened, (Effect.EDIT,)
@@ -167,12 +161,7 @@ def _shown(
 
 def _ended_unseen(incident: Incident, ended: list[str], now: datetime) -> Incident:
     """These alerts left Alertmanager while silenced: shown resolved, provisionally."""
-    alerts = dict(incident.alerts)
-    for fp in ended:
-        alerts[fp] = alerts[fp].model_copy(
-            update={"status": AlertStatus.RESOLVED, "ends_at": now, "inferred": True}
-        )
-    return _changed(incident, now, alerts=alerts)
+    return _changed(incident, now, alerts=end_alerts(incident.alerts, ended, now, inferred=True))
 
 
 def _resolved_unseen(incident: Incident, ended: list[str], now: datetime) -> Incident:

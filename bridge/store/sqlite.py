@@ -20,6 +20,11 @@ from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 
 T = TypeVar("T")
 
+# what `SQLiteStore._stored` reads, from `incidents i`
+_STORED = (
+    "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
     ref TEXT PRIMARY KEY,
@@ -156,8 +161,7 @@ class SQLiteStore:
         return await self._run(
             lambda db: self._stored(
                 db.execute(
-                    "SELECT i.body, i.message_id, i.thread_id, i.rendered_version, "
-                    "i.create_attempted, i.create_digest FROM current_incidents c "
+                    f"SELECT {_STORED} FROM current_incidents c "  # noqa: S608
                     "JOIN incidents i ON i.ref = c.ref WHERE c.key = ?",
                     (key,),
                 ).fetchone()
@@ -169,9 +173,7 @@ class SQLiteStore:
         return await self._run(
             lambda db: self._stored(
                 db.execute(
-                    "SELECT body, message_id, thread_id, rendered_version, create_attempted, "
-                    "create_digest FROM incidents "
-                    "WHERE ref = ?",
+                    f"SELECT {_STORED} FROM incidents i WHERE i.ref = ?",  # noqa: S608
                     (ref,),
                 ).fetchone()
             )
@@ -180,8 +182,7 @@ class SQLiteStore:
     async def load_group(self, prefix: str) -> list[Stored]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT i.body, i.message_id, i.thread_id, i.rendered_version, "
-                "i.create_attempted, i.create_digest FROM current_incidents c "
+                f"SELECT {_STORED} FROM current_incidents c "  # noqa: S608
                 "JOIN incidents i ON i.ref = c.ref WHERE c.key >= ? AND c.key < ? ORDER BY c.key",
                 (prefix, prefix + "\U0010ffff"),
             ).fetchall(),
@@ -191,10 +192,7 @@ class SQLiteStore:
 
     async def all_incidents(self) -> list[Stored]:
         rows = await self._run(
-            lambda db: db.execute(
-                "SELECT body, message_id, thread_id, rendered_version, create_attempted, "
-                "create_digest FROM incidents"
-            ).fetchall()
+            lambda db: db.execute(f"SELECT {_STORED} FROM incidents i").fetchall()  # noqa: S608
         )
         return [s for row in rows if (s := self._stored(row)) is not None]
 
