@@ -1,14 +1,30 @@
 """Every metric the bridge exports, in one place, on a registry passed in (tests get their own).
 
-Label sets that are known up front are pre-created so dashboards see 0 rather than nothing.
+Label sets that are known up front are pre-created so dashboards see 0 rather than nothing,
+and, above all, so that the chart's `increase(...) > 0` alerts see the first failure: a counter
+series born at 1 has no earlier sample, and `increase` over it stays 0.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bridge.incidents import Effect
+
 SOURCES = ("alertmanager", "grafana")
 STATUSES = ("firing", "resolved")
+# Every Pachca endpoint the client calls, as its metrics name it.
+PACHCA_ENDPOINTS = (
+    "POST /messages",
+    "PUT /messages/{id}",
+    "POST /messages/{id}/thread",
+    "GET /messages",
+    "GET /users/{id}",
+    "GET /webhooks/events",
+    "DELETE /webhooks/events/{id}",
+    "POST /messages/{id}/link_previews",
+    "PUT /bot/webhook",
+)
 
 
 class Metrics:
@@ -170,7 +186,12 @@ class Metrics:
             "bad_event",
         ):
             self.callbacks_refused.labels(reason)
+        for kind in Effect:  # the dead-letter alert
+            self.deliveries.labels(kind.value, "dead")
+        for endpoint in PACHCA_ENDPOINTS:  # the rate-limit alert
+            self.pachca_requests.labels(endpoint, "429")
         for source in SOURCES:
+            self.rejected.labels(source, "503")  # the intake-failing alert
             self.deduplicated.labels(source)
             for status in STATUSES:
                 self.notifications.labels(source, status)

@@ -18,9 +18,17 @@ KUBE_VERSIONS = ("1.29.0", "1.30.0", "1.31.0")
 CRDS = {"ServiceMonitor", "PrometheusRule"}  # not in Kubernetes' schemas
 
 
+IMAGE = {"image": {"repository": "registry.example.com/pachca-alert-bridge"}}
+
+
+def with_image(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus the one value the chart cannot default: where the image was pushed."""
+    return {**values, "image": {**IMAGE["image"], **values.get("image", {})}}
+
+
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     chart = helm.Chart.load(str(CHART))
-    out = chart.render(values, name="bridge", namespace="monitoring")
+    out = chart.render(with_image(values), name="bridge", namespace="monitoring")
     docs = []
     for path, text in out.items():
         if path.endswith("NOTES.txt"):
@@ -38,7 +46,7 @@ def ci_values(path: Path) -> dict[str, Any]:
 
 
 def test_chart_lints_strictly_clean() -> None:
-    report = helm.lint(str(CHART), strict=True)
+    report = helm.lint(str(CHART), IMAGE, strict=True)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
     for path in CI_VALUES:
@@ -53,6 +61,9 @@ def test_chart_lints_strictly_clean() -> None:
 def test_every_core_manifest_is_valid_kubernetes(values_file: Path | None, kube: str) -> None:
     docs = render(ci_values(values_file) if values_file else {})
     assert docs
+    (deployment,) = by_kind(docs, "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("registry.example.com/pachca-alert-bridge:")
     for doc in docs:
         if doc["kind"] in CRDS:
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
@@ -211,11 +222,14 @@ def test_schema_rejects_wrong_types_and_unknown_keys(values: dict[str, Any], whe
         chart.validate_schema(values)
 
 
-def test_notes_tell_the_receiver_and_callback_urls() -> None:
+def render_notes(values: dict[str, Any]) -> str:
     chart = helm.Chart.load(str(CHART))
-    notes = chart.render(
-        ci_values(CHART / "ci" / "ha-values.yaml"), name="bridge", namespace="monitoring"
-    )["pachca-alert-bridge/templates/NOTES.txt"]
+    out = chart.render(with_image(values), name="bridge", namespace="monitoring")
+    return str(out["pachca-alert-bridge/templates/NOTES.txt"])
+
+
+def test_notes_tell_the_receiver_and_callback_urls() -> None:
+    notes = render_notes(ci_values(CHART / "ci" / "ha-values.yaml"))
     assert "http://bridge-pachca-alert-bridge.monitoring.svc:8080/webhook/alertmanager" in notes
     assert "https://alerts-bridge.example.com/pachca/webhook" in notes
 
@@ -230,3 +244,225 @@ def test_chart_readme_lists_every_documented_value() -> None:
     assert (CHART / "README.md").read_text() == module.updated_readme(), (
         "run python3 helm/values_table.py"
     )
+
+
+def test_an_install_without_an_image_is_refused_not_pulled_from_a_placeholder() -> None:
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(helm.HelmError, match=re.escape("image.repository is required")):
+        chart.render({}, name="bridge", namespace="monitoring")
+    readme = (CHART / "README.md").read_text()
+    assert "ghcr.io/example" not in readme
+    assert "--set image.repository=" in readme
+
+
+def network_policy_sources(values: dict[str, Any]) -> list[dict[str, Any]]:
+    (policy,) = by_kind(render(values), "NetworkPolicy")
+    (rule,) = policy["spec"]["ingress"]
+    return list(rule["from"])
+
+
+def test_network_policy_admits_the_ingress_controller_whenever_the_ingress_is_on() -> None:
+    sources = network_policy_sources(ci_values(CHART / "ci" / "ha-values.yaml"))
+    namespaces = [
+        s["namespaceSelector"]["matchLabels"] for s in sources if "namespaceSelector" in s
+    ]
+    assert {"kubernetes.io/metadata.name": "monitoring"} in namespaces
+    assert {"kubernetes.io/metadata.name": "ingress-nginx"} in namespaces
+    own = {"networkPolicy": {"enabled": True, "ingressNamespaceLabels": [{"team": "edge"}]}}
+    sources = network_policy_sources({**own, "ingress": {"enabled": True, "host": "b.example"}})
+    assert {"namespaceSelector": {"matchLabels": {"team": "edge"}}} in sources
+    # no ingress: nothing outside is admitted for it
+    sources = network_policy_sources({"networkPolicy": {"enabled": True}})
+    assert all(
+        s.get("namespaceSelector", {}).get("matchLabels")
+        != {"kubernetes.io/metadata.name": "ingress-nginx"}
+        for s in sources
+    )
+    with pytest.raises(helm.HelmRenderError, match="ingressNamespaceLabels is empty"):
+        render(
+            {
+                "networkPolicy": {"enabled": True, "ingressNamespaceLabels": []},
+                "ingress": {"enabled": True, "host": "b.example"},
+            }
+        )
+
+
+def prometheus_rules(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    base = {"prometheusRule": {"enabled": True}}
+    (rule,) = by_kind(render({**base, **(values or {})}), "PrometheusRule")
+    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_rules_catch_a_pod_that_never_starts_and_are_marked_for_another_receiver() -> None:
+    rules = prometheus_rules({"prometheusRule": {"enabled": True, "alertLabels": {"to": "mail"}}})
+    (absent,) = [r for r in rules if r["alert"] == "PachcaBridgeAbsent"]
+    assert absent["expr"] == (
+        'absent(up{job="bridge-pachca-alert-bridge", namespace="monitoring"})'
+    )
+    for rule in rules:
+        assert rule["labels"]["component"] == "pachca-alert-bridge", rule["alert"]
+        assert rule["labels"]["to"] == "mail", rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+    notes = render_notes({"prometheusRule": {"enabled": True}})
+    assert 'component="pachca-alert-bridge"' in notes
+    assert "OTHER than the bridge" in notes
+
+
+COUNTER_IN_INCREASE = re.compile(r"increase\((bridge_\w+_total)\{([^}]*)\}\[")
+
+
+async def test_every_counter_a_rule_watches_exists_at_zero_before_its_first_event(
+    aiohttp_client: Any,
+) -> None:
+    """`increase()` over a series born at 1 stays 0: the first dead letter, 503 or 429 would
+    never alert. A freshly started bridge must expose each watched label set at 0."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bridge.metrics import Metrics
+    from bridge.pachca import DryRunPachca
+    from bridge.rules import load_rules
+    from bridge.settings import Settings
+    from bridge.store.memory import MemoryStore
+    from bridge.web.app import create_app
+
+    rules_dir = Path(__file__).resolve().parents[1] / "rules"
+    app = create_app(
+        Settings.from_environ({}), load_rules(rules_dir), MemoryStore(), DryRunPachca(), Metrics()
+    )
+    client = await aiohttp_client(app)
+    text = await (await client.get("/metrics")).text()
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    watched = [
+        (rule["alert"], m.group(1), m.group(2))
+        for rule in prometheus_rules()
+        for m in COUNTER_IN_INCREASE.finditer(rule["expr"])
+    ]
+    assert {name for _, name, _ in watched} >= {
+        "bridge_deliveries_total",
+        "bridge_requests_rejected_total",
+        "bridge_pachca_requests_total",
+        "bridge_background_restarts_total",
+    }
+    for alert, name, selector in watched:
+        wanted = [
+            (label, op, value)
+            for label, op, value in re.findall(r'(\w+)\s*(=~|!=|=)\s*"([^"]*)"', selector)
+            if label != "job"  # the scrape adds it
+        ]
+
+        def matches(labels: dict[str, str], wanted: list[tuple[str, str, str]] = wanted) -> bool:
+            for label, op, value in wanted:
+                have = labels.get(label, "")
+                if op == "=" and have != value:
+                    return False
+                if op == "=~" and not re.fullmatch(value, have):
+                    return False
+            return True
+
+        found = [s for s in samples if s.name == name and matches(s.labels)]
+        assert found, f"{alert}: no {name}{{{selector}}} series before the first event"
+        assert all(s.value == 0 for s in found)
+
+
+def test_every_pachca_endpoint_the_client_calls_is_pre_created() -> None:
+    from bridge import pachca
+    from bridge.metrics import PACHCA_ENDPOINTS
+
+    source = Path(pachca.__file__).read_text()
+    called = set(re.findall(r'(?<!f)"((?:GET|PUT|POST|DELETE) /[^"]*)"', source))
+    assert called == set(PACHCA_ENDPOINTS)
+
+
+def deployment_of(values: dict[str, Any]) -> dict[str, Any]:
+    (deployment,) = by_kind(render(values), "Deployment")
+    return dict(deployment)
+
+
+def test_grafana_values_reach_the_bridge() -> None:
+    docs = render(
+        {
+            "grafana": {"url": "http://grafana.monitoring"},
+            "secrets": {"grafanaWebhookSecret": "gws", "grafanaToken": "glsa"},
+        }
+    )
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["stringData"]["grafana-webhook-secret"] == "gws"
+    assert secret["stringData"]["grafana-token"] == "glsa"
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GRAFANA_URL"]["value"] == "http://grafana.monitoring"
+    for name, key in (
+        ("GRAFANA_WEBHOOK_SECRET", "grafana-webhook-secret"),
+        ("GRAFANA_TOKEN", "grafana-token"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == key
+
+
+def test_extra_volumes_let_secrets_come_from_files() -> None:
+    pod = deployment_of(
+        {
+            "extraVolumes": [{"name": "tokens", "secret": {"secretName": "pachca"}}],
+            "extraVolumeMounts": [
+                {"name": "tokens", "mountPath": "/run/secrets/pachca", "readOnly": True}
+            ],
+            "extraEnv": [{"name": "PACHCA_TOKEN_FILE", "value": "/run/secrets/pachca/token"}],
+        }
+    )["spec"]["template"]["spec"]
+    assert {"name": "tokens", "secret": {"secretName": "pachca"}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "tokens", "mountPath": "/run/secrets/pachca", "readOnly": True} in mounts
+
+
+def test_replicas_are_spread_over_nodes_by_default() -> None:
+    ha = ci_values(CHART / "ci" / "ha-values.yaml")
+    pod = deployment_of(ha)["spec"]["template"]["spec"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "bridge"
+    assert "topologySpreadConstraints" not in deployment_of({})["spec"]["template"]["spec"]
+    zones = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
+    ]
+    pod = deployment_of({**ha, "topologySpreadConstraints": zones})["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == zones
+
+
+def test_dashboard_has_job_and_namespace_variables_and_intake_latency() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "pachca-alert-bridge.json").read_text())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "job", "namespace"} <= variables
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    for expr in exprs:
+        for series in re.findall(r"\bbridge_\w+(?:\{[^}]*\})?", expr):
+            assert 'job=~"$job"' in series and 'namespace=~"$namespace"' in series, expr
+    assert any("bridge_intake_duration_seconds_bucket" in e for e in exprs)
+    exported = exported_metric_names()
+    for expr in exprs:
+        for name in re.findall(r"\bbridge_\w+", expr):
+            assert name in exported, name
+
+
+def test_notes_use_one_credentials_layout_and_warn_what_would_fail() -> None:
+    notes = render_notes({})
+    path = "/etc/alertmanager/secrets/bridge-pachca-alert-bridge/webhook-token"
+    assert path in notes
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    chart_readme = (CHART / "README.md").read_text()
+    for text in (readme, chart_readme):
+        files = set(re.findall(r"credentials_file: (\S+)", text))
+        assert files and all(
+            f.startswith("/etc/alertmanager/secrets/") and f.endswith("/webhook-token")
+            for f in files
+        ), files
+    # register-webhook needs a public URL: not suggested without one
+    assert "register-webhook" in render_notes({"pachca": {"publicUrl": "https://b.example"}})
+    assert "exec deploy" not in notes and "pachca.publicUrl" in notes
+    # webhook mode without a signing secret refuses every press: say so
+    assert "no signing secret" in notes
+    signed = render_notes({"secrets": {"pachcaSigningSecret": "s"}})
+    assert "no signing secret" not in signed
+    assert "no signing secret" not in render_notes({"pachca": {"callbackMode": "poll"}})
