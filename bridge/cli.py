@@ -17,7 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import ConfigError, PachcaError, PayloadError, StoreError
+from bridge.errors import (
+    ConfigError,
+    PachcaError,
+    PachcaRequestError,
+    PayloadError,
+    StoreError,
+)
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
@@ -42,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the bridge")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default $BRIDGE_PORT or 8080)"
+    )
     serve.add_argument("--rules", default=DEFAULT_RULES, help="rules file or directory")
     serve.add_argument(
         "--dry-run",
@@ -71,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
     render.add_argument("payload", help="an Alertmanager or Grafana webhook JSON file")
     render.add_argument("--rules", default=DEFAULT_RULES)
+    render.add_argument(
+        "--source",
+        choices=("alertmanager", "grafana"),
+        help='who sent it (default: the payload\'s `version` field, "1" for Grafana)',
+    )
     return parser
 
 
@@ -84,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "route-test":
             return route_test(args.rules, args.labels)
         if args.command == "render":
-            return render(args.payload, args.rules)
+            return render(args.payload, args.rules, args.source)
         if args.command == "dead-letters":
             return asyncio.run(dead_letters(args.replay))
         if args.command == "register-webhook":
@@ -132,27 +145,24 @@ def route_test(rules_path: str, pairs: list[str]) -> int:
     return 0
 
 
-def _version(body: bytes) -> object:
-    """The payload's `version`: Grafana sends "1", Alertmanager "4"."""
+def sender_of(body: bytes) -> str:
+    """Who sent a webhook body, by its top-level `version` field: Grafana sends "1",
+    Alertmanager "4" (hand-written senders may send none: read as Alertmanager's)."""
     try:
         data = json.loads(body)
     except ValueError:
-        return None
-    return data.get("version") if isinstance(data, dict) else None
+        return alertmanager.SOURCE  # its parser says what is wrong
+    version = data.get("version") if isinstance(data, dict) else None
+    return grafana.SOURCE if version == "1" else alertmanager.SOURCE
 
 
-def render(payload_path: str, rules_path: str) -> int:
+def render(payload_path: str, rules_path: str, source: str | None = None) -> int:
     rules = load_rules(rules_path)
     settings = Settings.from_environ()
     try:
         body = Path(payload_path).read_bytes()
-        # Grafana's payloads say version "1", Alertmanager's "4"
-        parse = (
-            grafana.parse
-            if b'"version": "1"' in body or b'"version":"1"' in body
-            else (alertmanager.parse)
-        )
-        note = parse(body)
+        sender = source or sender_of(body)
+        note = (grafana.parse if sender == grafana.SOURCE else alertmanager.parse)(body)
     except OSError as exc:
         print(f"cannot read {payload_path}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -236,8 +246,14 @@ async def register_webhook(disable: bool) -> int:
     client = client_from_settings(settings, Metrics())
     try:
         await client.set_webhook(url)
-    except PachcaError as exc:
+    except PachcaRequestError as exc:
         print(f"Pachca refused: {exc}", file=sys.stderr)
+        return 1
+    except PachcaError as exc:  # no answer, or a 5xx/429: Pachca was not reached or not able
+        print(
+            f"Pachca at {settings.PACHCA_API_URL} (PACHCA_API_URL) cannot be reached: {exc}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         await client.close()
@@ -262,7 +278,7 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
+def serve(host: str, port: int | None, rules_path: str, dry_run: bool) -> int:
     from aiohttp import web
 
     from bridge.store import store_from_settings
@@ -272,6 +288,7 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
     settings = Settings.from_environ()
     setup_logging(settings.BRIDGE_LOG_LEVEL, settings.BRIDGE_LOG_FORMAT, settings.secret_values())
     rules = load_rules(rules_path)
+    port = settings.BRIDGE_PORT if port is None else port
     metrics = Metrics()
     raise_open_file_limit()
     # The store's thread needs the GIL for a moment per call; with the default 5 ms switch
@@ -279,8 +296,8 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
     sys.setswitchinterval(0.0005)
     pachca: PachcaApi
     if dry_run or settings.PACHCA_TOKEN is None:
-        if not dry_run:
-            log.warning("PACHCA_TOKEN is not set: running dry, Pachca calls are only logged")
+        why = "--dry-run" if dry_run else "PACHCA_TOKEN is not set"
+        log.warning("%s: running dry, nothing is sent to Pachca; each call is logged", why)
         pachca = DryRunPachca()
     store = store_from_settings(settings)
     if not (dry_run or settings.PACHCA_TOKEN is None):
@@ -293,12 +310,15 @@ def serve(host: str, port: int, rules_path: str, dry_run: bool) -> int:
         pachca = client_from_settings(settings, metrics, limiter)
     app = create_app(settings, rules, store, pachca, metrics)
     log.info(
-        "pachca-alert-bridge %s on %s:%d, %d routes, store %s",
+        "pachca-alert-bridge %s on %s:%d, %d routes, store %s, Pachca %s",
         __version__,
         host,
         port,
         len(rules.routes),
         without_credentials(settings.BRIDGE_STORE),
+        "DRY RUN (nothing is sent)"
+        if isinstance(pachca, DryRunPachca)
+        else settings.PACHCA_API_URL,
     )
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise stall every request for tens of milliseconds.

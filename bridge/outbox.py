@@ -124,6 +124,7 @@ class Outbox:
         self._stop_by: float | None = None  # monotonic deadline once shutting down
         self._auth_refused_at: float | None = None  # clock time Pachca last refused the token
         self._auth_logged_at = float("-inf")
+        self.handled = 0  # outbox items finished (sent, retried or dead), for the stop line
 
     def wake(self) -> None:
         """Called by the inbox after a commit: deliver now rather than at the next poll."""
@@ -134,6 +135,7 @@ class Outbox:
         while True:
             try:
                 delivered = await self.drain_once()
+                self.handled += delivered
             except StoreError as exc:
                 self.metrics.store_errors.inc()
                 log.error("outbox: store unavailable: %s", exc)
@@ -147,9 +149,11 @@ class Outbox:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
 
-    async def shutdown(self, task: asyncio.Task[None], grace: float) -> None:
+    async def shutdown(self, task: asyncio.Task[None], grace: float) -> tuple[int, int]:
         """Deliver what is due for up to `grace` seconds, never cutting a send in half, then
-        stop. What is left stays in the store for the next start."""
+        stop. What is left stays in the store for the next start. Returns (handled while
+        draining, left)."""
+        handled_before = self.handled
         self._stop_by = time.monotonic() + grace
         self._wake.set()
         try:
@@ -159,8 +163,7 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         depth = (await self.store.outbox_stats(self.clock())).depth
-        if depth:
-            log.warning("outbox: %d items left for the next start", depth)
+        return self.handled - handled_before, depth
 
     async def drain_once(self) -> int:
         """Deliver the items due now (one per incident); returns how many were handled.

@@ -172,6 +172,15 @@ class Rules:
         return next((r for r in self.routes if r.name == name), self.default)
 
 
+# Nothing routes alerts by default (an example shipped as the default would post to its example
+# chats): a start without rules says where they come from.
+WHERE_RULES_COME_FROM = (
+    "mount your routing rules there (Helm: the chart's `rules` value; Docker: "
+    '-v $PWD/rules:/etc/pachca-alert-bridge/rules:ro); README "Rules" explains them and '
+    "rules/example.yaml is a start"
+)
+
+
 def rule_files(path: Path) -> list[Path]:
     """A YAML file, or every *.yaml/*.yml directly in a directory, in name order."""
     if path.is_dir():
@@ -183,10 +192,12 @@ def load_rules(path: str | Path) -> Rules:
     """Load and validate all rules under `path`; raises ConfigError listing every problem."""
     root = Path(path)
     if not root.exists():
-        raise ConfigError([f"{root}: no such file or directory"])
+        raise ConfigError([f"{root}: no such file or directory; {WHERE_RULES_COME_FROM}"])
     files = rule_files(root)
     if not files:
-        raise ConfigError([f"{root}: no *.yaml or *.yml files with routes"])
+        raise ConfigError(
+            [f"{root}: no *.yaml or *.yml files with routes; {WHERE_RULES_COME_FROM}"]
+        )
     problems: list[str] = []
     routes: list[Route] = []
     for file in files:

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
     BRIDGE_STORE: str = "sqlite:///./bridge-state.db"
+    # `serve`'s port unless --port is given; the image's healthcheck reads it too
+    BRIDGE_PORT: int = Field(default=8080, ge=1, le=65535)
     REDIS_PASSWORD: SecretStr | None = None
     BRIDGE_CLAIM_TTL: Duration = 60
     BRIDGE_MAX_BODY: int = Field(default=1024 * 1024, gt=0)

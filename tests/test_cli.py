@@ -57,6 +57,34 @@ def test_render_prints_the_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert buttons[0][0]["data"] == "ack:0123456789"
 
 
+def test_render_tells_the_sender_by_the_version_field_not_by_text_inside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An Alertmanager alert may carry a label `version="1"`; only the payload's own top-level
+    `version` says Grafana ("1") or Alertmanager ("4")."""
+    payload = json.loads((FIXTURES / "alertmanager" / "02-group-3-firing.json").read_text())
+    for alert in payload["alerts"]:
+        alert["labels"]["version"] = "1"
+    payload["commonLabels"]["version"] = "1"
+    path = tmp_path / "am.json"
+    path.write_text(json.dumps(payload, indent=1))
+    assert '"version": "1"' in path.read_text()
+    assert main(["render", str(path), "--rules", str(REPO / "rules")]) == 0
+    assert "🔴 **ГОРИТ**" in capsys.readouterr().out
+    grafana = FIXTURES / "grafana" / "01-firing-two-alerts.json"
+    assert main(["render", str(grafana), "--rules", str(REPO / "rules")]) == 0
+    grafana_out = capsys.readouterr().out
+    assert "**High memory usage**" in grafana_out and "📊 Дашборд" in grafana_out
+    # --source decides when given: an Alertmanager body read as Grafana's is refused, naming why
+    assert (
+        main(["render", str(grafana), "--rules", str(REPO / "rules"), "--source", "grafana"]) == 0
+    )
+    assert capsys.readouterr().out == grafana_out
+    code = main(["render", str(path), "--rules", str(REPO / "rules"), "--source", "grafana"])
+    assert code == 1
+    assert capsys.readouterr().err.startswith(f"{path}: ")
+
+
 def test_render_refuses_a_bad_payload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"version": "4"}')

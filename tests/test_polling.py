@@ -121,3 +121,20 @@ def test_register_webhook_needs_the_public_url(monkeypatch: Any, capsys: Any) ->
     monkeypatch.delenv("BRIDGE_PUBLIC_URL", raising=False)
     assert main(["register-webhook"]) == 1
     assert "BRIDGE_PUBLIC_URL is required" in capsys.readouterr().err
+
+
+def test_register_webhook_with_pachca_unreachable_is_one_line_naming_the_setting(
+    monkeypatch: Any, capsys: Any
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("PACHCA_TOKEN", "t")
+    monkeypatch.setenv("PACHCA_API_URL", dead)
+    monkeypatch.setenv("PACHCA_TIMEOUT", "2s")
+    monkeypatch.setenv("BRIDGE_PUBLIC_URL", "https://bridge.example.com")
+    assert main(["register-webhook"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"Pachca at {dead} (PACHCA_API_URL) cannot be reached: ")

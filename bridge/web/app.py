@@ -237,7 +237,18 @@ def create_app(
         supervisor.stopping = True
         delivering = supervisor.task("outbox")
         if delivering is not None:
-            await outbox.shutdown(delivering, settings.BRIDGE_SHUTDOWN_GRACE)
+            log.info(
+                "stopping: delivering what is due for up to %gs (BRIDGE_SHUTDOWN_GRACE)",
+                settings.BRIDGE_SHUTDOWN_GRACE,
+            )
+            handled, left = await outbox.shutdown(delivering, settings.BRIDGE_SHUTDOWN_GRACE)
+            (log.warning if left else log.info)(
+                "stopped: %d outbox items handled while stopping, %d left for the next start",
+                handled,
+                left,
+            )
+        else:
+            log.info("stopped")
         await supervisor.stop()
         await pachca.close()
         for client in silence_apis.values():
