@@ -211,3 +211,29 @@ async def test_copies_waiting_on_a_failed_commit_fail_too(bridge: Bridge) -> Non
     assert (first.status, second.status) == (503, 503)
     del bridge.app[STORE].save_incident  # type: ignore[attr-defined]
     assert (await (await bridge.post(GOOD)).json())["changed"]
+
+
+async def test_payloads_of_other_alertmanager_speaking_senders_make_one_message_each(
+    bridge: Bridge,
+) -> None:
+    """An Alertmanager before 0.19 (no fingerprints, no alert statuses) and a script (no
+    version, no groupKey) are understood; each sent twice and then resolved keeps to one
+    message that ends resolved."""
+    from tests.test_sources_alertmanager import OLD_ALERTMANAGER, SCRIPT
+
+    for payload in (OLD_ALERTMANAGER, SCRIPT):
+        for _ in range(2):
+            response = await bridge.post(json.dumps(payload))
+            assert response.status == 200, await response.text()
+        await bridge.deliver()
+    messages = bridge.fake.channel_messages()
+    assert len(messages) == 2
+    resolved = json.loads(json.dumps(SCRIPT))
+    resolved["status"] = "resolved"
+    for alert in resolved["alerts"]:
+        del alert["status"]  # a resolved group resolves its alerts
+    assert (await bridge.post(json.dumps(resolved))).status == 200
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 2
+    script_message = next(m for m in bridge.fake.channel_messages() if "BackupLate" in m["content"])
+    assert "РЕШЕНО" in script_message["content"]

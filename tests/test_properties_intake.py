@@ -105,6 +105,9 @@ def alert(draw: st.DrawFn, mutate: bool) -> dict[str, Any]:
     if draw(st.booleans()):  # Grafana's extras
         body["values"] = draw(st.dictionaries(text, st.floats() | st.none(), max_size=2))
         body["dashboardURL"] = draw(text)
+    # what other Alertmanager-speaking senders leave out (derived by the bridge)
+    for key in draw(st.lists(st.sampled_from(["status", "fingerprint", "endsAt"]), max_size=2)):
+        body.pop(key, None)
     if mutate:
         for key in draw(st.lists(st.sampled_from(sorted(body)), max_size=2)):
             body[key] = draw(json_values)  # a field of the wrong type
@@ -126,6 +129,11 @@ def payload(draw: st.DrawFn, version: str, mutate: bool = False) -> dict[str, An
         "truncatedAlerts": draw(st.integers(min_value=-2, max_value=10**20)),
         "title": draw(text),
     }
+    optional = ["groupKey", "status", "receiver", "groupLabels", "commonLabels"]
+    if version == "4":
+        optional.append("version")  # Grafana's "1" is what tells it apart
+    for key in draw(st.lists(st.sampled_from(optional), max_size=3)):
+        body.pop(key, None)
     if mutate:
         for key in draw(st.lists(st.sampled_from(sorted(body)), min_size=1, max_size=2)):
             body[key] = draw(json_values)

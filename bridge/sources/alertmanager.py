@@ -1,9 +1,13 @@
-"""Alertmanager webhook payloads (`version: "4"`), as captured from Alertmanager 0.25."""
+"""Alertmanager webhook payloads (`version: "4"`), as captured from Alertmanager 0.25, and as
+other Alertmanager-speaking senders write them: Alertmanager before 0.19 sends no fingerprints,
+test suites and scripts leave out alert statuses, `groupKey` or `version`. What is missing is
+derived as Alertmanager would have sent it; only what cannot be understood is refused."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -47,20 +51,20 @@ class _Loose(BaseModel):
 
 
 class AlertmanagerAlert(_Loose):
-    status: Literal["firing", "resolved"]
+    status: Literal["firing", "resolved"] | None = None  # None: from endsAt (see alert_status)
     labels: dict[str, str]
     annotations: dict[str, str] = {}
     startsAt: Moment  # wire names, as Alertmanager spells them
     endsAt: EndMoment = None
     generatorURL: str = ""
-    fingerprint: str = Field(min_length=1)
+    fingerprint: str = ""  # empty: computed from the labels, as Alertmanager does
 
 
 class AlertmanagerPayload(_Loose):
-    version: Literal["4"]
-    groupKey: str = Field(min_length=1)
-    receiver: str
-    status: Literal["firing", "resolved"]
+    version: Literal["4"] | None = None
+    groupKey: str = ""  # empty: derived from the receiver and the group's labels
+    receiver: str = ""
+    status: Literal["firing", "resolved"] | None = None  # None: firing while any alert is
     alerts: list[AlertmanagerAlert] = Field(min_length=1)
     groupLabels: dict[str, str] = {}
     commonLabels: dict[str, str] = {}
@@ -104,6 +108,78 @@ def schema_error(source: str, exc: ValidationError) -> PayloadError:
     return PayloadError(400, f"not a valid {source} webhook payload", problems)
 
 
+# FNV-1a, 64 bits, as prometheus/common hashes label sets
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_SEPARATOR = 0xFF
+
+
+def label_fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's fingerprint of an alert (prometheus/common `LabelSet.Fingerprint`): FNV-1a
+    over the label names in order with their values, each followed by the byte 0xff; 16 hex
+    digits. Equal to what a newer Alertmanager sends, so both kinds of sender dedupe alike."""
+    hashed = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode("utf-8"):
+                hashed = ((hashed ^ byte) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+            hashed = ((hashed ^ _SEPARATOR) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return f"{hashed:016x}"
+
+
+def label_text(labels: Mapping[str, str]) -> str:
+    """A label set as Alertmanager prints it in group keys: `{a="1", b="2"}`."""
+    return "{" + ", ".join(f"{name}={json.dumps(labels[name])}" for name in sorted(labels)) + "}"
+
+
+def derived_group_key(
+    receiver: str, group_labels: Mapping[str, str] | None, alerts: Sequence[AlertmanagerAlert]
+) -> str:
+    """A group key for a sender that sent none: the receiver and the labels that group the
+    alerts: `groupLabels` when sent (even empty), else the labels all alerts share. The same
+    group sent again gets the same key, so it updates one incident."""
+    if group_labels is None:
+        shared = dict(alerts[0].labels)
+        for alert in alerts[1:]:
+            shared = {k: v for k, v in shared.items() if alert.labels.get(k) == v}
+        group_labels = shared
+    return f"{receiver}:{label_text(group_labels)}"
+
+
+def alert_status(
+    given: str | None, ends_at: datetime | None, group_status: str | None, now: datetime
+) -> AlertStatus:
+    """An alert's status as sent, else derived: resolved when its group is, or when its
+    `endsAt` has passed (Alertmanager's own rule); firing otherwise."""
+    if given is not None:
+        return AlertStatus(given)
+    if group_status == "resolved":
+        return AlertStatus.RESOLVED
+    end = end_time(ends_at)
+    return AlertStatus.RESOLVED if end is not None and end <= now else AlertStatus.FIRING
+
+
+class Filled:
+    """What a payload left out, derived (see the module's docstring): per alert its status and
+    fingerprint, and the group's status and key."""
+
+    def __init__(self, payload: AlertmanagerPayload, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        self.statuses = [
+            alert_status(a.status, a.endsAt, payload.status, now) for a in payload.alerts
+        ]
+        self.fingerprints = [a.fingerprint or label_fingerprint(a.labels) for a in payload.alerts]
+        firing = AlertStatus.FIRING in self.statuses
+        self.status = AlertStatus(
+            payload.status or (AlertStatus.FIRING if firing else AlertStatus.RESOLVED)
+        )
+        self.group_key = payload.groupKey or derived_group_key(
+            payload.receiver,
+            payload.groupLabels if "groupLabels" in payload.model_fields_set else None,
+            payload.alerts,
+        )
+
+
 def end_time(value: datetime | None) -> datetime | None:
     """An alert's end, or None for Go's zero time ("no end yet")."""
     return None if value is None or value.year == _GO_ZERO_YEAR else value
@@ -118,25 +194,28 @@ def validated(model: type[PayloadT], body: bytes, source: str) -> PayloadT:
         raise schema_error(source, exc) from exc
 
 
-def parse(body: bytes) -> Notification:
-    """Parse one Alertmanager webhook body."""
+def parse(body: bytes, now: datetime | None = None) -> Notification:
+    """Parse one Alertmanager webhook body (`now` decides what a missing status means)."""
     payload = validated(AlertmanagerPayload, body, SOURCE)
+    filled = Filled(payload, now)
     return Notification(
         source=SOURCE,
         receiver=payload.receiver,
-        group_key=payload.groupKey,
-        status=AlertStatus(payload.status),
+        group_key=filled.group_key,
+        status=filled.status,
         alerts=tuple(
             Alert(
-                fingerprint=a.fingerprint,
-                status=AlertStatus(a.status),
+                fingerprint=fingerprint,
+                status=status,
                 labels=a.labels,
                 annotations=a.annotations,
                 starts_at=a.startsAt,
-                ends_at=end_time(a.endsAt) if a.status == "resolved" else None,
+                ends_at=end_time(a.endsAt) if status == AlertStatus.RESOLVED else None,
                 generator_url=a.generatorURL,
             )
-            for a in payload.alerts
+            for a, status, fingerprint in zip(
+                payload.alerts, filled.statuses, filled.fingerprints, strict=True
+            )
         ),
         group_labels=payload.groupLabels,
         common_labels=payload.commonLabels,

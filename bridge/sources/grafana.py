@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -15,6 +16,7 @@ from bridge.model import Alert, AlertStatus, Notification
 from bridge.sources.alertmanager import (
     AlertmanagerAlert,
     AlertmanagerPayload,
+    Filled,
     end_time,
     validated,
 )
@@ -39,7 +41,7 @@ class GrafanaAlert(AlertmanagerAlert):
 class GrafanaPayload(AlertmanagerPayload):
     """Alertmanager's webhook shape, version "1", with Grafana's alerts and title."""
 
-    version: Literal["1"]  # type: ignore[assignment]
+    version: Literal["1"]  # type: ignore[assignment]  # required: "1" is what says Grafana
     alerts: list[GrafanaAlert] = Field(min_length=1)  # type: ignore[assignment]
     title: str = ""
 
@@ -63,20 +65,23 @@ def _values_text(values: dict[str, float | int | None] | None) -> str:
     )
 
 
-def parse(body: bytes) -> Notification:
-    """Parse one Grafana webhook body."""
+def parse(body: bytes, now: datetime | None = None) -> Notification:
+    """Parse one Grafana webhook body (missing fields derived as for Alertmanager's)."""
     payload = validated(GrafanaPayload, body, SOURCE)
+    filled = Filled(payload, now)
     alerts = []
-    for a in payload.alerts:
+    for a, status, fingerprint in zip(
+        payload.alerts, filled.statuses, filled.fingerprints, strict=True
+    ):
         ends = end_time(a.endsAt)
         alerts.append(
             Alert(
-                fingerprint=a.fingerprint,
-                status=AlertStatus(a.status),
+                fingerprint=fingerprint,
+                status=status,
                 labels=a.labels,
                 annotations=a.annotations,
                 starts_at=a.startsAt,
-                ends_at=ends if a.status == "resolved" else None,
+                ends_at=ends if status == AlertStatus.RESOLVED else None,
                 generator_url=a.generatorURL,
                 value_string=_values_text(a.values),
                 dashboard_url=a.dashboardURL,
@@ -88,8 +93,8 @@ def parse(body: bytes) -> Notification:
     return Notification(
         source=SOURCE,
         receiver=payload.receiver,
-        group_key=payload.groupKey,
-        status=AlertStatus(payload.status),
+        group_key=filled.group_key,
+        status=filled.status,
         alerts=tuple(alerts),
         group_labels=payload.groupLabels,
         common_labels=payload.commonLabels,
