@@ -24,6 +24,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     SILENCE = "silence"
     UNSILENCE = "unsilence"
+    TEST = "test"  # the buttons of `send-test`'s sample message: proves presses arrive
 
 
 class Reply(StrEnum):
@@ -46,6 +47,7 @@ class Reply(StrEnum):
     NOT_ACKED = "not_acked"
     ALREADY_RESOLVED = "already_resolved"
     NOT_AVAILABLE = "not_available"
+    TEST_RECEIVED = "test_received"
 
     @property
     def refused(self) -> bool:
@@ -56,6 +58,7 @@ class Reply(StrEnum):
             Reply.QUEUED,
             Reply.SILENCED,
             Reply.UNSILENCED,
+            Reply.TEST_RECEIVED,
         )
 
 
@@ -109,6 +112,8 @@ def apply_click(
     """Apply one press by `user_id` to the incident its data names (None if unknown).
     Silence and Unsilence change nothing yet: they queue a request to Alertmanager, whose
     answer is recorded later (`silences.py`)."""
+    if button.action is Action.TEST:  # a sample message's button: nothing to change
+        return ClickResult(None, (Effect.DM,), Reply.TEST_RECEIVED)
     if incident is None:
         return refuse(None, Reply.UNKNOWN_INCIDENT)
     if route.allowed_users is not None and user_id not in route.allowed_users:

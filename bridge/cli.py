@@ -1,4 +1,4 @@
-"""`pachca-alert-bridge` command line: serve, check-config, route-test, render,
+"""`pachca-alert-bridge` command line: serve, check-config, route-test, render, send-test,
 register-webhook, dead-letters."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from bridge import __version__
 from bridge.errors import (
     ConfigError,
+    PachcaAuthError,
     PachcaError,
     PachcaRequestError,
     PayloadError,
@@ -29,7 +30,7 @@ from bridge.logs import setup_logging
 from bridge.metrics import Metrics
 from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
 from bridge.render import RenderOptions, render_message
-from bridge.rules import Rules, load_rules
+from bridge.rules import RouteConfig, Rules, load_rules
 from bridge.settings import Settings
 from bridge.sources import alertmanager, grafana
 
@@ -76,6 +77,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     dead.add_argument("--replay", action="store_true", help="put them back in the outbox")
 
+    send_test = sub.add_parser(
+        "send-test",
+        help="post a sample incident message with its buttons to a chat: checks the token, "
+        "the bot's membership and the callback set-up in one step",
+    )
+    send_test.add_argument("--chat", type=int, required=True, help="the chat's id")
+    send_test.add_argument(
+        "--rules", default=None, help="render as this rules' default route would (language...)"
+    )
+
     render = sub.add_parser("render", help="print the Pachca message(s) a webhook payload makes")
     render.add_argument("payload", help="an Alertmanager or Grafana webhook JSON file")
     render.add_argument("--rules", default=DEFAULT_RULES)
@@ -102,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(dead_letters(args.replay))
         if args.command == "register-webhook":
             return asyncio.run(register_webhook(args.disable))
+        if args.command == "send-test":
+            return asyncio.run(send_test(args.chat, args.rules))
     except ConfigError as exc:
         print("configuration errors:", file=sys.stderr)
         for problem in exc.problems:
@@ -230,6 +243,15 @@ def missing_state(store_url: str) -> str | None:
     return None
 
 
+def unreachable(settings: Settings, exc: PachcaError) -> int:
+    """No answer, or a 5xx/429: Pachca was not reached or not able. One line; exit 1."""
+    print(
+        f"Pachca at {settings.PACHCA_API_URL} (PACHCA_API_URL) cannot be reached: {exc}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 async def register_webhook(disable: bool) -> int:
     """`PUT /bot/webhook` with the bot's own token: where Pachca sends button presses."""
     settings = Settings.from_environ()
@@ -249,16 +271,78 @@ async def register_webhook(disable: bool) -> int:
     except PachcaRequestError as exc:
         print(f"Pachca refused: {exc}", file=sys.stderr)
         return 1
-    except PachcaError as exc:  # no answer, or a 5xx/429: Pachca was not reached or not able
-        print(
-            f"Pachca at {settings.PACHCA_API_URL} (PACHCA_API_URL) cannot be reached: {exc}",
-            file=sys.stderr,
-        )
-        return 1
+    except PachcaError as exc:
+        return unreachable(settings, exc)
     finally:
         await client.close()
     print(f"outgoing webhook URL set to {url!r}" if url else "outgoing webhook disabled")
     return 0
+
+
+async def send_test(chat_id: int, rules_path: str | None) -> int:
+    """Post the sample message to `chat_id`, then say what would keep buttons from working.
+    Every failure is one plain sentence naming what to fix."""
+    from bridge.sample import sample_message
+
+    settings = Settings.from_environ()
+    if settings.PACHCA_TOKEN is None:
+        raise ConfigError(["PACHCA_TOKEN (or PACHCA_TOKEN_FILE) is required: the bot's token"])
+    if rules_path:
+        route = load_rules(rules_path).default.config.model_copy(update={"chat_id": chat_id})
+    else:
+        route = RouteConfig(name="send-test", chat_id=chat_id)
+    options = RenderOptions(settings.timezone, settings.silence_sources)
+    content, buttons = sample_message(route, options)
+    client = client_from_settings(settings, Metrics())
+    try:
+        message_id = await client.create_message("discussion", chat_id, content, buttons)
+    except PachcaAuthError as exc:
+        print(f"Pachca refuses the bot token (PACHCA_TOKEN): {exc}", file=sys.stderr)
+        return 1
+    except PachcaRequestError as exc:
+        print(
+            f"the bot cannot post to chat {chat_id}: add the bot to that chat (its "
+            f"settings, Members) and check the id. Pachca said: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except PachcaError as exc:
+        return unreachable(settings, exc)
+    finally:
+        await client.close()
+    print(f"posted a sample message to chat {chat_id} (message {message_id}): token and chat OK")
+    problems = callback_problems(settings)
+    for problem in problems:
+        print(f"buttons will not work: {problem}", file=sys.stderr)
+    if not problems:
+        where = (
+            f"{settings.BRIDGE_PUBLIC_URL}/pachca/webhook"
+            if settings.BRIDGE_CALLBACK_MODE == "webhook"
+            else "the bot's event history (polling)"
+        )
+        print(
+            f"now press a button on it: a running bridge, reached through {where}, answers by "
+            "direct message; no answer means Pachca does not reach it"
+        )
+    return 1 if problems else 0
+
+
+def callback_problems(settings: Settings) -> list[str]:
+    """What in the settings keeps button presses from reaching the bridge, as sentences."""
+    problems = []
+    if settings.BRIDGE_CALLBACK_MODE == "webhook":
+        if settings.BRIDGE_PUBLIC_URL is None:
+            problems.append(
+                "no callback URL: BRIDGE_PUBLIC_URL is not set, so the bot's outgoing webhook "
+                "cannot point at this bridge; set it and run register-webhook (or use "
+                "BRIDGE_CALLBACK_MODE=poll)"
+            )
+        if settings.PACHCA_SIGNING_SECRET is None:
+            problems.append(
+                "PACHCA_SIGNING_SECRET is not set: the bridge refuses every button press; copy "
+                "it from the bot's Outgoing webhook tab"
+            )
+    return problems
 
 
 def without_credentials(url: str) -> str:

@@ -34,6 +34,7 @@ from bridge.incidents import (
 )
 from bridge.metrics import Metrics
 from bridge.model import (
+    AlertStatus,
     Click,
     Incident,
     IncidentState,
@@ -143,6 +144,7 @@ class Inbox:
             self.metrics.alerts.labels(note.source, alert.status).inc()
         digest = notification_digest(note)
         changed: list[str] = []
+        what: list[str] = []  # for the log line: each changed incident and what it will show
         unchanged = 0
         routed = {
             incident_key(note.source, note.receiver, note.group_key, r.config.chat_id): (
@@ -176,15 +178,24 @@ class Inbox:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
                 continue
-            ref = await self._apply_once(key, digest, note, route, chat_id, group)
+            change = await self._apply_once(key, digest, note, route, chat_id, group)
             self._seen[key] = digest
-            if ref is None:
+            if change is None:
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
             else:
-                changed.append(ref)
+                changed.append(change[0])
+                what.append(change[1])
         if changed:
             self.on_commit()
+        log.info(
+            "accepted %s notification %s (%s, %d alerts): %s",
+            note.source,
+            note.group_key,
+            note.status,
+            len(note.alerts),
+            "; ".join(what) if what else "no change (a repeat or a copy)",
+        )
         return Accepted(changed, unchanged)
 
     def _where_it_lives(
@@ -210,20 +221,20 @@ class Inbox:
         route: Route,
         chat_id: int,
         group: dict[str, Stored] | None = None,
-    ) -> str | None:
+    ) -> tuple[str, str] | None:
         """`_apply` under the incident's lock, announced so identical copies can wait for it."""
         async with self._lock(key):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._in_flight[key] = (digest, done)
             try:
-                ref = await self._apply(key, note, route, chat_id, group, digest)
+                change = await self._apply(key, note, route, chat_id, group, digest)
             except BaseException as exc:
                 done.set_exception(exc)
                 done.exception()  # seen here; copies waiting on it get it too
                 raise
             else:
                 done.set_result(None)
-                return ref
+                return change
             finally:
                 if self._in_flight.get(key, (None, None))[1] is done:
                     del self._in_flight[key]
@@ -236,9 +247,10 @@ class Inbox:
         chat_id: int,
         group: dict[str, Stored] | None = None,
         digest: str | None = None,
-    ) -> str | None:
+    ) -> tuple[str, str] | None:
         """`group`: the group's incidents as just read (one read fewer); a retry after a
-        conflict reads the incident again. `digest`: the note's, computed once."""
+        conflict reads the incident again. `digest`: the note's, computed once. Returns the
+        changed incident's ref and a line saying what changed, or None."""
         for attempt in range(CONFLICT_RETRIES):
             if attempt == 0 and group is not None:
                 stored = group.get(key)
@@ -284,7 +296,12 @@ class Inbox:
                 continue
             if Effect.CREATE in transition.effects:
                 self.metrics.incidents_opened.labels(route.name).inc()
-            return incident.ref
+            firing = sum(a.status is AlertStatus.FIRING for a in incident.alerts.values())
+            effects = ", ".join(e.value for e in transition.effects) or "state only"
+            return incident.ref, (
+                f"incident {incident.ref} in chat {chat_id} {incident.state} "
+                f"({firing} firing, {len(incident.alerts) - firing} resolved): {effects}"
+            )
         raise StoreError(f"incident {key!r} kept changing; gave up after {CONFLICT_RETRIES} tries")
 
     async def click(self, click: Click) -> ClickOutcome:

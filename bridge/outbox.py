@@ -270,6 +270,7 @@ class Outbox:
         self.metrics.pachca_auth_ok.set(1)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        started = time.monotonic()
         stored = await self.store.load_by_ref(item.ref)
         if stored is None and item.kind not in (Effect.DM, Effect.POST, Effect.UNFURL):
             log.warning("outbox: incident %s is gone; dropping %s", item.ref, item.kind)
@@ -317,6 +318,14 @@ class Outbox:
             return
         if result in ("sent", "reconciled"):
             self._token_accepted()
+        log.info(
+            "delivered %s of incident %s: %s in %.0f ms (%.1fs after it was recorded)",
+            item.kind,
+            item.ref,
+            result,
+            (time.monotonic() - started) * 1000,
+            max(0.0, self.clock() - item.created_at),
+        )
         self.metrics.deliveries.labels(item.kind, result).inc()
         if result == "sent":
             self.metrics.delivery_latency.labels(item.kind).observe(

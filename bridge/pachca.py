@@ -324,6 +324,29 @@ def client_from_settings(
     )
 
 
+def as_read(body: dict[str, Any]) -> str:
+    """A request body as the chat would show it, for `--dry-run`: where it goes, then the
+    message's lines, then its buttons, one row a line; other bodies as JSON."""
+    message = body.get("message")
+    if not isinstance(message, dict) or "content" not in message:
+        return f" {json.dumps(body, ensure_ascii=False)}" if body else ""
+    where = ""
+    if "entity_id" in message:
+        where = f" to {message.get('entity_type', 'discussion')} {message['entity_id']}"
+        if message.get("parent_message_id"):
+            where += f", in reply to message {message['parent_message_id']}"
+    lines = [f"{where}:"] + [f"  | {line}" for line in str(message["content"]).splitlines()]
+    for row in message.get("buttons") or []:
+        lines.append(
+            "  "
+            + " ".join(
+                f"[{b.get('text')}]" + (f"({b['url']})" if b.get("url") else f"<{b.get('data')}>")
+                for b in row
+            )
+        )
+    return "\n".join(lines)
+
+
 class DryRunPachca:
     """Logs each call instead of sending it, and answers with made-up ids (`--dry-run`)."""
 
@@ -333,7 +356,7 @@ class DryRunPachca:
 
     def _log(self, endpoint: str, body: dict[str, Any]) -> None:
         self.calls.append((endpoint, body))
-        log.info("dry-run: %s %s", endpoint, json.dumps(body, ensure_ascii=False))
+        log.info("dry-run: %s%s", endpoint, as_read(body))
 
     async def create_message(
         self,

@@ -17,14 +17,17 @@ from typing import Any
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge.durations import parse_duration
-from bridge.markdown import Md, code, escape, link, safe_url, truncate
+from bridge.markdown import Md, code, escape, link, one_line, safe_url, truncate
 from bridge.model import Alert, AlertStatus, Incident, IncidentState
 from bridge.rules import RouteConfig
 from bridge.words import WORDS
 
 MAX_CONTENT_BYTES = 40_000
-MAX_DESCRIPTION_CHARS = 1_000
+MIN_TEXT_CHARS = 100  # below this a description says nothing: show fewer alerts instead
 MAX_TITLE_CHARS = 200
+# Pachca's guide limits a button's text and data to 255 characters and says nothing of its URL;
+# the same bound is assumed: a longer URL becomes a plain link in the text.
+MAX_BUTTON_URL = 255
 # Labels that say nothing a reader needs in every alert line.
 _QUIET_LABELS = {"alertname", "severity", "__name__"}
 
@@ -91,10 +94,11 @@ def incident_title(incident: Incident) -> str:
     name = incident.common_labels.get("alertname") or incident.group_labels.get("alertname")
     rule = incident.common_labels.get("rulename")
     if name in _GRAFANA_STAND_INS and rule:
-        return f"{_GRAFANA_STAND_INS[name]}: {rule}"
-    if name:
-        return name
-    return ", ".join(f"{k}={v}" for k, v in sorted(incident.group_labels.items())) or "alert"
+        return one_line(f"{_GRAFANA_STAND_INS[name]}: {rule}")
+    if name and one_line(name):
+        return one_line(name)
+    keyed = ", ".join(f"{k}={v}" for k, v in sorted(incident.group_labels.items()))
+    return one_line(keyed) or "alert"
 
 
 def render_message(
@@ -103,24 +107,56 @@ def render_message(
     options: RenderOptions,
     *,
     max_alerts: int | None = None,
-    text_limit: int = MAX_DESCRIPTION_CHARS,
+    text_limit: int | None = None,
     names: Mapping[int, str] | None = None,
 ) -> Message:
-    """The incident's message. Never over Pachca's content limit: shows fewer alerts, then
-    shorter texts, until it fits. `names` maps Pachca user ids to display names."""
+    """The incident's message. Texts are shown whole while the message fits Pachca's content
+    limit; past it, every description is cut to the same, largest length that fits (short
+    ones untouched: fair across alerts), each cut saying so; only when even short texts do
+    not fit are fewer alerts shown. `text_limit` caps descriptions anyway (a minimal form);
+    `names` maps Pachca user ids to display names."""
     limit = max_alerts if max_alerts is not None else route.max_alerts
     state_line = _state_line(incident, route.language, options, names or {})
+    buttons = _buttons(incident, route, options)
+    long_links = _long_url_links(incident, WORDS[route.language])
+
+    def render(limit: int, text_limit: int | None) -> str:
+        return _content(incident, route, options, limit, text_limit, state_line, long_links)
+
     while True:
-        content = _content(incident, route, options, limit, text_limit, state_line)
-        if len(content.encode()) <= MAX_CONTENT_BYTES:
-            return Message(content, _buttons(incident, route, options))
+        content = render(limit, text_limit)
+        if _fits(content):
+            return Message(content, buttons)
+        longest = max((len(_description(a)) for a in incident.alerts.values()), default=0)
+        high = min(text_limit or longest, longest) - 1
+        if high >= MIN_TEXT_CHARS and _fits(render(limit, MIN_TEXT_CHARS)):
+            low = MIN_TEXT_CHARS  # fits; find the largest that does
+            while low < high:
+                middle = (low + high + 1) // 2
+                if _fits(render(limit, middle)):
+                    low = middle
+                else:
+                    high = middle - 1
+            return Message(render(limit, low), buttons)
         if limit > 1:
             limit = max(1, limit // 2)
-        elif text_limit > 100:
-            text_limit //= 4
+        elif text_limit is None or text_limit > MIN_TEXT_CHARS:
+            text_limit = MIN_TEXT_CHARS
         else:
             cut = content.encode()[: MAX_CONTENT_BYTES - 4].decode(errors="ignore")
-            return Message(cut + "\n…", _buttons(incident, route, options))
+            return Message(cut + "\n…", buttons)
+
+
+def _fits(content: str) -> bool:
+    return len(content.encode()) <= MAX_CONTENT_BYTES
+
+
+def _description(alert: Alert) -> str:
+    """What an alert says below its title (Grafana's query error first)."""
+    description = alert.annotations.get("description", "")
+    if alert.annotations.get("Error"):  # Grafana's DatasourceError: the query's own error
+        description = f"⚠️ {alert.annotations['Error']}\n{description}".strip()
+    return description
 
 
 def person(user_id: int, names: Mapping[int, str]) -> Md:
@@ -165,8 +201,9 @@ def _content(
     route: RouteConfig,
     options: RenderOptions,
     limit: int,
-    text_limit: int,
+    text_limit: int | None,
     state_line: Md,
+    long_links: list[Md],
 ) -> str:
     words = WORDS[route.language]
     ordered = sorted(
@@ -186,6 +223,7 @@ def _content(
             _alert_view(a, incident, common, route.language, options, text_limit) for a in shown
         ],
         hidden=hidden,
+        long_links=Md(" · ".join(long_links)),
         mentions=Md(" ".join(mentions)),
     )
     return _BLANK_RUNS.sub("\n\n", text).strip()
@@ -246,13 +284,15 @@ def _alert_view(
     common: dict[str, str],
     language: str,
     options: RenderOptions,
-    text_limit: int,
+    text_limit: int | None,
 ) -> dict[str, Any]:
     words = WORDS[language]
-    summary = alert.annotations.get("summary") or alert.labels.get("alertname", "alert")
-    description = alert.annotations.get("description", "")
-    if alert.annotations.get("Error"):  # Grafana's DatasourceError: the query's own error
-        description = f"⚠️ {alert.annotations['Error']}\n{description}".strip()
+    # one line: it is shown in bold, which a line break or edge blank would undo
+    summary = one_line(alert.annotations.get("summary", "")) or one_line(
+        alert.labels.get("alertname", "")
+    )
+    summary = summary or "alert"
+    description = _description(alert)
     own_labels = {k: v for k, v in alert.labels.items() if common.get(k) != v}
     local = alert.starts_at.astimezone(options.timezone)
     if alert.status is AlertStatus.FIRING:
@@ -281,7 +321,7 @@ def _alert_view(
     return {
         "icon": "🔥" if alert.status is AlertStatus.FIRING else "✅",
         "title": escape(truncate(summary, MAX_TITLE_CHARS)),
-        "description": escape(truncate(description, text_limit)) if description != summary else "",
+        "description": _cut(description, text_limit, words) if description != summary else "",
         "labels": _label_line(own_labels, exclude=_QUIET_LABELS),
         "value_text": code(truncate(alert.value_string, MAX_TITLE_CHARS))
         if alert.value_string
@@ -290,6 +330,13 @@ def _alert_view(
         "timing": timing,
         "links": links,
     }
+
+
+def _cut(text: str, limit: int | None, words: dict[str, str]) -> Md:
+    """`text`, escaped; past `limit` characters cut, saying how much was left out."""
+    if limit is None or len(text) <= limit:
+        return escape(text)
+    return Md(escape(text[:limit].rstrip()) + "… " + words["cut"].format(n=len(text) - limit))
 
 
 def format_time(moment: datetime) -> str:
@@ -327,23 +374,36 @@ def _buttons(
     return rows
 
 
-def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, str]]:
+def _url_candidates(incident: Incident, words: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(button text, link text, URL) of the incident's runbook, source and dashboard."""
     first = next(iter(sorted(incident.alerts.values(), key=lambda a: a.starts_at)), None)
     runbook = incident.common_annotations.get("runbook_url") or (
         first.annotations.get("runbook_url", "") if first else ""
     )
+    return [
+        (words["runbook_button"], words["runbook"], runbook),
+        (words["source_button"], words["source"], first.generator_url if first else ""),
+        (words["dashboard_button"], words["dashboard"], first.dashboard_url if first else ""),
+    ]
+
+
+def _url_buttons(incident: Incident, words: dict[str, str]) -> list[dict[str, str]]:
     row = []
-    source = first.generator_url if first else ""
-    dashboard = first.dashboard_url if first else ""
-    for text, url in (
-        (words["runbook_button"], runbook),
-        (words["source_button"], source),
-        (words["dashboard_button"], dashboard),
-    ):
+    for text, _, url in _url_candidates(incident, words):
         target = safe_url(url) if url else None
-        if target:
+        if target and len(target) <= MAX_BUTTON_URL:
             row.append({"text": text, "url": target})
     return row
+
+
+def _long_url_links(incident: Incident, words: dict[str, str]) -> list[Md]:
+    """The URLs too long for a button, as plain links in the text instead."""
+    long_ones = []
+    for button, text, url in _url_candidates(incident, words):
+        target = safe_url(url) if url else None
+        if target and len(target) > MAX_BUTTON_URL:
+            long_ones.append(Md(f"{button.split(' ', 1)[0]} {link(text, target)}"))
+    return long_ones
 
 
 def message_url(chat_id: int | None, message_id: int) -> str:

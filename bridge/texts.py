@@ -12,7 +12,7 @@ from bridge.alertmanager_api import Failure
 from bridge.digest import DigestDue, summarize
 from bridge.incidents import Effect
 from bridge.markdown import Md, escape, link, truncate
-from bridge.model import Incident, IncidentState
+from bridge.model import AlertStatus, Incident, IncidentState
 from bridge.render import (
     ACTOR_SLOT,
     LINK_SLOT,
@@ -56,14 +56,31 @@ def render_comment(
         return words["comment_resolved"].format(
             title=title, duration=duration_text(lasted, route.language)
         )
-    if effect in (
-        Effect.COMMENT_ACKED,
-        Effect.COMMENT_UNACKED,
-        Effect.COMMENT_RESOLVED_BY_HAND,
-        Effect.COMMENT_UNSILENCED,
-    ):
+    if effect is Effect.COMMENT_RESOLVED_BY_HAND:
+        return words[effect.value].format(actor=ACTOR_SLOT) + still_firing_note(incident, words)
+    if effect in (Effect.COMMENT_ACKED, Effect.COMMENT_UNACKED, Effect.COMMENT_UNSILENCED):
         return words[effect.value].format(actor=ACTOR_SLOT)
     raise ValueError(f"{effect} has no comment")
+
+
+def hand_closed_firing(incident: Incident) -> int:
+    """How many alerts a person closed by hand while the source still reported them firing
+    (the alerts the press ended: they end at the very moment of the closing)."""
+    if incident.resolved_by is None or incident.resolved_at is None:
+        return 0
+    return sum(
+        a.status is AlertStatus.RESOLVED and not a.inferred and a.ends_at == incident.resolved_at
+        for a in incident.alerts.values()
+    )
+
+
+def still_firing_note(incident: Incident, words: dict[str, str]) -> str:
+    """The sentence saying the source still reports what was closed by hand ("" if nothing)."""
+    count = hand_closed_firing(incident)
+    if not count:
+        return ""
+    source = "Grafana" if incident.source == "grafana" else "Alertmanager"
+    return " " + words["still_firing"].format(source=source, count=count)
 
 
 def render_reply(
@@ -82,9 +99,12 @@ def render_reply(
     if reason is not None:
         detail = escape(truncate(reason.detail, 300))
         why = WORDS[language][f"why_{reason.why.value}"].format(detail=detail)
-    return WORDS[language][f"reply_{reply.value}"].format(
+    text = WORDS[language][f"reply_{reply.value}"].format(
         title=title, other=other, time=time, reason=why
     )
+    if reply is Reply.RESOLVED and incident is not None:
+        text += still_firing_note(incident, WORDS[language])
+    return text
 
 
 def _mentions(mentions: list[str]) -> str:

@@ -7,6 +7,7 @@ WORDS: dict[str, dict[str, str]] = {
         "firing": "ГОРИТ",
         "resolved": "РЕШЕНО",
         "and_more": "…и ещё {n}",
+        "cut": "(обрезано: ещё {n} симв.)",
         "since": "с {time}",
         "lasted": "длилось {duration}",
         "resolved_at": "решено в {time}, длилось {duration}",
@@ -34,6 +35,8 @@ WORDS: dict[str, dict[str, str]] = {
         "comment_acked": "👀 {actor} взял в работу",
         "comment_unacked": "↩️ {actor} больше не занимается инцидентом",
         "comment_resolved_by_hand": "✋ {actor} закрыл инцидент вручную",
+        "still_firing": "{source} всё ещё сообщает, что горит алертов: {count}. Повтор этого "
+        "уведомления сообщение не откроет; откроет новое срабатывание.",
         "reply_acked": "Вы взяли в работу «{title}».",
         "reply_unacked": "Вы больше не занимаетесь «{title}».",
         "reply_resolved": "Вы закрыли «{title}» вручную. Если алерт сработает снова, "
@@ -46,6 +49,11 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "«{title}» никто не брал в работу. Ничего не изменено.",
         "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
         "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
+        "reply_test_received": "✅ Нажатие дошло до бота алертов: кнопки работают. Это была "
+        "проверка (send-test), ничего не изменено.",
+        "sample_summary": "Проверка бота алертов: это тестовое сообщение",
+        "sample_description": "Отправлено командой send-test. Нажмите любую кнопку: если в "
+        "личные сообщения придёт ответ, кнопки настроены верно.",
         "unsilence": "🔔 Снять заглушение",
         "silenced_line": "🔕 Заглушено до {time} ({name})",
         "comment_silenced": "🔕 Заглушено до {time} ({name})",
@@ -81,6 +89,7 @@ WORDS: dict[str, dict[str, str]] = {
         "firing": "FIRING",
         "resolved": "RESOLVED",
         "and_more": "…and {n} more",
+        "cut": "({n} more characters cut)",
         "since": "since {time}",
         "lasted": "lasted {duration}",
         "resolved_at": "resolved at {time}, lasted {duration}",
@@ -108,6 +117,8 @@ WORDS: dict[str, dict[str, str]] = {
         "comment_acked": "👀 {actor} acknowledged",
         "comment_unacked": "↩️ {actor} is no longer on it",
         "comment_resolved_by_hand": "✋ {actor} resolved it by hand",
+        "still_firing": "{source} still reports {count} of its alerts firing. A repeat of "
+        "that notification will not re-open the message; a new firing will.",
         "reply_acked": "You acknowledged “{title}”.",
         "reply_unacked": "You are no longer on “{title}”.",
         "reply_resolved": "You resolved “{title}” by hand. If the alert fires again, the "
@@ -121,6 +132,11 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "Nobody has acknowledged “{title}”. Nothing was changed.",
         "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
         "reply_not_available": "This action is not available here. Nothing was changed.",
+        "reply_test_received": "✅ Your press reached the alert bot: buttons work. This was a "
+        "check (send-test); nothing was changed.",
+        "sample_summary": "Alert bot check: this is a test message",
+        "sample_description": "Sent by send-test. Press any button: if a direct message "
+        "answers, the buttons are set up right.",
         "unsilence": "🔔 Unsilence",
         "silenced_line": "🔕 Silenced until {time} ({name})",
         "comment_silenced": "🔕 Silenced until {time} ({name})",

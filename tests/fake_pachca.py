@@ -190,6 +190,7 @@ class FakePachca:
     # after the client gave up, yet the message appears)
     slow_creates: float = 0.0
     history_refused: bool = False  # GET /messages answers 403 (the bot may post, not read)
+    member_of: set[int] | None = None  # chats the bot is in (None: every chat)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1000)
@@ -525,6 +526,12 @@ class FakePachca:
             return 422, error
         entity_type = message.get("entity_type", "discussion")
         entity_id = message["entity_id"]
+        if (
+            entity_type == "discussion"
+            and self.member_of is not None
+            and entity_id not in self.member_of
+        ):
+            return 422, api_error("entity_id", "Чат не найден", "not_found", str(entity_id))
         if entity_type == "thread" and not any(t["id"] == entity_id for t in self.threads.values()):
             # POST /messages has no 404 in Pachca's spec: a missing target is a 422
             return 422, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))

@@ -110,7 +110,15 @@ async def test_resolve_by_hand_closes_and_a_new_firing_reopens(
     assert message["content"].startswith("✅ **РЕШЕНО**")
     assert "✋ Закрыто вручную: Bob Smith," in message["content"]
     assert data_buttons(message) == []
-    assert bridge.fake.thread_comments(message["id"])[-1] == "✋ Bob Smith закрыл инцидент вручную"
+    # the source still reports the three alerts firing: the thread and the DM say so
+    still = (
+        "Alertmanager всё ещё сообщает, что горит алертов: 3. Повтор этого уведомления "
+        "сообщение не откроет; откроет новое срабатывание."
+    )
+    assert bridge.fake.thread_comments(message["id"])[-1] == (
+        "✋ Bob Smith закрыл инцидент вручную " + still
+    )
+    assert dms(bridge, BOB)[-1].endswith(still)
     edits = len(bridge.fake.ok_calls("/messages/{id}"))
     # a repeat of what Alertmanager said before the press does not re-open it...
     await bridge.post_fixture("alertmanager/03-group-3-repeat.json")

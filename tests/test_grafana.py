@@ -77,7 +77,7 @@ async def test_nodata_and_datasource_errors_say_what_broke(
     (message,) = bridge.fake.channel_messages()
     assert f"**{title}**" in message["content"].splitlines()[0]
     if "error" in name:
-        assert "⚠️ \\[sse.dataQueryError\\] failed to execute query" in message["content"]
+        assert "⚠️ [sse.dataQueryError] failed to execute query" in message["content"]
 
 
 async def test_silence_offered_for_grafana_only_with_grafanas_api(

@@ -183,8 +183,8 @@ def test_labels_render_as_exact_code_spans() -> None:
     assert "`[x](http://evil)`" in content
 
 
-def test_escape_is_reversible_text() -> None:
-    assert escape("a*b_c[d](e)") == "a\\*b\\_c\\[d\\]\\(e\\)"
+def test_escape_keeps_what_cannot_form_markup_and_breaks_only_what_could() -> None:
+    assert escape("a*b_c[d](e)") == "a\u2217b_c[d]\u200b(e)"  # a∗b_c[d]​(e)
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "/relative", "ftp://x/y", "http://", ""])
@@ -239,3 +239,48 @@ def test_mentions_only_while_firing() -> None:
     route = RouteConfig(name="r", chat_id=1, mentions=["@dba", "<@42>"])
     incident = fixture_incident("alertmanager/01-single-firing.json")
     assert render_message(incident, route, UTC_OPTIONS).content.endswith("@dba <@42>")
+
+
+def test_a_long_description_is_shown_whole_while_the_message_fits() -> None:
+    text = "Replication lag grew past 30s. " * 150  # ~4.6 KB
+    incident = incident_from(note_with(alert(1, summary="Lag", description=text)))
+    content = render_message(incident, ROUTE, UTC_OPTIONS).content
+    assert text.strip() in content
+    assert "обрезано" not in content and "…" not in content
+
+
+def test_past_the_limit_every_long_description_is_cut_to_the_same_length_and_says_so() -> None:
+    import re
+
+    long_text = "x" * 30_000
+    alerts = [alert(n, summary=f"S{n}", description=long_text) for n in range(4)]
+    alerts.append(alert(9, summary="Short", description="short and whole"))
+    route = RouteConfig(name="default", chat_id=1000, max_alerts=10)
+    content = render_message(incident_from(note_with(*alerts)), route, UTC_OPTIONS).content
+    assert len(content.encode()) <= MAX_CONTENT_BYTES
+    assert len(content.encode()) > MAX_CONTENT_BYTES - 1_000  # the room is used
+    kept = [len(m) for m in re.findall(r"^(x+)… \(обрезано: ещё \d+ симв\.\)$", content, re.M)]
+    assert len(kept) == 4 and len(set(kept)) == 1  # all five alerts shown, the long ones alike
+    (left,) = set(re.findall(r"обрезано: ещё (\d+) симв", content))
+    assert int(left) == 30_000 - kept[0]
+    assert "short and whole" in content and "…и ещё" not in content
+
+
+def test_a_url_too_long_for_a_button_becomes_a_plain_link() -> None:
+    from bridge.render import MAX_BUTTON_URL
+
+    def group_with_runbook(url: str) -> Incident:
+        note = note_with(alert(1, summary="S", runbook_url=url))
+        common = {"runbook_url": url}
+        return incident_from(note.model_copy(update={"common_annotations": common}))
+
+    runbook = "https://runbooks.example.com/" + "a" * 1_000
+    message = render_message(group_with_runbook(runbook), ROUTE, UTC_OPTIONS)
+    urls = [b["url"] for row in message.buttons for b in row if "url" in b]
+    assert all(len(u) <= MAX_BUTTON_URL for u in urls)
+    assert runbook not in urls
+    assert f"📖 [runbook]({runbook})" in message.content
+    assert message.content.count(runbook) == 1
+    message = render_message(group_with_runbook("https://r.example/x"), ROUTE, UTC_OPTIONS)
+    assert {"text": "📖 Runbook", "url": "https://r.example/x"} in message.buttons[-1]
+    assert "[runbook]" not in message.content
