@@ -137,11 +137,36 @@ def check_config(rules_path: str) -> int:
         Settings.from_environ()
     except ConfigError as exc:
         problems += [f"environment: {p}" for p in exc.problems]
+    if rules is not None:
+        problems += template_problems(rules)
     if problems:
         raise ConfigError(problems)
     assert rules is not None
     print(f"OK: {len(rules.routes)} routes in {rules_path}; default route {rules.default.name!r}")
     return 0
+
+
+def template_problems(rules: Rules) -> list[str]:
+    """Each route template rendered against a sample firing incident (send-test's):
+    what fails, as `file:line: what`."""
+    from jinja2 import TemplateError
+
+    from bridge.sample import sample_message
+    from bridge.templating import where_it_failed
+
+    problems = []
+    options = RenderOptions(UTC, frozenset({alertmanager.SOURCE}))
+    for route in rules.routes:
+        template = route.config.template
+        if template is None:
+            continue
+        try:
+            sample_message(route.config, options, strict=True)
+        except TemplateError as exc:
+            problems.append(
+                f"{route.source}: route {route.name!r}: {where_it_failed(exc, template)}"
+            )
+    return problems
 
 
 def route_test(rules_path: str, pairs: list[str]) -> int:

@@ -30,6 +30,7 @@ from bridge.incidents import (
     close_unreported,
     notification_digest,
     reopenable,
+    tell_refires,
     touched,
 )
 from bridge.metrics import Metrics
@@ -114,6 +115,8 @@ class Inbox:
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
         self.clock = clock
         self.on_commit = on_commit
+        # some incident has members that fired again and are not yet told (see tell_refires)
+        self.refires_waiting = False
         # an open incident's last_seen is renewed this often by repeats that change nothing,
         # so the cache lets a repeat through to the store at least that often (0: never closed
         # as unreported, nothing to renew)
@@ -267,6 +270,7 @@ class Inbox:
                 resolved_ttl=self.resolved_ttl,
                 new_ref=new_ref(),
                 digest=digest,
+                noise=route.config.noise,
             )
             if not transition.changed or transition.incident is None:
                 fresh = touched(current, now, self.touch_every) if current else None
@@ -279,12 +283,20 @@ class Inbox:
                         continue
                 return None
             incident = transition.incident
+            # the reply in the chat carries the mentions; the thread comment then goes quietly
+            loud = Effect.REPLY_REOPENED not in transition.effects
             items = [
                 NewOutboxItem(effect.value)
                 if effect in (Effect.CREATE, Effect.EDIT)
                 else NewOutboxItem(
                     effect.value,
-                    render_comment(effect, incident, route.config, self.render_options),
+                    render_comment(
+                        effect,
+                        incident,
+                        route.config,
+                        self.render_options,
+                        mentions=loud or effect is not Effect.COMMENT_REFIRED,
+                    ),
                 )
                 for effect in transition.effects
             ]
@@ -296,6 +308,8 @@ class Inbox:
                 continue
             if Effect.CREATE in transition.effects:
                 self.metrics.incidents_opened.labels(route.name).inc()
+            if incident.refired_pending:
+                self.refires_waiting = True  # the scheduler tells them when due
             firing = sum(a.status is AlertStatus.FIRING for a in incident.alerts.values())
             effects = ", ".join(e.value for e in transition.effects) or "state only"
             return incident.ref, (
@@ -480,6 +494,23 @@ class Inbox:
                 NewOutboxItem(effect.value)
                 if effect is Effect.EDIT
                 else NewOutboxItem(
+                    effect.value, render_comment(effect, after, route.config, self.render_options)
+                )
+                for effect in transition.effects
+            ]
+
+        return await self._commit(ref, decide)
+
+    async def tell_refires(self, ref: str) -> bool:
+        """The one thread comment naming the members that fired again, once it is due."""
+
+        def decide(
+            incident: Incident, route: Route, now: datetime
+        ) -> tuple[Incident, list[NewOutboxItem]]:
+            transition = tell_refires(incident, now)
+            after = transition.incident or incident
+            return after, [
+                NewOutboxItem(
                     effect.value, render_comment(effect, after, route.config, self.render_options)
                 )
                 for effect in transition.effects

@@ -29,7 +29,9 @@ class Effect(StrEnum):
 
     CREATE = "create"  # post the incident's message
     EDIT = "edit"  # bring the message up to date with the incident
-    COMMENT_REFIRED = "comment_refired"  # thread comment: firing again
+    COMMENT_REFIRED = "comment_refired"  # thread comment: the incident fires again (mentions)
+    COMMENT_MEMBERS_REFIRED = "comment_members_refired"  # thread comment: which members, quietly
+    REPLY_REOPENED = "reply_reopened"  # a reply in the chat to the message: it re-opened
     COMMENT_RESOLVED = "comment_resolved"  # thread comment: all resolved
     COMMENT_ACKED = "comment_acked"  # thread comment: someone took it
     COMMENT_UNACKED = "comment_unacked"  # thread comment: someone let it go
@@ -81,9 +83,11 @@ def apply_notification(
     resolved_ttl: timedelta,
     new_ref: str,
     digest: str | None = None,
+    noise: Noise | None = None,
 ) -> Transition:
     """Apply `note` to the incident it belongs to in one chat (`digest`: its
-    `notification_digest`, if the caller has it already).
+    `notification_digest`, if the caller has it already; `noise`: the route's rules for
+    re-fires, see Noise).
 
     `current` is the stored incident with this key, if any. An incident resolved more than
     `resolved_ttl` ago (by the bridge's clock, so replays and skewed sources behave the same)
@@ -95,7 +99,24 @@ def apply_notification(
         return _open(note, route=route, chat_id=chat_id, now=now, ref=new_ref, digest=digest)
     if over:  # a repeat of what it was closed on (e.g. by hand while still firing)
         return Transition(current)
-    return _update(current, note, now=now, digest=digest)
+    return _update(current, note, now=now, digest=digest, noise=noise or Noise())
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A route's rules for what fires again (SPEC 4: less noise, same information)."""
+
+    # a re-open after being resolved this long also replies to the message in the chat,
+    # where people who do not follow the thread see it (None: never)
+    reopen_notice_after: timedelta | None = timedelta(minutes=10)
+    # a member firing again more than `flap_threshold` times within `flap_window` is flapping
+    flap_threshold: int = 3
+    flap_window: timedelta = timedelta(minutes=10)
+
+
+# members firing again inside a firing incident are told in one thread comment this long
+# after the first of them (and not one comment each)
+REFIRE_WINDOW = timedelta(seconds=60)
 
 
 def reopenable(incident: Incident, now: datetime, resolved_ttl: timedelta) -> bool:
@@ -213,10 +234,12 @@ def _open(
     return Transition(incident, (Effect.CREATE,))
 
 
-def _update(current: Incident, note: Notification, *, now: datetime, digest: str) -> Transition:
+def _update(
+    current: Incident, note: Notification, *, now: datetime, digest: str, noise: Noise
+) -> Transition:
     alerts = dict(current.alerts)
     earlier = dict(current.earlier)
-    refired = False
+    refired_members: list[str] = []
     # Closed by hand while the source still said "firing": repeats of what the source already
     # said do not re-open it; news (see has_news) does, and then every alert the source still
     # reports firing is shown firing again.
@@ -228,7 +251,8 @@ def _update(current: Incident, note: Notification, *, now: datetime, digest: str
             if _is_newer(alert, earlier[alert.fingerprint]):
                 del earlier[alert.fingerprint]
                 alerts[alert.fingerprint] = alert
-                refired |= alert.status is AlertStatus.FIRING
+                if alert.status is AlertStatus.FIRING:
+                    refired_members.append(alert.fingerprint)
             continue
         if previous is None:
             alerts[alert.fingerprint] = alert
@@ -238,9 +262,8 @@ def _update(current: Incident, note: Notification, *, now: datetime, digest: str
             and previous.status is AlertStatus.RESOLVED
             and alert.starts_at >= previous.starts_at
         ):
-            refired |= (
-                previous.status is AlertStatus.RESOLVED and alert.status is AlertStatus.FIRING
-            )
+            if previous.status is AlertStatus.RESOLVED and alert.status is AlertStatus.FIRING:
+                refired_members.append(alert.fingerprint)
             alerts[alert.fingerprint] = alert
         elif alert.starts_at == previous.starts_at and alert.status == previous.status:
             alerts[alert.fingerprint] = alert  # same instance: take the freshest text
@@ -266,9 +289,23 @@ def _update(current: Incident, note: Notification, *, now: datetime, digest: str
                 earlier[fp] = alerts.pop(fp)
         # Alertmanager notified, so no silence covers it now
         people = {**new_episode(now, alerts.values()), **UNSILENCED}
+    refires = _recent_refires(current.refires, refired_members, now, noise.flap_window)
+    flapping = sorted(fp for fp, times in refires.items() if len(times) > noise.flap_threshold)
+    quiet = [fp for fp in refired_members if fp not in flapping]  # worth a comment
+    pending: dict[str, object] = {}
+    if reopened or state is IncidentState.RESOLVED:
+        pending = {"refired_pending": [], "refired_since": None}  # told by the re-open or moot
+    elif quiet:
+        pending = {
+            "refired_pending": sorted({*current.refired_pending, *quiet}),
+            "refired_since": current.refired_since or now,
+        }
     updated = current.model_copy(
         update={
             **people,
+            **pending,
+            "refires": refires,
+            "flapping": flapping,
             "last_digest": digest,
             "alerts": alerts,
             "earlier": earlier,
@@ -286,9 +323,44 @@ def _update(current: Incident, note: Notification, *, now: datetime, digest: str
     effects: tuple[Effect, ...] = (Effect.EDIT,)
     if current.state is IncidentState.FIRING and state is IncidentState.RESOLVED:
         effects += (Effect.COMMENT_RESOLVED,)
-    elif state is IncidentState.FIRING and (refired or current.state is IncidentState.RESOLVED):
+    elif reopened:
         effects += (Effect.COMMENT_REFIRED,)
+        quiet_for = now - current.changed_at  # resolved since its last change (bridge clock)
+        if noise.reopen_notice_after is not None and quiet_for >= noise.reopen_notice_after:
+            effects += (Effect.REPLY_REOPENED,)
     return Transition(updated, effects)
+
+
+def _recent_refires(
+    known: dict[str, list[datetime]], refired: list[str], now: datetime, window: timedelta
+) -> dict[str, list[datetime]]:
+    """Each member's re-fire times within `window` of `now`, with this notification's."""
+    out = {}
+    for fp in {*known, *refired}:
+        times = [t for t in known.get(fp, []) if now - t < window]
+        if fp in refired:
+            times.append(now)
+        if times:
+            out[fp] = times
+    return out
+
+
+def tell_refires(incident: Incident, now: datetime) -> Transition:
+    """The thread comment naming the members that fired again (without mentions: the
+    incident as a whole was firing already), once REFIRE_WINDOW has passed since the first,
+    so a burst of re-fires makes one comment. No change if nothing is due."""
+    due = incident.refired_since is not None and now - incident.refired_since >= REFIRE_WINDOW
+    if not incident.refired_pending or not due or incident.state is not IncidentState.FIRING:
+        return Transition(incident)
+    told = incident.model_copy(
+        update={
+            "refired_told": incident.refired_pending,
+            "refired_pending": [],
+            "refired_since": None,
+            "version": incident.version + 1,  # the compare-and-set: told once, by one replica
+        }
+    )
+    return Transition(told, (Effect.COMMENT_MEMBERS_REFIRED,))
 
 
 def _is_newer(alert: Alert, previous: Alert) -> bool:

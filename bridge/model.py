@@ -118,6 +118,14 @@ class Incident(Frozen):
     last_seen: datetime | None = None
     reminded_at: datetime | None = None
     escalated: int = 0  # escalation steps already taken in this episode
+    # members that fired again while the incident was firing, not yet told in the thread: one
+    # comment names them all once REFIRE_WINDOW has passed since the first (incidents.py)
+    refired_pending: list[str] = []
+    refired_since: datetime | None = None
+    refired_told: list[str] = []  # the members the last such comment named
+    # bridge-clock times each member fired again, within its route's flap_window
+    refires: dict[str, list[datetime]] = {}
+    flapping: list[str] = []  # members over flap_threshold: marked, and no comments for them
 
     @property
     def finished(self) -> bool:

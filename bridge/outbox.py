@@ -396,6 +396,9 @@ class Outbox:
                 if delivery.rendered_version >= incident.version:
                     return "coalesced", None
                 return "sent", await self._edit_to_latest(stored)
+            if kind is Effect.REPLY_REOPENED:
+                await self._reply(item, stored)
+                return "sent", None
             return "sent", await self._comment(item, delivery)
         except PachcaRequestError as exc:
             if not message_gone(exc):
@@ -476,6 +479,19 @@ class Outbox:
                 await self.store.record_delivery(incident.ref, delivery)
             raise
         return Delivery(message_id=message_id, rendered_version=incident.version)
+
+    async def _reply(self, item: OutboxItem, stored: Stored) -> None:
+        """A reply in the chat to the incident's message, seen by those who do not follow
+        its thread, under the route's display name."""
+        route = self.rules.by_name(stored.incident.route).config
+        await self.pachca.create_message(
+            "discussion",
+            stored.incident.chat_id,
+            item.content,
+            display_name=route.display_name,
+            display_avatar_url=route.display_avatar_url,
+            parent_message_id=stored.delivery.message_id,
+        )
 
     async def _comment(self, item: OutboxItem, delivery: Delivery) -> Delivery | None:
         """A comment in the message's thread (made first if missing); returns the delivery if

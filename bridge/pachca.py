@@ -42,6 +42,7 @@ class PachcaApi(Protocol):
         buttons: Buttons | None = None,
         display_name: str | None = None,
         display_avatar_url: str | None = None,
+        parent_message_id: int | None = None,
     ) -> int:
         """Post a message; returns its id."""
 
@@ -71,6 +72,7 @@ def _message_body(
     buttons: Buttons | None,
     display_name: str | None,
     display_avatar_url: str | None,
+    parent_message_id: int | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {
         "entity_type": entity_type,
@@ -83,6 +85,8 @@ def _message_body(
         message["display_name"] = display_name
     if display_avatar_url:
         message["display_avatar_url"] = display_avatar_url
+    if parent_message_id is not None:  # a reply in the chat to that message
+        message["parent_message_id"] = parent_message_id
     return {"message": message, "link_preview": False}
 
 
@@ -243,10 +247,17 @@ class PachcaClient:
         buttons: Buttons | None = None,
         display_name: str | None = None,
         display_avatar_url: str | None = None,
+        parent_message_id: int | None = None,
     ) -> int:
         endpoint = "POST /messages"
         body = _message_body(
-            entity_type, entity_id, content, buttons, display_name, display_avatar_url
+            entity_type,
+            entity_id,
+            content,
+            buttons,
+            display_name,
+            display_avatar_url,
+            parent_message_id,
         )
         return self._data_id(endpoint, await self._call("POST", endpoint, "/messages", body))
 
@@ -366,11 +377,18 @@ class DryRunPachca:
         buttons: Buttons | None = None,
         display_name: str | None = None,
         display_avatar_url: str | None = None,
+        parent_message_id: int | None = None,
     ) -> int:
         self._log(
             "POST /messages",
             _message_body(
-                entity_type, entity_id, content, buttons, display_name, display_avatar_url
+                entity_type,
+                entity_id,
+                content,
+                buttons,
+                display_name,
+                display_avatar_url,
+                parent_message_id,
             ),
         )
         return next(self._ids)

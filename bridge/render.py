@@ -7,20 +7,23 @@ Jinja2 template `templates/message.j2`, rendered in a sandbox; alert text is esc
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from importlib import resources
 from typing import Any
 
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateError
 
 from bridge.durations import parse_duration
 from bridge.markdown import Md, code, escape, link, one_line, safe_url, truncate
 from bridge.model import Alert, AlertStatus, Incident, IncidentState
 from bridge.rules import RouteConfig
+from bridge.templating import BUILT_IN, route_template, where_it_failed
 from bridge.words import WORDS
+
+log = logging.getLogger(__name__)
 
 MAX_CONTENT_BYTES = 40_000
 MIN_TEXT_CHARS = 100  # below this a description says nothing: show fewer alerts instead
@@ -57,17 +60,7 @@ class Message:
     buttons: list[list[dict[str, str]]] = field(default_factory=list)
 
 
-def _finalize(value: Any) -> Any:
-    if value is None:
-        return ""
-    return value if isinstance(value, Md) else escape(str(value))
-
-
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_ENV = SandboxedEnvironment(finalize=_finalize, trim_blocks=False, keep_trailing_newline=False)
-_MESSAGE = _ENV.from_string(
-    resources.files("bridge").joinpath("templates/message.j2").read_text(encoding="utf-8")
-)
 
 
 def duration_text(seconds: float, language: str) -> str:
@@ -109,19 +102,21 @@ def render_message(
     max_alerts: int | None = None,
     text_limit: int | None = None,
     names: Mapping[int, str] | None = None,
+    strict: bool = False,
 ) -> Message:
     """The incident's message. Texts are shown whole while the message fits Pachca's content
     limit; past it, every description is cut to the same, largest length that fits (short
     ones untouched: fair across alerts), each cut saying so; only when even short texts do
     not fit are fewer alerts shown. `text_limit` caps descriptions anyway (a minimal form);
-    `names` maps Pachca user ids to display names."""
+    `names` maps Pachca user ids to display names; `strict`: a route template's error is raised
+    (check-config) instead of falling back to the built-in layout."""
     limit = max_alerts if max_alerts is not None else route.max_alerts
     state_line = _state_line(incident, route.language, options, names or {})
     buttons = _buttons(incident, route, options)
     long_links = _long_url_links(incident, WORDS[route.language])
 
     def render(limit: int, text_limit: int | None) -> str:
-        return _content(incident, route, options, limit, text_limit, state_line, long_links)
+        return _content(incident, route, options, limit, text_limit, state_line, long_links, strict)
 
     while True:
         content = render(limit, text_limit)
@@ -145,6 +140,16 @@ def render_message(
         else:
             cut = content.encode()[: MAX_CONTENT_BYTES - 4].decode(errors="ignore")
             return Message(cut + "\n…", buttons)
+
+
+def alert_name(alert: Alert) -> str:
+    """How one alert is named: its summary, else its alertname and instance. One line: it is
+    shown in bold, which a line break or an edge blank would undo."""
+    summary = one_line(alert.annotations.get("summary", ""))
+    if summary:
+        return summary
+    name = one_line(" ".join(alert.labels.get(k, "") for k in ("alertname", "instance")))
+    return name or "alert"
 
 
 def _fits(content: str) -> bool:
@@ -204,6 +209,7 @@ def _content(
     text_limit: int | None,
     state_line: Md,
     long_links: list[Md],
+    strict: bool = False,
 ) -> str:
     words = WORDS[route.language]
     ordered = sorted(
@@ -214,18 +220,38 @@ def _content(
     hidden = len(ordered) - len(shown) + incident.truncated_alerts
     common = shared_labels(incident)
     mentions = route.mentions if incident.state is IncidentState.FIRING else []
-    text = _MESSAGE.render(
-        t=words,
-        header=_header(incident, route.language),
-        state_line=state_line,
-        common_labels=_label_line(common, exclude=_QUIET_LABELS),
-        alerts=[
-            _alert_view(a, incident, common, route.language, options, text_limit) for a in shown
-        ],
-        hidden=hidden,
-        long_links=Md(" · ".join(long_links)),
-        mentions=Md(" ".join(mentions)),
-    )
+    variables = {
+        "t": words,
+        "header": _header(incident, route.language),
+        "state_line": state_line,
+        "common_labels": _label_line(common, route),
+        "alerts": [_alert_view(a, incident, common, route, options, text_limit) for a in shown],
+        "hidden": hidden,
+        "long_links": Md(" · ".join(long_links)),
+        "mentions": Md(" ".join(mentions)),
+        # for a route's own layout: the incident's plain facts (strings are escaped on output)
+        "state": incident.state.value,
+        "ref": incident.ref,
+        "route": route.name,
+        "firing": len(incident.firing),
+        "resolved": len(incident.resolved),
+        "labels": dict(common),
+        "annotations": dict(incident.common_annotations),
+    }
+    text = ""
+    if route.template:
+        try:
+            text = route_template(route.template).render(**variables)
+        except TemplateError as exc:  # never lose the message to a template: the built-in
+            if strict:
+                raise
+            log.error(
+                "route %s: template failed, built-in used: %s",
+                route.name,
+                where_it_failed(exc, route.template),
+            )
+    if not text.strip():
+        text = BUILT_IN.render(**variables)
     return _BLANK_RUNS.sub("\n\n", text).strip()
 
 
@@ -269,11 +295,21 @@ def shared_labels(incident: Incident) -> dict[str, str]:
     return shared
 
 
-def _label_line(labels: dict[str, str], exclude: set[str]) -> Md:
+def shown_labels(labels: Mapping[str, str], route: RouteConfig) -> dict[str, str]:
+    """The labels a route shows: `show_labels` only, when it lists any; never `hide_labels`
+    nor those that say nothing in every line (alertname, severity: in the header)."""
+    hidden = _QUIET_LABELS | set(route.hide_labels)
+    return {
+        k: v
+        for k, v in labels.items()
+        if k not in hidden and (route.show_labels is None or k in route.show_labels)
+    }
+
+
+def _label_line(labels: dict[str, str], route: RouteConfig) -> Md:
     shown = [
         f"{escape(k)}: {code(truncate(v, MAX_TITLE_CHARS))}"
-        for k, v in sorted(labels.items())
-        if k not in exclude
+        for k, v in sorted(shown_labels(labels, route).items())
     ]
     return Md(" · ".join(shown))
 
@@ -282,16 +318,13 @@ def _alert_view(
     alert: Alert,
     incident: Incident,
     common: dict[str, str],
-    language: str,
+    route: RouteConfig,
     options: RenderOptions,
     text_limit: int | None,
 ) -> dict[str, Any]:
+    language = route.language
     words = WORDS[language]
-    # one line: it is shown in bold, which a line break or edge blank would undo
-    summary = one_line(alert.annotations.get("summary", "")) or one_line(
-        alert.labels.get("alertname", "")
-    )
-    summary = summary or "alert"
+    summary = alert_name(alert)
     description = _description(alert)
     own_labels = {k: v for k, v in alert.labels.items() if common.get(k) != v}
     local = alert.starts_at.astimezone(options.timezone)
@@ -322,12 +355,20 @@ def _alert_view(
         "icon": "🔥" if alert.status is AlertStatus.FIRING else "✅",
         "title": escape(truncate(summary, MAX_TITLE_CHARS)),
         "description": _cut(description, text_limit, words) if description != summary else "",
-        "labels": _label_line(own_labels, exclude=_QUIET_LABELS),
+        "labels": _label_line(own_labels, route),
         "value_text": code(truncate(alert.value_string, MAX_TITLE_CHARS))
         if alert.value_string
         else "",
         "values_word": words["values"],
-        "timing": timing,
+        "timing": timing
+        + (
+            " · "
+            + words["flapping"].format(
+                n=len(incident.refires.get(alert.fingerprint, [])), window=route.flap_window
+            )
+            if alert.fingerprint in incident.flapping
+            else ""
+        ),
         "links": links,
     }
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge.durations import parse_duration
 from bridge.errors import ConfigError
+from bridge.incidents import Noise
 from bridge.matchers import Matcher, MatcherSyntaxError, parse_matcher
+from bridge.templating import route_template, where_it_failed
 from bridge.zones import known_zone
 
 MAX_SILENCE_BUTTONS = 3
@@ -96,6 +100,41 @@ class RouteConfig(BaseModel):
     remind_every: str | None = None
     escalation: list[EscalationStep] = []
     digest: DigestConfig | None = None
+    # a re-open after being resolved this long also replies to the message in the chat
+    # ("off": never)
+    # what the message shows: only these labels (None: all), never these
+    show_labels: list[str] | None = None
+    hide_labels: list[str] = []
+    # the route's own message layout, a Jinja2 file (README "Templates"), relative to the
+    # rules file; None: the built-in one
+    template: str | None = None
+    reopen_notice_after: str = "10m"
+    flap_threshold: int = Field(default=3, ge=1, le=1000)  # re-fires within flap_window
+    flap_window: str = "10m"
+
+    @field_validator("reopen_notice_after")
+    @classmethod
+    def _reopen_notice(cls, value: str) -> str:
+        if value != "off":
+            parse_duration(value)  # raises ValueError naming the accepted forms
+        return value
+
+    @field_validator("flap_window")
+    @classmethod
+    def _flap_window(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError("flap_window must be longer than zero")
+        return value
+
+    @property
+    def noise(self) -> Noise:
+        """This route's rules for what fires again (incidents.Noise)."""
+        notice = self.reopen_notice_after
+        return Noise(
+            reopen_notice_after=None if notice == "off" else seconds(notice),
+            flap_threshold=self.flap_threshold,
+            flap_window=seconds(self.flap_window),
+        )
 
     @field_validator("remind_every")
     @classmethod
@@ -130,6 +169,10 @@ class RouteConfig(BaseModel):
     @classmethod
     def _mentions_shape(cls, value: list[str]) -> list[str]:
         return _check_mentions(value)
+
+
+def seconds(duration: str) -> timedelta:
+    return timedelta(seconds=parse_duration(duration))
 
 
 @dataclass(frozen=True)
@@ -241,6 +284,21 @@ def _load_file(file: Path, problems: list[str]) -> Iterable[Route]:
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"{file}:{_line(node, loc)}: route {label!r}: {field}: {message}")
             continue
+        if config.template is not None:
+            path = (file.parent / config.template).resolve()
+            if not path.is_file():
+                problems.append(
+                    f"{where}: route {label!r}: template {config.template}: no such file"
+                )
+                continue
+            try:
+                route_template(str(path))
+            except TemplateError as exc:
+                problems.append(
+                    f"{where}: route {label!r}: template {where_it_failed(exc, str(path))}"
+                )
+                continue
+            config = config.model_copy(update={"template": str(path)})
         matchers = tuple(parse_matcher(m) for m in config.matchers)
         routes.append(Route(config, matchers, where))
     return routes

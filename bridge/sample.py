@@ -16,9 +16,10 @@ SAMPLE_REF = "5e57000000"  # any ref the button data accepts; no incident has it
 
 
 def sample_message(
-    route: RouteConfig, options: RenderOptions, now: datetime | None = None
+    route: RouteConfig, options: RenderOptions, now: datetime | None = None, strict: bool = False
 ) -> tuple[str, list[list[dict[str, Any]]]]:
-    """The content and buttons of a firing sample incident rendered for `route`."""
+    """The content and buttons of a firing sample incident rendered for `route` (`strict`: a
+    route template's error is raised, see render_message)."""
     now = now or datetime.now(UTC)
     words = WORDS[route.language]
     alert = Alert(
@@ -49,7 +50,7 @@ def sample_message(
         new_ref=SAMPLE_REF,
     )
     assert transition.incident is not None  # a firing alert always opens one
-    message = render_message(transition.incident, route, options)
+    message = render_message(transition.incident, route, options, strict=strict)
     buttons = [
         [{**button, "data": f"test:{SAMPLE_REF}"} if "data" in button else button for button in row]
         for row in message.buttons

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.digest import DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
-from bridge.incidents import close_unreported
+from bridge.incidents import close_unreported, tell_refires
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
 from bridge.silences import drop_stale_silence
@@ -47,22 +47,38 @@ class Scheduler:
     async def tick(self) -> int:
         """Do what is due now; returns how many things were recorded."""
         done = 0
-        if any(r.config.remind_every or r.config.escalation for r in self.rules.routes):
-            # reading every open incident costs the store's time: only when something uses it
-            for incident in await self.store.open_incidents():
-                route = self.rules.by_name(incident.route).config
-                if (route.remind_every or route.escalation) and needs_attention(incident):
-                    done += await self._contained(
-                        f"incident {incident.ref}", self.inbox.oncall(incident.ref)
-                    )
         now = self.clock()
+        oncall_used = any(r.config.remind_every or r.config.escalation for r in self.rules.routes)
+        stale_due = self.stale_after is not None and (
+            self._stale_checked is None or now - self._stale_checked >= STALE_CHECK_EVERY
+        )
+        # reading every open incident costs the store's time: only when something needs it
+        # (re-fires this replica recorded are told within a tick of being due; those another
+        # replica recorded, at the latest with the staleness pass)
+        refires_waiting = self.inbox.refires_waiting
+        if oncall_used or stale_due or refires_waiting:
+            self.inbox.refires_waiting = False
+            opened = await self.store.open_incidents()
+        else:
+            opened = []
+        for incident in opened:
+            if incident.refired_pending:
+                self.inbox.refires_waiting = True  # until told
+                if tell_refires(incident, now).changed:
+                    done += await self._contained(
+                        f"incident {incident.ref}", self.inbox.tell_refires(incident.ref)
+                    )
+            route = self.rules.by_name(incident.route).config
+            uses_oncall = bool(route.remind_every or route.escalation)
+            if oncall_used and uses_oncall and needs_attention(incident):
+                done += await self._contained(
+                    f"incident {incident.ref}", self.inbox.oncall(incident.ref)
+                )
         for due in digests_due(self.rules, now):
             done += await self._contained(f"digest {due.key}", self._digest(due, now))
-        if self.stale_after is not None and (
-            self._stale_checked is None or now - self._stale_checked >= STALE_CHECK_EVERY
-        ):
+        if stale_due and self.stale_after is not None:
             self._stale_checked = now
-            for incident in await self.store.open_incidents():
+            for incident in opened:
                 if close_unreported(incident, now, self.stale_after).changed:
                     done += await self._contained(
                         f"incident {incident.ref}",

@@ -18,6 +18,7 @@ from bridge.render import (
     LINK_SLOT,
     MAX_TITLE_CHARS,
     RenderOptions,
+    alert_name,
     duration_text,
     first_start,
     format_time,
@@ -31,20 +32,34 @@ from bridge.words import WORDS
 
 
 def render_comment(
-    effect: Effect, incident: Incident, route: RouteConfig, options: RenderOptions
+    effect: Effect,
+    incident: Incident,
+    route: RouteConfig,
+    options: RenderOptions,
+    *,
+    mentions: bool = True,
 ) -> str:
-    """The short thread comment for a significant transition (mentions included when firing)."""
+    """The short thread comment (or chat reply) for a significant transition; the route's
+    mentions go with the incident firing again, unless `mentions` is False (another item of
+    the same transition carries them)."""
     words = WORDS[route.language]
     if effect is Effect.COMMENT_SILENCED:
         return silenced_text(words["comment_silenced"], incident, options)
     if effect is Effect.COMMENT_SILENCE_ENDED:
         return " ".join([words["comment_silence_ended"], *route.mentions])
     title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
-    if effect is Effect.COMMENT_REFIRED:
-        text = words["comment_refired"].format(
+    if effect in (Effect.COMMENT_REFIRED, Effect.REPLY_REOPENED):
+        text = words[effect.value].format(
             title=title, firing=len(incident.firing), total=len(incident.alerts)
         )
-        return " ".join([text, *route.mentions])
+        return " ".join([text, *(route.mentions if mentions else [])])
+    if effect is Effect.COMMENT_MEMBERS_REFIRED:
+        names = [
+            escape(truncate(alert_name(incident.alerts[fp]), MAX_TITLE_CHARS))
+            for fp in incident.refired_told
+            if fp in incident.alerts
+        ]
+        return words["comment_members_refired"].format(names=", ".join(names) or "?")
     if effect is Effect.COMMENT_UNREPORTED:
         quiet = incident.changed_at - (incident.last_seen or incident.opened_at)
         return words["comment_unreported"].format(

@@ -25,6 +25,9 @@ WORDS: dict[str, dict[str, str]] = {
         "source_button": "📈 Источник",
         "runbook_button": "📖 Runbook",
         "comment_refired": "🔥 Снова горит: {title} ({firing} из {total})",
+        "reply_reopened": "🔁 Снова горит: **{title}** ({firing} из {total})",
+        "comment_members_refired": "🔥 Снова сработали: {names}",
+        "flapping": "〰️ мигает: {n} раз за {window}",
         "comment_resolved": "✅ Решено: {title}, длилось {duration}",
         "comment_unreported": "⌛ Источник не сообщал об этом {duration}: закрыто. Если всё ещё "
         "горит, следующее уведомление откроет снова.",
@@ -107,6 +110,9 @@ WORDS: dict[str, dict[str, str]] = {
         "source_button": "📈 Source",
         "runbook_button": "📖 Runbook",
         "comment_refired": "🔥 Firing again: {title} ({firing} of {total})",
+        "reply_reopened": "🔁 Firing again: **{title}** ({firing} of {total})",
+        "comment_members_refired": "🔥 Fired again: {names}",
+        "flapping": "〰️ flapping: {n} times in {window}",
         "comment_resolved": "✅ Resolved: {title}, lasted {duration}",
         "comment_unreported": "⌛ The source has not reported this for {duration}: closed. If it "
         "still fires, the next notification opens it again.",

@@ -206,7 +206,18 @@ class FakePachca:
         return sum(1 for c in self.ok_calls() if c.method == method and c.template == template)
 
     def channel_messages(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages.values() if m["entity_type"] == "discussion"]
+        """The messages posted in chats (replies to them aside: see `replies`)."""
+        return [
+            m
+            for m in self.messages.values()
+            if m["entity_type"] == "discussion" and m["parent_message_id"] is None
+        ]
+
+    def replies(self, message_id: int) -> list[str]:
+        """Replies in the chat to a message (`parent_message_id`), oldest first."""
+        return [
+            m["content"] for m in self.messages.values() if m["parent_message_id"] == message_id
+        ]
 
     def thread_comments(self, message_id: int) -> list[str]:
         thread = self.threads.get(message_id)
@@ -535,6 +546,11 @@ class FakePachca:
         if entity_type == "thread" and not any(t["id"] == entity_id for t in self.threads.values()):
             # POST /messages has no 404 in Pachca's spec: a missing target is a 422
             return 422, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
+        parent = message.get("parent_message_id")
+        if parent is not None:
+            replied = self.messages.get(parent)
+            if replied is None or replied["chat_id"] != entity_id:
+                return 422, api_error("parent_message_id", "Сообщение не найдено", "not_found")
         message_id = next(self._ids)
         stored = {
             "id": message_id,
@@ -551,7 +567,7 @@ class FakePachca:
             "buttons": message.get("buttons") or None,
             "thread": None,
             "forwarding": None,
-            "parent_message_id": None,
+            "parent_message_id": parent,
             "changed_at": None,
             "deleted_at": None,
             "display_name": message.get("display_name"),
