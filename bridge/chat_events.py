@@ -5,24 +5,45 @@ active incidents, and shared links to incidents get previews."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 from bridge.actions import Reply
 from bridge.inbox import ClickOutcome, Inbox, post_item
 from bridge.incidents import Effect
+from bridge.markdown import escape
 from bridge.model import Click, Command, IncidentState, LinkShared, PachcaEvent, Reaction
+from bridge.rules import Route, RouteConfig, Rules
+from bridge.schedules import ONCALL_PREFIX, LiveSchedules, Schedule, is_oncall, take_until
 from bridge.store import NewOutboxItem
 from bridge.texts import render_active, render_preview
 from bridge.unfurl import incident_for
+from bridge.words import WORDS
+
+NicknameOf = Callable[[int], Awaitable[str | None]]
+
+
+async def _no_nickname(user_id: int) -> str | None:
+    return None
 
 
 class ChatEvents:
     def __init__(
-        self, inbox: Inbox, ack_reaction: str = "👀", public_url: str | None = None
+        self,
+        inbox: Inbox,
+        ack_reaction: str = "👀",
+        public_url: str | None = None,
+        schedules: LiveSchedules | None = None,
+        nickname_of: NicknameOf = _no_nickname,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.inbox = inbox
         self.store = inbox.store
         self.ack_reaction = ack_reaction
         self.public_url = public_url
+        self.schedules = schedules or LiveSchedules({})
+        self.nickname_of = nickname_of
+        self.clock = clock
 
     async def handle(self, event: PachcaEvent) -> ClickOutcome | None:
         """A Pachca event from the webhook or the event history; None when it asks nothing
@@ -59,12 +80,11 @@ class ChatEvents:
                     user_id=command.user_id,
                 )
             )
+        if word == "/oncall":
+            return await self.oncall(command, argument.split())
         if word != "/alerts":
             return None
-        rules = self.inbox.rules
-        route = next(
-            (r for r in rules.routes if r.config.chat_id == command.chat_id), rules.default
-        )
+        route = self._route_of(command.chat_id)
         # a firing incident is always its group's current one (only resolved ones get replaced)
         active = [
             s
@@ -72,13 +92,85 @@ class ChatEvents:
             if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
         ]
         text = render_active(active, route.config, self.inbox.render_options)
+        return await self._answer(command, text, "alerts")
+
+    def _route_of(self, chat_id: int) -> Route:
+        """The first route posting to this chat (its language answers there), or the default."""
+        rules = self.inbox.rules
+        return next((r for r in rules.routes if r.config.chat_id == chat_id), rules.default)
+
+    async def _answer(self, command: Command, text: str, action: str) -> ClickOutcome:
+        """A command's answer, posted in its chat, once per event."""
         return await self.inbox.record_reply(
             command.event_id,
             f"chat-{command.chat_id}",
             [post_item(command.chat_id, text)],
-            "alerts",
+            action,
             Reply.QUEUED,
         )
+
+    async def oncall(self, command: Command, args: list[str]) -> ClickOutcome | None:
+        """`/oncall`: who is on duty now and next for the chat's schedules; `/oncall take
+        <schedule> [2h|until 18:00]` makes the sender its on-call for that time (a member of
+        the schedule, or an allowed user of a route using it); `/oncall release <schedule>`
+        ends that early. Answered in the chat."""
+        rules = self.inbox.rules
+        words = WORDS[self._route_of(command.chat_id).config.language]
+        now = self.clock()
+        if not args:
+            names = schedules_of_chat(rules, command.chat_id) or list(self.schedules)
+            text = render_oncall(names, self.schedules, now, words)
+        elif args[0] in ("take", "release") and len(args) >= 2:
+            text = await self._swap(command, args[0], args[1], " ".join(args[2:]), now, words)
+        else:
+            text = words["oncall_usage"]
+        return await self._answer(command, text, "oncall")
+
+    async def _swap(
+        self,
+        command: Command,
+        verb: str,
+        name: str,
+        length: str,
+        now: datetime,
+        words: dict[str, str],
+    ) -> str:
+        if name not in self.schedules:
+            return words["oncall_unknown"].format(name=escape(name))
+        schedule = self.schedules[name]
+        me = f"<@{command.user_id}>"
+        if not await self._may_take(command.user_id, name):
+            return words["oncall_not_member"].format(name=escape(name))
+        if verb == "release":
+            swap = self.schedules.swap(name)
+            if swap is None or me not in swap.who:
+                return words["oncall_nothing_to_release"].format(name=escape(name))
+            await self.store.clear_swap(name)
+        else:
+            end = take_until(length, schedule, now)
+            if end is None:
+                return words["oncall_usage"]
+            await self.store.set_swap(name, me, now.timestamp(), end.timestamp())
+        self.schedules.update(await self.store.swaps(now.timestamp()))
+        who = " ".join(self.schedules[name].on_duty(now)) or "—"
+        until = self.schedules[name].next_handoff(now)
+        return words["oncall_taken" if verb == "take" else "oncall_released"].format(
+            name=escape(name), who=who, until=_when(end if verb == "take" else until, schedule)
+        )
+
+    async def _may_take(self, user_id: int, name: str) -> bool:
+        schedule = self.schedules[name]
+        if f"<@{user_id}>" in schedule.members:
+            return True
+        using = [
+            r.config
+            for r in self.inbox.rules.routes
+            if f"{ONCALL_PREFIX}{name}" in mentions_of(r.config)
+        ]
+        if any(c.allowed_users and user_id in c.allowed_users for c in using):
+            return True
+        nickname = await self.nickname_of(user_id)
+        return nickname is not None and f"@{nickname}" in schedule.members
 
     async def unfurl(self, shared: LinkShared) -> ClickOutcome | None:
         """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
@@ -100,3 +192,45 @@ class ChatEvents:
             "unfurl",
             Reply.QUEUED,
         )
+
+
+def mentions_of(route: RouteConfig) -> list[str]:
+    """Every mention a route may make: its own and its escalation steps'."""
+    return [*route.mentions, *(m for step in route.escalation for m in step.mention)]
+
+
+def schedules_of_chat(rules: Rules, chat_id: int) -> list[str]:
+    """The schedules the routes posting to this chat call, in the order they appear."""
+    names: dict[str, None] = {}
+    for route in rules.routes:
+        if route.config.chat_id == chat_id:
+            for mention in mentions_of(route.config):
+                if is_oncall(mention):
+                    names[mention.removeprefix(ONCALL_PREFIX)] = None
+    return list(names)
+
+
+def _when(moment: datetime | None, schedule: Schedule) -> str:
+    return moment.astimezone(schedule.zone).strftime("%d.%m %H:%M") if moment else "—"
+
+
+def render_oncall(
+    names: list[str], schedules: Mapping[str, Schedule], now: datetime, words: dict[str, str]
+) -> str:
+    """Who is on duty now and next, one line per schedule."""
+    if not names:
+        return words["oncall_none"]
+    lines = []
+    for name in names:
+        schedule = schedules[name]
+        handoff = schedule.next_handoff(now)
+        later = schedule.on_duty(handoff) if handoff else ()
+        lines.append(
+            words["oncall_line"].format(
+                name=escape(name),
+                who=" ".join(schedule.on_duty(now)) or "—",
+                until=_when(handoff, schedule),
+                next=" ".join(later) or "—",
+            )
+        )
+    return "\n".join(lines)

@@ -1,5 +1,5 @@
 """`pachca-alert-bridge` command line: serve, check-config, route-test, render, send-test,
-register-webhook, dead-letters."""
+oncall, register-webhook, dead-letters."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from bridge import __version__
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     dead.add_argument("--replay", action="store_true", help="put them back in the outbox")
 
+    oncall = sub.add_parser(
+        "oncall", help="who is on duty per schedule, and the shifts of the next days"
+    )
+    oncall.add_argument("rules", nargs="?", default=DEFAULT_RULES)
+    oncall.add_argument("--at", default=None, help="an ISO time (default: now)")
+    oncall.add_argument("--days", type=int, default=7, help="shifts shown (default 7 days)")
+
     send_test = sub.add_parser(
         "send-test",
         help="post a sample incident message with its buttons to a chat: checks the token, "
@@ -113,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(dead_letters(args.replay))
         if args.command == "register-webhook":
             return asyncio.run(register_webhook(args.disable))
+        if args.command == "oncall":
+            return oncall_table(args.rules, args.at, args.days)
         if args.command == "send-test":
             return asyncio.run(send_test(args.chat, args.rules))
     except ConfigError as exc:
@@ -155,7 +164,7 @@ def template_problems(rules: Rules) -> list[str]:
     from bridge.templating import where_it_failed
 
     problems = []
-    options = RenderOptions(UTC, frozenset({alertmanager.SOURCE}))
+    options = RenderOptions(UTC, frozenset({alertmanager.SOURCE}), rules.schedules)
     for route in rules.routes:
         template = route.config.template
         if template is None:
@@ -167,6 +176,34 @@ def template_problems(rules: Rules) -> list[str]:
                 f"{route.source}: route {route.name!r}: {where_it_failed(exc, template)}"
             )
     return problems
+
+
+def oncall_table(rules_path: str, at_text: str | None, days: int) -> int:
+    """Each schedule: who is on duty at `at`, then its shifts over the next `days` (overrides
+    included), in the schedule's time zone, so a rota can be checked before it is deployed."""
+    rules = load_rules(rules_path)
+    try:
+        at = datetime.fromisoformat(at_text) if at_text else datetime.now(UTC)
+    except ValueError:
+        print(
+            f"--at {at_text!r} is not an ISO time like 2026-12-31T18:00:00+03:00", file=sys.stderr
+        )
+        return 2
+    if at.tzinfo is None:
+        print("--at needs a UTC offset, e.g. 2026-12-31T18:00:00+03:00", file=sys.stderr)
+        return 2
+    if not rules.schedules:
+        print(f"no schedules in {rules_path}")
+    for name, schedule in rules.schedules.items():
+        print(f"{name} ({schedule.zone.key}): now {' '.join(schedule.on_duty(at)) or 'nobody'}")
+        for begin, end, who in schedule.shifts(at, at + timedelta(days=days)):
+            span = f"{_local(begin, schedule.zone)} – {_local(end, schedule.zone)}"
+            print(f"  {span}  {' '.join(who) or 'nobody'}")
+    return 0
+
+
+def _local(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def route_test(rules_path: str, pairs: list[str]) -> int:
@@ -209,7 +246,7 @@ def render(payload_path: str, rules_path: str, source: str | None = None) -> int
         for detail in exc.details or []:
             print(f"  {detail}", file=sys.stderr)
         return 1
-    options = RenderOptions(settings.timezone, settings.silence_sources)
+    options = RenderOptions(settings.timezone, settings.silence_sources, rules.schedules)
     for route in rules.route_for(note.labels_for_routing):
         transition = apply_notification(
             None,

@@ -530,17 +530,23 @@ class Inbox:
                 items.append(
                     NewOutboxItem(
                         Effect.COMMENT_ESCALATED.value,
-                        render_escalation(step, due.incident, route.config, now),
+                        render_escalation(
+                            step, due.incident, route.config, now, self.render_options.schedules
+                        ),
                     )
                 )
                 if step.chat_id is not None:
-                    post = render_escalation_post(step, due.incident, route.config, now)
+                    post = render_escalation_post(
+                        step, due.incident, route.config, now, self.render_options.schedules
+                    )
                     items.append(post_item(step.chat_id, post))
             if Effect.COMMENT_REMINDER in due.effects:
                 items.append(
                     NewOutboxItem(
                         Effect.COMMENT_REMINDER.value,
-                        render_reminder(due.incident, route.config, now),
+                        render_reminder(
+                            due.incident, route.config, now, self.render_options.schedules
+                        ),
                     )
                 )
             return due.incident, items

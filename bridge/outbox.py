@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bridge.alertmanager_api import AlertmanagerError, Why
@@ -588,17 +588,24 @@ class Outbox:
         route = self.rules.by_name(incident.route).config
         people = {uid for uid in (incident.acked_by, incident.resolved_by) if uid is not None}
         names = await self.users.names(people)
+        now = datetime.fromtimestamp(self.clock(), UTC)  # whoever is on duty as it is sent
 
         def minimal() -> Message:
             try:
                 return render_message(
-                    incident, route, self.render_options, max_alerts=1, text_limit=100, names=names
+                    incident,
+                    route,
+                    self.render_options,
+                    max_alerts=1,
+                    text_limit=100,
+                    names=names,
+                    now=now,
                 )
             except Exception as exc:
                 raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
         try:
-            message = render_message(incident, route, self.render_options, names=names)
+            message = render_message(incident, route, self.render_options, names=names, now=now)
         except Exception:
             log.exception("outbox: incident %s cannot be rendered in full", incident.ref)
             return await send(minimal())

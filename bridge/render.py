@@ -20,6 +20,7 @@ from bridge.durations import parse_duration
 from bridge.markdown import Md, code, escape, link, one_line, safe_url, truncate
 from bridge.model import Alert, AlertStatus, Incident, IncidentState
 from bridge.rules import RouteConfig
+from bridge.schedules import Schedule, resolve_mentions
 from bridge.templating import BUILT_IN, route_template, where_it_failed
 from bridge.words import WORDS
 
@@ -49,6 +50,8 @@ class RenderOptions:
     timezone: tzinfo
     # sources whose incidents can be silenced from the chat (an Alertmanager API is configured)
     silence_sources: frozenset[str] = frozenset()
+    # on-call schedules `oncall:<name>` mentions resolve with (rules.Rules.schedules)
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     def can_silence(self, incident: Incident) -> bool:
         return incident.source in self.silence_sources
@@ -103,20 +106,24 @@ def render_message(
     text_limit: int | None = None,
     names: Mapping[int, str] | None = None,
     strict: bool = False,
+    now: datetime | None = None,
 ) -> Message:
     """The incident's message. Texts are shown whole while the message fits Pachca's content
     limit; past it, every description is cut to the same, largest length that fits (short
     ones untouched: fair across alerts), each cut saying so; only when even short texts do
     not fit are fewer alerts shown. `text_limit` caps descriptions anyway (a minimal form);
     `names` maps Pachca user ids to display names; `strict`: a route template's error is raised
-    (check-config) instead of falling back to the built-in layout."""
+    (check-config) instead of falling back to the built-in layout; `now`: when it is produced,
+    for `oncall:` mentions (default: the clock)."""
     limit = max_alerts if max_alerts is not None else route.max_alerts
     state_line = _state_line(incident, route.language, options, names or {})
     buttons = _buttons(incident, route, options)
     long_links = _long_url_links(incident, WORDS[route.language])
 
     def render(limit: int, text_limit: int | None) -> str:
-        return _content(incident, route, options, limit, text_limit, state_line, long_links, strict)
+        return _content(
+            incident, route, options, limit, text_limit, state_line, long_links, strict, now
+        )
 
     while True:
         content = render(limit, text_limit)
@@ -210,6 +217,7 @@ def _content(
     state_line: Md,
     long_links: list[Md],
     strict: bool = False,
+    now: datetime | None = None,
 ) -> str:
     words = WORDS[route.language]
     ordered = sorted(
@@ -219,7 +227,9 @@ def _content(
     shown = ordered[:limit]
     hidden = len(ordered) - len(shown) + incident.truncated_alerts
     common = shared_labels(incident)
-    mentions = route.mentions if incident.state is IncidentState.FIRING else []
+    firing = incident.state is IncidentState.FIRING
+    # resolved when the message is produced: whoever is on duty now
+    mentions = resolve_mentions(route.mentions, options.schedules, now) if firing else []
     variables = {
         "t": words,
         "header": _header(incident, route.language),

@@ -6,20 +6,37 @@ the route and the field. After loading everything here is pure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from jinja2 import TemplateError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bridge.durations import parse_duration
 from bridge.errors import ConfigError
 from bridge.incidents import Noise
 from bridge.matchers import Matcher, MatcherSyntaxError, parse_matcher
+from bridge.schedules import (
+    ONCALL_PREFIX,
+    Override,
+    Schedule,
+    first_handoff,
+    is_oncall,
+    parse_handoff,
+)
 from bridge.templating import route_template, where_it_failed
 from bridge.zones import known_zone
 
@@ -32,11 +49,152 @@ def _mention_valid(text: str) -> bool:
     )
 
 
-def _check_mentions(value: list[str]) -> list[str]:
+def _check_mentions(value: list[str], schedules: bool = True) -> list[str]:
     for text in value:
-        if not _mention_valid(text):
-            raise ValueError(f"mention {text!r} must be '@nickname' or '<@user_id>'")
+        if schedules and is_oncall(text):
+            if not _SCHEDULE_NAME.fullmatch(text.removeprefix(ONCALL_PREFIX)):
+                raise ValueError(f"mention {text!r}: 'oncall:' must be followed by a schedule name")
+        elif not _mention_valid(text):
+            allowed = (
+                "'@nickname', '<@user_id>' or 'oncall:<schedule>'"
+                if schedules
+                else ("'@nickname' or '<@user_id>'")
+            )
+            raise ValueError(f"mention {text!r} must be {allowed}")
     return value
+
+
+_SCHEDULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_LOCAL_TIME = "%Y-%m-%d %H:%M"
+
+
+class RotationConfig(BaseModel):
+    """`{every: 1w, handoff: "Mon 10:00", start: 2026-11-02}` (schedules.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: str
+    handoff: str = "10:00"
+    start: date
+
+    @field_validator("every")
+    @classmethod
+    def _whole_days(cls, value: str) -> str:
+        days = parse_duration(value) / 86400
+        if days < 1 or days != int(days):
+            raise ValueError(f"every {value!r} must be whole days, like 1d or 1w")
+        return value
+
+    @property
+    def every_days(self) -> int:
+        return int(parse_duration(self.every) // 86400)
+
+    @model_validator(mode="after")
+    def _handoff(self) -> RotationConfig:
+        parse_handoff(self.handoff, self.every_days)
+        return self
+
+
+class OverrideConfig(BaseModel):
+    """`{who: "<@103>", from: "2026-12-31 18:00", to: "2027-01-02 10:00"}`, local times."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    who: str | list[str]
+    from_: str = Field(alias="from")
+    to: str
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _local_time(cls, value: str) -> str:
+        try:
+            datetime.strptime(value, _LOCAL_TIME)
+        except ValueError as exc:
+            raise ValueError(f'{value!r} must be a local time like "2026-12-31 18:00"') from exc
+        return value
+
+    @property
+    def people(self) -> list[str]:
+        return [self.who] if isinstance(self.who, str) else list(self.who)
+
+    @model_validator(mode="after")
+    def _shape(self) -> OverrideConfig:
+        _check_mentions(self.people, schedules=False)
+        if self.to <= self.from_:
+            raise ValueError(f"override of {self.who}: 'to' must be after 'from'")
+        return self
+
+
+class ScheduleConfig(BaseModel):
+    """One on-call schedule as written in YAML (README "Schedules")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    timezone: str = "UTC"
+    rotation: RotationConfig | None = None
+    members: list[str] = []
+    overrides: list[OverrideConfig] = []
+    fallback: list[str] = []
+    ical_url: str | None = None
+    refresh: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return known_zone(value)
+
+    @field_validator("members", "fallback")
+    @classmethod
+    def _people(cls, value: list[str]) -> list[str]:
+        return _check_mentions(value, schedules=False)
+
+    @field_validator("ical_url")
+    @classmethod
+    def _no_calendars_yet(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "calendar schedules (ical_url) are not supported yet: list the members and a "
+                "rotation, with overrides for swaps"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> ScheduleConfig:
+        if self.members and self.rotation is None:
+            raise ValueError(
+                'members need a rotation: {every: 1w, handoff: "Mon 10:00", start: ...}'
+            )
+        if self.rotation is not None and not self.members:
+            raise ValueError("a rotation needs members")
+        if not (self.members or self.overrides or self.fallback):
+            raise ValueError("a schedule needs members (with a rotation), overrides or a fallback")
+        return self
+
+    def build(self) -> Schedule:
+        zone = ZoneInfo(self.timezone)
+        rotation = self.rotation
+        if rotation is not None:
+            weekday, at = parse_handoff(rotation.handoff, rotation.every_days)
+            first = first_handoff(rotation.start, weekday, at)
+            every = rotation.every_days
+        else:
+            first, every = datetime.max - timedelta(days=1), 1  # never starts: overrides only
+
+        def local(text: str) -> datetime:
+            return datetime.strptime(text, _LOCAL_TIME).replace(tzinfo=zone)
+
+        return Schedule(
+            name=self.name,
+            zone=zone,
+            members=tuple(self.members),
+            every_days=every,
+            first_handoff=first,
+            overrides=tuple(
+                Override(tuple(o.people), local(o.from_), local(o.to)) for o in self.overrides
+            ),
+            fallback=tuple(self.fallback),
+        )
 
 
 class EscalationStep(BaseModel):
@@ -195,6 +353,7 @@ class Route:
 @dataclass(frozen=True)
 class Rules:
     routes: tuple[Route, ...]
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @property
     def default(self) -> Route:
@@ -243,16 +402,35 @@ def load_rules(path: str | Path) -> Rules:
         )
     problems: list[str] = []
     routes: list[Route] = []
+    schedules: dict[str, Schedule] = {}
+    named: set[str] = set()  # schedule names written, valid or not (no knock-on errors)
     for file in files:
-        routes.extend(_load_file(file, problems))
+        routes.extend(_load_file(file, problems, schedules, named))
     if routes or not problems:  # with every route invalid, "no routes" would only confuse
         problems.extend(_check_routes(routes))
+        problems.extend(_check_oncall(routes, named))
     if problems:
         raise ConfigError(problems)
-    return Rules(tuple(routes))
+    return Rules(tuple(routes), schedules)
 
 
-def _load_file(file: Path, problems: list[str]) -> Iterable[Route]:
+def _check_oncall(routes: list[Route], schedules: set[str]) -> list[str]:
+    """Every `oncall:<name>` a route mentions names a schedule the rules define."""
+    problems = []
+    for route in routes:
+        said = [*route.config.mentions, *(m for s in route.config.escalation for m in s.mention)]
+        for mention in dict.fromkeys(said):
+            if is_oncall(mention) and mention.removeprefix(ONCALL_PREFIX) not in schedules:
+                problems.append(
+                    f"{route.source}: route {route.name!r}: {mention!r}: no schedule named "
+                    f"{mention.removeprefix(ONCALL_PREFIX)!r} (define it under 'schedules:')"
+                )
+    return problems
+
+
+def _load_file(
+    file: Path, problems: list[str], schedules: dict[str, Schedule], named: set[str]
+) -> Iterable[Route]:
     try:
         text = file.read_text(encoding="utf-8")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -269,8 +447,9 @@ def _load_file(file: Path, problems: list[str]) -> Iterable[Route]:
         problems.append(f"{file}:1: expected a mapping with a 'routes' list")
         return []
     for key in data:
-        if key != "routes":
+        if key not in ("routes", "schedules"):
             problems.append(f"{file}:{_line(node, (key,))}: unknown top-level key {key!r}")
+    _load_schedules(file, node, data.get("schedules"), problems, schedules, named)
     routes = []
     for index, raw in enumerate(data["routes"]):
         where = f"{file}:{_line(node, ('routes', index))}"
@@ -302,6 +481,40 @@ def _load_file(file: Path, problems: list[str]) -> Iterable[Route]:
         matchers = tuple(parse_matcher(m) for m in config.matchers)
         routes.append(Route(config, matchers, where))
     return routes
+
+
+def _load_schedules(
+    file: Path,
+    node: yaml.Node | None,
+    raw_list: Any,
+    problems: list[str],
+    schedules: dict[str, Schedule],
+    named: set[str],
+) -> None:
+    if raw_list is None:
+        return
+    if not isinstance(raw_list, list):
+        problems.append(f"{file}:{_line(node, ('schedules',))}: 'schedules' must be a list")
+        return
+    for index, raw in enumerate(raw_list):
+        where = f"{file}:{_line(node, ('schedules', index))}"
+        label = raw.get("name", f"#{index + 1}") if isinstance(raw, dict) else f"#{index + 1}"
+        named.add(str(label))
+        try:
+            config = ScheduleConfig.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = ("schedules", index, *err["loc"])
+                field_name = ".".join(str(p) for p in err["loc"]) or "(schedule)"
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(
+                    f"{file}:{_line(node, loc)}: schedule {label!r}: {field_name}: {message}"
+                )
+            continue
+        if config.name in schedules:
+            problems.append(f"{where}: schedule {config.name!r}: name already used")
+            continue
+        schedules[config.name] = config.build()
 
 
 def _check_routes(routes: list[Route]) -> list[str]:

@@ -5,6 +5,7 @@ and escalations, the daily digest, the `/alerts` answer and link previews. Pure,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from bridge.actions import Reply
@@ -27,6 +28,7 @@ from bridge.render import (
     silenced_text,
 )
 from bridge.rules import EscalationStep, RouteConfig
+from bridge.schedules import Schedule, resolve_mentions
 from bridge.store.base import Stored
 from bridge.words import WORDS
 
@@ -46,13 +48,19 @@ def render_comment(
     if effect is Effect.COMMENT_SILENCED:
         return silenced_text(words["comment_silenced"], incident, options)
     if effect is Effect.COMMENT_SILENCE_ENDED:
-        return " ".join([words["comment_silence_ended"], *route.mentions])
+        return " ".join(
+            [
+                words["comment_silence_ended"],
+                _mentions(route.mentions, incident.changed_at, options.schedules),
+            ]
+        ).strip()
     title = escape(truncate(incident_title(incident), MAX_TITLE_CHARS))
     if effect in (Effect.COMMENT_REFIRED, Effect.REPLY_REOPENED):
         text = words[effect.value].format(
             title=title, firing=len(incident.firing), total=len(incident.alerts)
         )
-        return " ".join([text, *(route.mentions if mentions else [])])
+        said = _mentions(route.mentions, incident.changed_at, options.schedules) if mentions else ""
+        return f"{text} {said}".strip()
     if effect is Effect.COMMENT_MEMBERS_REFIRED:
         names = [
             escape(truncate(alert_name(incident.alerts[fp]), MAX_TITLE_CHARS))
@@ -122,8 +130,11 @@ def render_reply(
     return text
 
 
-def _mentions(mentions: list[str]) -> str:
-    return " ".join(mentions)
+def _mentions(
+    mentions: list[str], at: datetime, schedules: Mapping[str, Schedule] | None = None
+) -> str:
+    """The mentions as written, `oncall:<schedule>` resolved to who is on duty `at`."""
+    return " ".join(resolve_mentions(mentions, schedules or {}, at))
 
 
 def _firing_for(incident: Incident, now: datetime, language: str) -> str:
@@ -131,26 +142,41 @@ def _firing_for(incident: Incident, now: datetime, language: str) -> str:
     return duration_text((now - since).total_seconds(), language)
 
 
-def render_reminder(incident: Incident, route: RouteConfig, now: datetime) -> str:
+def render_reminder(
+    incident: Incident,
+    route: RouteConfig,
+    now: datetime,
+    schedules: Mapping[str, Schedule] | None = None,
+) -> str:
     words = WORDS[route.language]
     return (
         words["comment_reminder"]
         .format(
-            duration=_firing_for(incident, now, route.language), mentions=_mentions(route.mentions)
+            duration=_firing_for(incident, now, route.language),
+            mentions=_mentions(route.mentions, now, schedules),
         )
         .strip()
     )
 
 
 def render_escalation(
-    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
+    step: EscalationStep,
+    incident: Incident,
+    route: RouteConfig,
+    now: datetime,
+    schedules: Mapping[str, Schedule] | None = None,
 ) -> str:
     words = WORDS[route.language]
-    return words["comment_escalated"].format(mentions=_mentions(step.mention)).strip()
+    mentions = _mentions(step.mention, now, schedules)
+    return words["comment_escalated"].format(mentions=mentions).strip()
 
 
 def render_escalation_post(
-    step: EscalationStep, incident: Incident, route: RouteConfig, now: datetime
+    step: EscalationStep,
+    incident: Incident,
+    route: RouteConfig,
+    now: datetime,
+    schedules: Mapping[str, Schedule] | None = None,
 ) -> str:
     """The message an escalation step posts to its own chat, linking the incident's message."""
     words = WORDS[route.language]
@@ -160,7 +186,7 @@ def render_escalation_post(
         .format(
             title=f"**{title}**",
             duration=_firing_for(incident, now, route.language),
-            mentions=_mentions(step.mention),
+            mentions=_mentions(step.mention, now, schedules),
             link=LINK_SLOT,
         )
         .strip()

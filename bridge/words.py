@@ -52,6 +52,15 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "«{title}» никто не брал в работу. Ничего не изменено.",
         "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
         "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
+        "oncall_line": "📟 **{name}**: дежурит {who} до {until}, дальше {next}",
+        "oncall_none": "В этом чате нет расписаний дежурств (oncall:<расписание> в маршруте).",
+        "oncall_usage": "Команды: /oncall, /oncall take <расписание> [2h | until 18:00], "
+        "/oncall release <расписание>",
+        "oncall_unknown": "Расписания «{name}» нет. Ничего не изменено.",
+        "oncall_not_member": "Вы не в расписании «{name}». Ничего не изменено.",
+        "oncall_nothing_to_release": "Вы не брали дежурство «{name}». Ничего не изменено.",
+        "oncall_taken": "📟 **{name}**: дежурит {who} до {until}",
+        "oncall_released": "📟 **{name}**: дежурство возвращено, дежурит {who} до {until}",
         "reply_test_received": "✅ Нажатие дошло до бота алертов: кнопки работают. Это была "
         "проверка (send-test), ничего не изменено.",
         "sample_summary": "Проверка бота алертов: это тестовое сообщение",
@@ -138,6 +147,15 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_not_acked": "Nobody has acknowledged “{title}”. Nothing was changed.",
         "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
         "reply_not_available": "This action is not available here. Nothing was changed.",
+        "oncall_line": "📟 **{name}**: {who} is on duty until {until}, then {next}",
+        "oncall_none": "No on-call schedules in this chat (oncall:<schedule> in a route).",
+        "oncall_usage": "Commands: /oncall, /oncall take <schedule> [2h | until 18:00], "
+        "/oncall release <schedule>",
+        "oncall_unknown": "There is no schedule “{name}”. Nothing was changed.",
+        "oncall_not_member": "You are not in the schedule “{name}”. Nothing was changed.",
+        "oncall_nothing_to_release": "You have not taken “{name}”. Nothing was changed.",
+        "oncall_taken": "📟 **{name}**: {who} is on duty until {until}",
+        "oncall_released": "📟 **{name}**: handed back, {who} is on duty until {until}",
         "reply_test_received": "✅ Your press reached the alert bot: buttons work. This was a "
         "check (send-test); nothing was changed.",
         "sample_summary": "Alert bot check: this is a test message",

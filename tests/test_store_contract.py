@@ -279,3 +279,19 @@ async def test_a_groups_incidents_are_found_whichever_chat_they_are_in(store: St
     found = await store.load_group(group_prefix("alertmanager", "pachca", "g1"))
     assert [s.incident.ref for s in found] == ["ra", "rb"]
     assert await store.load_group(group_prefix("alertmanager", "pachca", "g2")) == []
+
+
+async def test_swaps_are_shared_replaced_cleared_and_expire(store: Store) -> None:
+    assert await store.swaps(0.0) == []
+    await store.set_swap("dba", "<@103>", 100.0, 200.0)
+    await store.set_swap("web", "@anna", 100.0, 150.0)
+    assert sorted(await store.swaps(120.0)) == [
+        ("dba", "<@103>", 100.0, 200.0),
+        ("web", "@anna", 100.0, 150.0),
+    ]
+    assert [s.schedule for s in await store.swaps(160.0)] == ["dba"]  # web's is over
+    await store.set_swap("dba", "@petrov", 130.0, 300.0)  # taken by someone else: replaced
+    assert await store.swaps(250.0) == [("dba", "@petrov", 130.0, 300.0)]
+    await store.clear_swap("dba")
+    await store.clear_swap("dba")  # twice: nothing to clear, no error
+    assert await store.swaps(140.0) == [("web", "@anna", 100.0, 150.0)]

@@ -4,7 +4,15 @@ backends; `open_store` picks one from `BRIDGE_STORE`."""
 from __future__ import annotations
 
 from bridge.settings import Settings
-from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Store, Stored
+from bridge.store.base import (
+    Backlog,
+    DeadLetter,
+    NewOutboxItem,
+    OutboxItem,
+    Store,
+    Stored,
+    SwapRecord,
+)
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
 
@@ -38,6 +46,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "Stored",
+    "SwapRecord",
     "open_store",
     "store_from_settings",
 ]

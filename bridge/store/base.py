@@ -57,6 +57,15 @@ class Backlog(NamedTuple):
     dead_letters: int  # items Pachca refused for good, kept for replay
 
 
+class SwapRecord(NamedTuple):
+    """A swap taken in the chat: `who` is on duty for `schedule` from `start` to `end`."""
+
+    schedule: str
+    who: str
+    start: float
+    end: float
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     item: OutboxItem
@@ -151,6 +160,16 @@ class Store(Protocol):
         """Forget incidents resolved (last changed) before `finished_before` with nothing left
         to deliver, processed event ids older than `events_before`, and dead letters that
         failed before `dead_before`; returns how many incidents. Keeps the store bounded."""
+
+    async def set_swap(self, schedule: str, who: str, start: float, end: float) -> None:
+        """`who` is on duty for `schedule` from `start` to `end` (a swap taken in the chat),
+        replacing any swap of that schedule; shared by every replica."""
+
+    async def clear_swap(self, schedule: str) -> None:
+        """End the schedule's swap early (released in the chat)."""
+
+    async def swaps(self, now: float) -> list[SwapRecord]:
+        """The swaps not yet over at `now`."""
 
     async def outbox_stats(self, now: float) -> Backlog:
         """The outbox's backlog now: cheap enough to compute at every metrics scrape."""

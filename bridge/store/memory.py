@@ -6,7 +6,15 @@ from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident
-from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
+from bridge.store.base import (
+    Backlog,
+    DeadLetter,
+    NewOutboxItem,
+    OutboxItem,
+    Stored,
+    SwapRecord,
+    coalesced,
+)
 
 
 class MemoryStore:
@@ -19,10 +27,20 @@ class MemoryStore:
         self._outbox: dict[int, tuple[OutboxItem, float]] = {}  # id -> (item, not_before)
         self._dead: list[DeadLetter] = []
         self._events: dict[str, float] = {}
+        self._swaps: dict[str, SwapRecord] = {}
         self._next_id = 1
 
     async def open(self) -> None:
         return None
+
+    async def set_swap(self, schedule: str, who: str, start: float, end: float) -> None:
+        self._swaps[schedule] = SwapRecord(schedule, who, start, end)
+
+    async def clear_swap(self, schedule: str) -> None:
+        self._swaps.pop(schedule, None)
+
+    async def swaps(self, now: float) -> list[SwapRecord]:
+        return [s for s in self._swaps.values() if s.end > now]
 
     async def close(self) -> None:
         return None

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
-from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored
+from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, SwapRecord
 
 PREFIX = "pab:"
 EVENT_TTL_SECONDS = 86400
@@ -518,6 +518,26 @@ class RedisStore:
         answer = await self._eval("enqueue", ref, str(now), event_id or "", *_items_argv(items))
         if answer == "DUPLICATE":
             raise DuplicateEvent(str(event_id))
+
+    async def set_swap(self, schedule: str, who: str, start: float, end: float) -> None:
+        body = json.dumps({"who": who, "start": start, "end": end})
+        await self._do("swap", self._redis.hset(self._k("swaps"), schedule, body))
+
+    async def clear_swap(self, schedule: str) -> None:
+        await self._do("swap", self._redis.hdel(self._k("swaps"), schedule))
+
+    async def swaps(self, now: float) -> list[SwapRecord]:
+        raw = await self._do("swaps", self._redis.hgetall(self._k("swaps")))
+        out = []
+        for schedule, body in raw.items():
+            fields = json.loads(body)
+            if float(fields["end"]) > now:
+                out.append(
+                    SwapRecord(
+                        str(schedule), fields["who"], float(fields["start"]), float(fields["end"])
+                    )
+                )
+        return out
 
     async def event_seen(self, event_id: str) -> bool:
         return bool(await self._do("event", self._redis.exists(self._k("ev", event_id))))

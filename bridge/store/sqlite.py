@@ -15,7 +15,15 @@ from typing import TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident
-from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, coalesced
+from bridge.store.base import (
+    Backlog,
+    DeadLetter,
+    NewOutboxItem,
+    OutboxItem,
+    Stored,
+    SwapRecord,
+    coalesced,
+)
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 
 T = TypeVar("T")
@@ -52,6 +60,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     not_before REAL NOT NULL,
     last_error TEXT,
     actor INTEGER
+);
+CREATE TABLE IF NOT EXISTS swaps (
+    schedule TEXT PRIMARY KEY,
+    who TEXT NOT NULL,
+    start REAL NOT NULL,
+    until REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS once (
     key TEXT PRIMARY KEY,
@@ -262,6 +276,28 @@ class SQLiteStore:
             _add_items(db, ref, items, now)
 
         await self._run(write, URGENT)
+
+    async def set_swap(self, schedule: str, who: str, start: float, end: float) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO swaps (schedule, who, start, until) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (schedule) DO UPDATE SET who = excluded.who, "
+                "start = excluded.start, until = excluded.until",
+                (schedule, who, start, end),
+            ),
+            URGENT,
+        )
+
+    async def clear_swap(self, schedule: str) -> None:
+        await self._run(lambda db: db.execute("DELETE FROM swaps WHERE schedule = ?", (schedule,)))
+
+    async def swaps(self, now: float) -> list[SwapRecord]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT schedule, who, start, until FROM swaps WHERE until > ?", (now,)
+            ).fetchall()
+        )
+        return [SwapRecord(str(s), str(w), float(a), float(b)) for s, w, a, b in rows]
 
     async def event_seen(self, event_id: str) -> bool:
         row = await self._run(

@@ -12,6 +12,7 @@ from aiohttp import web
 from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerCluster
 from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.chat_events import ChatEvents
+from bridge.errors import PachcaError, StoreError
 from bridge.housekeeping import prune_forever
 from bridge.inbox import Inbox
 from bridge.logs import QuietAcceptErrors
@@ -22,11 +23,12 @@ from bridge.poller import Poller
 from bridge.render import RenderOptions
 from bridge.rules import Rules
 from bridge.scheduler import Scheduler
+from bridge.schedules import LiveSchedules
 from bridge.settings import Settings
 from bridge.silencer import Silencer
 from bridge.sources import alertmanager, grafana
 from bridge.store import Store
-from bridge.tasks import Supervisor
+from bridge.tasks import Pulse, Supervisor
 from bridge.users import UserNames
 from bridge.web import health
 from bridge.web.auth import IntakeAuth
@@ -91,6 +93,20 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
     return check
 
 
+SWAPS_REFRESH_SECONDS = 5.0
+
+
+async def follow_swaps(store: Store, schedules: LiveSchedules, pulse: Pulse) -> None:
+    """Keep this replica's view of the swaps taken in the chat (on any replica) fresh."""
+    while True:
+        try:
+            schedules.update(await store.swaps(time.time()))
+        except StoreError as exc:
+            log.warning("swaps: store unavailable, will retry: %s", exc)
+        pulse.beat(SWAPS_REFRESH_SECONDS)
+        await asyncio.sleep(SWAPS_REFRESH_SECONDS)
+
+
 def start_background(
     supervisor: Supervisor,
     settings: Settings,
@@ -117,6 +133,8 @@ def start_background(
     if silencer is not None:
         interval = settings.BRIDGE_SILENCE_CHECK_INTERVAL
         supervisor.start("silence-watch", lambda pulse: silencer.watch(store, interval, pulse))
+    if rules.schedules:
+        supervisor.start("swaps", lambda pulse: follow_swaps(store, events.schedules, pulse))
     if settings.BRIDGE_CALLBACK_MODE == "poll":
         if isinstance(pachca, PachcaClient):
             poller = Poller(pachca, events, settings.BRIDGE_POLL_INTERVAL)
@@ -161,8 +179,12 @@ def create_app(
         silence_apis[grafana.SOURCE] = AlertmanagerCluster(
             [AlertmanagerClient(*settings.grafana_alertmanager)]
         )
+    # the schedules with the swaps taken in the chat laid over them (refreshed by "swaps")
+    schedules = LiveSchedules(rules.schedules)
     render_options = RenderOptions(
-        timezone=settings.timezone, silence_sources=settings.silence_sources
+        schedules=schedules,
+        timezone=settings.timezone,
+        silence_sources=settings.silence_sources,
     )
     outbox = Outbox(
         store=store,
@@ -203,8 +225,19 @@ def create_app(
             silence_apis, inbox, outbox.users, settle_seconds=settings.BRIDGE_ALERTMANAGER_SETTLE
         )
     app[SILENCER] = outbox.silencer
+
+    async def nickname_of(user_id: int) -> str | None:
+        try:
+            return str((await pachca.get_user(user_id)).get("nickname") or "") or None
+        except PachcaError:
+            return None
+
     app[EVENTS] = events = ChatEvents(
-        inbox, settings.BRIDGE_ACK_REACTION, settings.BRIDGE_PUBLIC_URL
+        inbox,
+        settings.BRIDGE_ACK_REACTION,
+        settings.BRIDGE_PUBLIC_URL,
+        schedules=schedules,
+        nickname_of=nickname_of,
     )
     app.router.add_post(
         "/webhook/alertmanager", intake_handler(alertmanager.SOURCE, alertmanager.parse)
