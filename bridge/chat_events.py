@@ -13,8 +13,8 @@ from bridge.inbox import ClickOutcome, Inbox, post_item
 from bridge.incidents import Effect
 from bridge.markdown import escape
 from bridge.model import Click, Command, IncidentState, LinkShared, PachcaEvent, Reaction
-from bridge.rules import Route, RouteConfig, Rules
-from bridge.schedules import ONCALL_PREFIX, LiveSchedules, Schedule, is_oncall, take_until
+from bridge.rules import Route
+from bridge.schedules import LiveSchedules, Schedule, take_until
 from bridge.store import NewOutboxItem
 from bridge.texts import render_active, render_preview
 from bridge.unfurl import incident_for
@@ -118,7 +118,7 @@ class ChatEvents:
         words = WORDS[self._route_of(command.chat_id).config.language]
         now = self.clock()
         if not args:
-            names = schedules_of_chat(rules, command.chat_id) or list(self.schedules)
+            names = rules.schedules_in_chat(command.chat_id) or list(self.schedules)
             text = render_oncall(names, self.schedules, now, words)
         elif args[0] in ("take", "release") and len(args) >= 2:
             text = await self._swap(command, args[0], args[1], " ".join(args[2:]), now, words)
@@ -162,12 +162,8 @@ class ChatEvents:
         schedule = self.schedules[name]
         if f"<@{user_id}>" in schedule.members:
             return True
-        using = [
-            r.config
-            for r in self.inbox.rules.routes
-            if f"{ONCALL_PREFIX}{name}" in mentions_of(r.config)
-        ]
-        if any(c.allowed_users and user_id in c.allowed_users for c in using):
+        using = self.inbox.rules.routes_calling(name)
+        if any(r.config.allowed_users and user_id in r.config.allowed_users for r in using):
             return True
         nickname = await self.nickname_of(user_id)
         return nickname is not None and f"@{nickname}" in schedule.members
@@ -192,22 +188,6 @@ class ChatEvents:
             "unfurl",
             Reply.QUEUED,
         )
-
-
-def mentions_of(route: RouteConfig) -> list[str]:
-    """Every mention a route may make: its own and its escalation steps'."""
-    return [*route.mentions, *(m for step in route.escalation for m in step.mention)]
-
-
-def schedules_of_chat(rules: Rules, chat_id: int) -> list[str]:
-    """The schedules the routes posting to this chat call, in the order they appear."""
-    names: dict[str, None] = {}
-    for route in rules.routes:
-        if route.config.chat_id == chat_id:
-            for mention in mentions_of(route.config):
-                if is_oncall(mention):
-                    names[mention.removeprefix(ONCALL_PREFIX)] = None
-    return list(names)
 
 
 def _when(moment: datetime | None, schedule: Schedule) -> str:

@@ -125,6 +125,14 @@ class OverrideConfig(BaseModel):
         return self
 
 
+class AnnounceConfig(BaseModel):
+    """`{chat_id: 1001}`: each handoff is announced there, the incoming person told by DM."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chat_id: int = Field(gt=0)
+
+
 class ScheduleConfig(BaseModel):
     """One on-call schedule as written in YAML (README "Schedules")."""
 
@@ -138,6 +146,7 @@ class ScheduleConfig(BaseModel):
     fallback: list[str] = []
     ical_url: str | None = None
     refresh: str | None = None
+    announce: AnnounceConfig | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -194,6 +203,7 @@ class ScheduleConfig(BaseModel):
                 Override(tuple(o.people), local(o.from_), local(o.to)) for o in self.overrides
             ),
             fallback=tuple(self.fallback),
+            announce_chat=self.announce.chat_id if self.announce else None,
         )
 
 
@@ -285,6 +295,11 @@ class RouteConfig(BaseModel):
         return value
 
     @property
+    def all_mentions(self) -> list[str]:
+        """Every mention the route may make: its own and its escalation steps'."""
+        return [*self.mentions, *(m for step in self.escalation for m in step.mention)]
+
+    @property
     def noise(self) -> Noise:
         """This route's rules for what fires again (incidents.Noise)."""
         notice = self.reopen_notice_after
@@ -368,6 +383,21 @@ class Rules:
                 if not route.config.continue_:
                     break
         return chosen or [self.default]
+
+    def schedules_in_chat(self, chat_id: int) -> list[str]:
+        """The schedules the routes posting to this chat call, in the order they appear."""
+        names: dict[str, None] = {}
+        for route in self.routes:
+            if route.config.chat_id == chat_id:
+                for mention in route.config.all_mentions:
+                    if is_oncall(mention):
+                        names[mention.removeprefix(ONCALL_PREFIX)] = None
+        return list(names)
+
+    def routes_calling(self, schedule: str) -> list[Route]:
+        """The routes whose mentions (or escalation steps') call this schedule."""
+        wanted = ONCALL_PREFIX + schedule
+        return [r for r in self.routes if wanted in r.config.all_mentions]
 
     def by_name(self, name: str) -> Route:
         """The route called `name`, or the default one if the rules no longer have it."""

@@ -11,16 +11,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from bridge.digest import DigestDue, digests_due
+from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
-from bridge.incidents import close_unreported, tell_refires
+from bridge.incidents import Effect, close_unreported, tell_refires
+from bridge.model import IncidentState
 from bridge.oncall import needs_attention
 from bridge.rules import Rules
+from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import Store
+from bridge.store import NewOutboxItem, Store
 from bridge.tasks import Pulse
-from bridge.texts import render_digest
+from bridge.texts import render_digest, render_handoff
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,13 @@ class Scheduler:
                 )
         for due in digests_due(self.rules, now):
             done += await self._contained(f"digest {due.key}", self._digest(due, now))
+        schedules = self.inbox.render_options.schedules  # with the chat's swaps laid over
+        for name in self.rules.schedules:
+            schedule = schedules[name]
+            if schedule.announce_chat is not None:
+                done += await self._contained(
+                    f"handoff of {name}", self._announce(name, schedule, now)
+                )
         if stale_due and self.stale_after is not None:
             self._stale_checked = now
             for incident in opened:
@@ -93,13 +102,53 @@ class Scheduler:
                     )
         return done
 
+    async def _announce(self, name: str, schedule: Schedule, now: datetime) -> bool:
+        """At each handoff, who is now on duty and until when, with what still fires on the
+        routes that call the schedule, in its chat; the incoming person (an `<@id>`) by DM.
+        Claimed once per handoff in the store (replicas, restarts); one missed by more than an
+        hour is skipped."""
+        handoff = schedule.last_handoff(now)
+        if handoff is None or now - handoff > LATE_BY_AT_MOST or schedule.announce_chat is None:
+            return False
+        key = f"handoff:{name}:{handoff.astimezone(UTC).isoformat()}"
+        if await self.store.event_seen(key):
+            return False
+        routes = self.rules.routes_calling(name)
+        refs = {r.name for r in routes}
+        firing = [
+            s
+            for s in await self.store.all_incidents()
+            if s.incident.route in refs and s.incident.state is IncidentState.FIRING
+        ]
+        language = routes[0].config.language if routes else self.rules.default.config.language
+        who = schedule.on_duty(now)
+        post, dm = render_handoff(name, schedule, who, now, firing, language)
+        items = [post_item(schedule.announce_chat, post)]
+        items += [
+            NewOutboxItem(Effect.DM.value, dm, actor=int(person[2:-1]))
+            for person in who
+            if person.startswith("<@")  # a nickname cannot be written to without its id
+        ]
+        try:
+            await self.store.enqueue(key, items, now.timestamp(), event_id=key)
+        except DuplicateEvent:
+            return False  # another replica announced it meanwhile
+        self.inbox.on_commit()
+        return True
+
     async def _digest(self, due: DigestDue, now: datetime) -> bool:
         """Claimed and enqueued in one write (the key is the write's event id): one replica
         wins the period, and a store error cannot claim it without sending it."""
         if await self.store.event_seen(due.key):
             return False  # sent already: not worth reading every incident again
         stored = await self.store.all_incidents()
-        text = render_digest(due, stored, now)
+        schedules = self.inbox.render_options.schedules
+        duty = [
+            (name, schedules[name].on_duty(due.start), schedules[name].on_duty(now))
+            for name in self.rules.schedules_in_chat(due.chat_id)
+            if name in schedules
+        ]
+        text = render_digest(due, stored, now, duty)
         try:
             await self.store.enqueue(
                 due.key, [post_item(due.chat_id, text)], now.timestamp(), event_id=due.key

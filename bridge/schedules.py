@@ -43,6 +43,12 @@ class Schedule:
     first_handoff: datetime  # naive, in `zone`: the rotation's first handoff, wall clock
     overrides: tuple[Override, ...] = ()
     fallback: tuple[str, ...] = ()
+    announce_chat: int | None = None  # handoffs are announced in this chat
+
+    def last_handoff(self, at: datetime) -> datetime | None:
+        """The rotation's latest handoff at or before `at` (None: not started, or none)."""
+        period = self._period(at) if self.members else None
+        return None if period is None else self.handoff(period)
 
     def on_duty(self, at: datetime) -> tuple[str, ...]:
         """Who is on duty at `at` (aware): an override, else the rotation, else the fallback."""

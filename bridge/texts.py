@@ -193,12 +193,24 @@ def render_escalation_post(
     )
 
 
-def render_digest(due: DigestDue, stored: list[Stored], now: datetime) -> str:
-    """The chat's daily summary: counts, MTTA/MTTR, the noisiest alerts, what still fires."""
+def render_digest(
+    due: DigestDue,
+    stored: list[Stored],
+    now: datetime,
+    duty: list[tuple[str, tuple[str, ...], tuple[str, ...]]] | None = None,
+) -> str:
+    """The chat's daily summary: counts, MTTA/MTTR, the noisiest alerts, what still fires;
+    with `duty` (schedule, who was on duty at the period's start, who is now), the on-call."""
     words = WORDS[due.route.language]
     language = due.route.language
     summary = summarize(stored, due.chat_id, due.start, due.end, incident_title)
     lines = [words["digest_header"].format(start=format_time(due.start), end=format_time(due.end))]
+    for name, was, now_on in duty or []:
+        lines.append(
+            words["digest_oncall"].format(
+                name=escape(name), was=" ".join(was) or "—", now=" ".join(now_on) or "—"
+            )
+        )
     if not summary.opened and not summary.resolved and not summary.firing:
         return "\n".join([*lines, words["digest_quiet"]])
     lines.append(
@@ -216,15 +228,44 @@ def render_digest(due: DigestDue, stored: list[Stored], now: datetime) -> str:
         lines.append(words["digest_noisiest"].format(names=names))
     if summary.firing:
         lines.append(words["digest_firing"])
-        for s in summary.firing[:20]:
-            title = truncate(incident_title(s.incident), MAX_TITLE_CHARS)
-            message_id = s.delivery.message_id
-            lines.append(
-                f"🔥 {link(title, message_url(s.incident.chat_id, message_id))}"
-                if message_id
-                else f"🔥 {escape(title)}"
-            )
+        lines += [firing_line(s) for s in summary.firing[:20]]
     return "\n".join(lines)
+
+
+def firing_line(s: Stored) -> str:
+    """`🔥 title`, linked to the incident's message once it has one."""
+    title = truncate(incident_title(s.incident), MAX_TITLE_CHARS)
+    message_id = s.delivery.message_id
+    if message_id:
+        return f"🔥 {link(title, message_url(s.incident.chat_id, message_id))}"
+    return f"🔥 {escape(title)}"
+
+
+def render_handoff(
+    name: str,
+    schedule: Schedule,
+    who: tuple[str, ...],
+    now: datetime,
+    firing: list[Stored],
+    language: str,
+) -> tuple[str, str]:
+    """The handoff's post in the schedule's chat and the DM to the incoming person: who is on
+    duty until when, and what still fires on the routes calling the schedule (with links)."""
+    words = WORDS[language]
+    handoff = schedule.next_handoff(now)
+    until = handoff.astimezone(schedule.zone).strftime("%d.%m %H:%M") if handoff else "—"
+    people = " ".join(who) or "—"
+    open_lines = [firing_line(s) for s in sorted(firing, key=lambda s: s.incident.opened_at)[:20]]
+    tail = (
+        [words["handoff_open"].format(count=len(firing)), *open_lines]
+        if firing
+        else [words["handoff_quiet"]]
+    )
+    post = "\n".join(
+        [words["handoff_post"].format(name=escape(name), who=people, until=until), *tail]
+    )
+    dm = "\n".join([words["handoff_dm"].format(name=escape(name), until=until), *tail])
+    return post, dm
 
 
 def render_active(active: list[Stored], route: RouteConfig, options: RenderOptions) -> str:

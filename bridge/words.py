@@ -53,6 +53,11 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_already_resolved": "«{title}» уже решён. Ничего не изменено.",
         "reply_not_available": "Это действие здесь недоступно. Ничего не изменено.",
         "oncall_line": "📟 **{name}**: дежурит {who} до {until}, дальше {next}",
+        "handoff_post": "📟 **{name}**: смена, теперь дежурит {who} до {until}",
+        "handoff_dm": "📟 Вы на дежурстве «{name}» до {until}.",
+        "handoff_open": "Горит сейчас: {count}",
+        "handoff_quiet": "Сейчас ничего не горит.",
+        "digest_oncall": "📟 {name}: дежурил {was}, дежурит {now}",
         "oncall_none": "В этом чате нет расписаний дежурств (oncall:<расписание> в маршруте).",
         "oncall_usage": "Команды: /oncall, /oncall take <расписание> [2h | until 18:00], "
         "/oncall release <расписание>",
@@ -148,6 +153,11 @@ WORDS: dict[str, dict[str, str]] = {
         "reply_already_resolved": "“{title}” is already resolved. Nothing was changed.",
         "reply_not_available": "This action is not available here. Nothing was changed.",
         "oncall_line": "📟 **{name}**: {who} is on duty until {until}, then {next}",
+        "handoff_post": "📟 **{name}**: handoff, {who} is on duty now until {until}",
+        "handoff_dm": "📟 You are on duty for “{name}” until {until}.",
+        "handoff_open": "Firing now: {count}",
+        "handoff_quiet": "Nothing is firing now.",
+        "digest_oncall": "📟 {name}: {was} was on duty, {now} is now",
         "oncall_none": "No on-call schedules in this chat (oncall:<schedule> in a route).",
         "oncall_usage": "Commands: /oncall, /oncall take <schedule> [2h | until 18:00], "
         "/oncall release <schedule>",

@@ -290,3 +290,58 @@ async def test_swaps_from_the_chat_change_who_is_called(
     assert await say("/oncall release dba", 303) == (
         "Вы не брали дежурство «dba». Ничего не изменено."
     )
+
+
+ANNOUNCED_RULES = SWAP_RULES.replace(
+    '    members: ["<@101>", "@petrov"]',
+    '    members: ["<@101>", "<@102>"]\n    announce: {chat_id: 1001}',
+).replace(
+    "    chat_id: 1001\n    mentions",
+    '    chat_id: 1001\n    digest: {at: "09:00", timezone: UTC}\n    mentions',
+)
+
+
+async def test_handoffs_are_announced_once_with_what_fires_and_the_digest_names_the_on_call(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    from bridge.scheduler import Scheduler
+    from bridge.web.state import INBOX, OUTBOX, RULES, STORE
+    from tests.test_callbacks import dms
+
+    assert ANNOUNCED_RULES.count("announce") == 1 and "digest" in ANNOUNCED_RULES
+    (tmp_path / "rules.yaml").write_text(ANNOUNCED_RULES)
+    clock = {"now": datetime(2026, 11, 10, 8, 50, tzinfo=UTC)}
+    bridge = await make_bridge(rules_override=load_rules(tmp_path))
+    bridge.app[INBOX].clock = lambda: clock["now"]
+    bridge.app[OUTBOX].clock = lambda: clock["now"].timestamp()
+    await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    await bridge.deliver()
+
+    def replica() -> Scheduler:  # another replica, or this one after a restart
+        return Scheduler(
+            bridge.app[STORE], bridge.app[INBOX], bridge.app[RULES], clock=lambda: clock["now"]
+        )
+
+    # 09:00: the digest names who was on duty when its day began and who is now
+    clock["now"] = datetime(2026, 11, 10, 9, 0, 30, tzinfo=UTC)
+    await replica().tick()
+    await bridge.deliver()
+    (digest,) = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    assert "📟 dba: дежурил <@102>, дежурит <@101>" in digest["content"]
+    # 10:02: the 10:00 handoff is announced once, however many schedulers tick
+    clock["now"] = datetime(2026, 11, 10, 10, 2, tzinfo=UTC)
+    for _ in range(3):
+        await replica().tick()
+    await bridge.deliver()
+    posts = [m for m in bridge.fake.channel_messages() if "смена" in m["content"]]
+    assert len(posts) == 1
+    lines = posts[0]["content"].splitlines()
+    assert lines[0] == "📟 **dba**: смена, теперь дежурит <@102> до 11.11 10:00"
+    assert lines[1] == "Горит сейчас: 1" and lines[2].startswith("🔥 [DiskFull](")
+    (dm,) = dms(bridge, 102)
+    assert dm.startswith("📟 Вы на дежурстве «dba» до 11.11 10:00.")
+    # the next handoff, checked only two hours late (down meanwhile): skipped, not sent late
+    clock["now"] = datetime(2026, 11, 11, 12, 0, tzinfo=UTC)
+    await replica().tick()
+    await bridge.deliver()
+    assert len([m for m in bridge.fake.channel_messages() if "смена" in m["content"]]) == 1
