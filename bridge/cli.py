@@ -31,6 +31,7 @@ from bridge.metrics import Metrics
 from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
 from bridge.render import RenderOptions, render_message
 from bridge.rules import RouteConfig, Rules, load_rules
+from bridge.schedules import Schedule
 from bridge.settings import Settings
 from bridge.sources import alertmanager, grafana
 
@@ -195,11 +196,29 @@ def oncall_table(rules_path: str, at_text: str | None, days: int) -> int:
     if not rules.schedules:
         print(f"no schedules in {rules_path}")
     for name, schedule in rules.schedules.items():
+        if schedule.ical_url is not None:
+            schedule = with_calendar(name, schedule, at)
         print(f"{name} ({schedule.zone.key}): now {' '.join(schedule.on_duty(at)) or 'nobody'}")
         for begin, end, who in schedule.shifts(at, at + timedelta(days=days)):
             span = f"{_local(begin, schedule.zone)} – {_local(end, schedule.zone)}"
             print(f"  {span}  {' '.join(who) or 'nobody'}")
     return 0
+
+
+def with_calendar(name: str, schedule: Schedule, at: datetime) -> Schedule:
+    """The schedule with its calendar's shifts around `at`, read now (said if it cannot be)."""
+    from dataclasses import replace
+
+    from bridge.calendar_feeds import read_feed
+    from bridge.calendars import CalendarError, calendar_shifts
+
+    assert schedule.ical_url is not None
+    try:
+        text = asyncio.run(read_feed(schedule.ical_url))
+        return replace(schedule, calendar=calendar_shifts(text, schedule.zone, at))
+    except CalendarError as exc:
+        print(f"{name}: calendar not read ({exc}); fallback only", file=sys.stderr)
+        return schedule
 
 
 def _local(moment: datetime, zone: tzinfo) -> str:

@@ -173,6 +173,13 @@ class Metrics:
             registry=r,
         )
         self.pachca_auth_ok.set(1)
+        self.schedule_refresh_failures = Counter(
+            "bridge_schedule_refresh_failures_total",
+            "Calendar schedules whose feed could not be read or understood (the last good copy "
+            "stays in use), by schedule.",
+            ["schedule"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "bridge_store_errors_total", "Store operations that failed.", registry=r
         )

@@ -160,23 +160,34 @@ class ScheduleConfig(BaseModel):
 
     @field_validator("ical_url")
     @classmethod
-    def _no_calendars_yet(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError(
-                "calendar schedules (ical_url) are not supported yet: list the members and a "
-                "rotation, with overrides for swaps"
-            )
+    def _feed(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"ical_url {value!r} must be an http(s) URL of an iCalendar feed")
+        return value
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 60:
+            raise ValueError(f"refresh {value!r} is shorter than a minute")
         return value
 
     @model_validator(mode="after")
     def _shape(self) -> ScheduleConfig:
+        if self.ical_url is not None and (self.members or self.rotation):
+            raise ValueError(
+                "a calendar schedule (ical_url) takes its shifts from the calendar: "
+                "no members or rotation"
+            )
+        if self.refresh is not None and self.ical_url is None:
+            raise ValueError("refresh is for calendar schedules (ical_url)")
         if self.members and self.rotation is None:
             raise ValueError(
                 'members need a rotation: {every: 1w, handoff: "Mon 10:00", start: ...}'
             )
         if self.rotation is not None and not self.members:
             raise ValueError("a rotation needs members")
-        if not (self.members or self.overrides or self.fallback):
+        if not (self.members or self.overrides or self.fallback or self.ical_url):
             raise ValueError("a schedule needs members (with a rotation), overrides or a fallback")
         return self
 
@@ -204,6 +215,8 @@ class ScheduleConfig(BaseModel):
             ),
             fallback=tuple(self.fallback),
             announce_chat=self.announce.chat_id if self.announce else None,
+            ical_url=self.ical_url,
+            refresh_seconds=parse_duration(self.refresh) if self.refresh else 600.0,
         )
 
 

@@ -44,6 +44,10 @@ class Schedule:
     overrides: tuple[Override, ...] = ()
     fallback: tuple[str, ...] = ()
     announce_chat: int | None = None  # handoffs are announced in this chat
+    # a calendar schedule: its feed, how often it is read, and the shifts last read from it
+    ical_url: str | None = None
+    refresh_seconds: float = 600.0
+    calendar: tuple[Shift, ...] = ()
 
     def last_handoff(self, at: datetime) -> datetime | None:
         """The rotation's latest handoff at or before `at` (None: not started, or none)."""
@@ -55,6 +59,9 @@ class Schedule:
         for override in reversed(self.overrides):  # a later override wins over an earlier one
             if override.start <= at < override.end:
                 return override.who
+        shift_people = [who for start, end, who in self.calendar if start <= at < end]
+        if shift_people:  # overlapping events: everyone they name
+            return tuple(dict.fromkeys(p for people in shift_people for p in people))
         index = self._period(at)
         if index is None or not self.members:
             return self.fallback
@@ -95,6 +102,8 @@ class Schedule:
             first += 1
         for override in self.overrides:
             cuts.update(t for t in (override.start, override.end) if start < t < end)
+        for shift_start, shift_end, _ in self.calendar:
+            cuts.update(t for t in (shift_start, shift_end) if start < t < end)
         ordered = sorted(cuts)
         out: list[Shift] = []
         for begin, finish in pairwise(ordered):
@@ -114,6 +123,12 @@ class LiveSchedules(Mapping[str, Schedule]):
     def __init__(self, base: Mapping[str, Schedule]) -> None:
         self._base = dict(base)
         self._swaps: dict[str, Override] = {}
+        self._calendars: dict[str, tuple[Shift, ...]] = {}
+
+    def set_calendar(self, name: str, shifts: tuple[Shift, ...]) -> None:
+        """The shifts last read from a calendar schedule's feed."""
+        if name in self._base:
+            self._calendars[name] = shifts
 
     def update(self, swaps: Iterable[tuple[str, str, float, float]]) -> None:
         """The swaps now in force: (schedule, who, start, end) with Unix times."""
@@ -130,6 +145,8 @@ class LiveSchedules(Mapping[str, Schedule]):
 
     def __getitem__(self, name: str) -> Schedule:
         schedule = self._base[name]
+        if name in self._calendars:
+            schedule = replace(schedule, calendar=self._calendars[name])
         swap = self._swaps.get(name)
         return replace(schedule, overrides=(*schedule.overrides, swap)) if swap else schedule
 

@@ -145,9 +145,9 @@ def test_the_documented_schedule_loads(tmp_path: Path) -> None:
         (('"<@103>", from', '"nobody", from'), 8, "must be '@nickname' or '<@user_id>'"),
         (('to: "2027-01-02 10:00"', 'to: "2026-01-02 10:00"'), 8, "'to' must be after 'from'"),
         (
-            ("    fallback:", "    ical_url: https://x/cal.ics\n    fallback:"),
+            ("    fallback:", "    ical_url: ftp://x/cal.ics\n    fallback:"),
             9,
-            "not supported yet",
+            "must be an http(s) URL",
         ),
     ],
 )

@@ -295,3 +295,11 @@ async def test_swaps_are_shared_replaced_cleared_and_expire(store: Store) -> Non
     await store.clear_swap("dba")
     await store.clear_swap("dba")  # twice: nothing to clear, no error
     assert await store.swaps(140.0) == [("web", "@anna", 100.0, 150.0)]
+
+
+async def test_calendars_keep_the_last_good_copy(store: Store) -> None:
+    assert await store.calendar("secondary") is None
+    await store.save_calendar("secondary", "BEGIN:VCALENDAR\r\nfirst")
+    await store.save_calendar("secondary", "BEGIN:VCALENDAR\r\nsecond")
+    assert await store.calendar("secondary") == "BEGIN:VCALENDAR\r\nsecond"
+    assert await store.calendar("other") is None

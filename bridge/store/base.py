@@ -171,5 +171,12 @@ class Store(Protocol):
     async def swaps(self, now: float) -> list[SwapRecord]:
         """The swaps not yet over at `now`."""
 
+    async def save_calendar(self, schedule: str, text: str) -> None:
+        """Keep the last good copy of a calendar schedule's feed (used until a refresh works,
+        and after a restart)."""
+
+    async def calendar(self, schedule: str) -> str | None:
+        """The last good copy of the schedule's feed, if any was ever read."""
+
     async def outbox_stats(self, now: float) -> Backlog:
         """The outbox's backlog now: cheap enough to compute at every metrics scrape."""

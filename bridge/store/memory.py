@@ -28,6 +28,7 @@ class MemoryStore:
         self._dead: list[DeadLetter] = []
         self._events: dict[str, float] = {}
         self._swaps: dict[str, SwapRecord] = {}
+        self._calendars: dict[str, str] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -41,6 +42,12 @@ class MemoryStore:
 
     async def swaps(self, now: float) -> list[SwapRecord]:
         return [s for s in self._swaps.values() if s.end > now]
+
+    async def save_calendar(self, schedule: str, text: str) -> None:
+        self._calendars[schedule] = text
+
+    async def calendar(self, schedule: str) -> str | None:
+        return self._calendars.get(schedule)
 
     async def close(self) -> None:
         return None

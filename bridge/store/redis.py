@@ -539,6 +539,13 @@ class RedisStore:
                 )
         return out
 
+    async def save_calendar(self, schedule: str, text: str) -> None:
+        await self._do("calendar", self._redis.hset(self._k("calendars"), schedule, text))
+
+    async def calendar(self, schedule: str) -> str | None:
+        text = await self._do("calendar", self._redis.hget(self._k("calendars"), schedule))
+        return str(text) if text is not None else None
+
     async def event_seen(self, event_id: str) -> bool:
         return bool(await self._do("event", self._redis.exists(self._k("ev", event_id))))
 

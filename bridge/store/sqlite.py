@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     actor INTEGER
 );
+CREATE TABLE IF NOT EXISTS calendars (
+    schedule TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS swaps (
     schedule TEXT PRIMARY KEY,
     who TEXT NOT NULL,
@@ -298,6 +302,23 @@ class SQLiteStore:
             ).fetchall()
         )
         return [SwapRecord(str(s), str(w), float(a), float(b)) for s, w, a, b in rows]
+
+    async def save_calendar(self, schedule: str, text: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO calendars (schedule, body) VALUES (?, ?) "
+                "ON CONFLICT (schedule) DO UPDATE SET body = excluded.body",
+                (schedule, text),
+            )
+        )
+
+    async def calendar(self, schedule: str) -> str | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT body FROM calendars WHERE schedule = ?", (schedule,)
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
 
     async def event_seen(self, event_id: str) -> bool:
         row = await self._run(

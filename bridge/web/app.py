@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerCluster
 from bridge.attempts import SETTLE_TIMEOUTS
+from bridge.calendar_feeds import CalendarFeeds
 from bridge.chat_events import ChatEvents
 from bridge.errors import PachcaError, StoreError
 from bridge.housekeeping import prune_forever
@@ -135,6 +136,9 @@ def start_background(
         supervisor.start("silence-watch", lambda pulse: silencer.watch(store, interval, pulse))
     if rules.schedules:
         supervisor.start("swaps", lambda pulse: follow_swaps(store, events.schedules, pulse))
+    feeds = CalendarFeeds(store, events.schedules, outbox.metrics)
+    if feeds.names:
+        supervisor.start("calendars", feeds.run)
     if settings.BRIDGE_CALLBACK_MODE == "poll":
         if isinstance(pachca, PachcaClient):
             poller = Poller(pachca, events, settings.BRIDGE_POLL_INTERVAL)
