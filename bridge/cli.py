@@ -1,5 +1,5 @@
 """`pachca-alert-bridge` command line: serve, check-config, route-test, render, send-test,
-oncall, register-webhook, dead-letters."""
+oncall, incidents, incident, register-webhook, dead-letters."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 
 from bridge import __version__
 from bridge.errors import (
@@ -28,12 +29,15 @@ from bridge.errors import (
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
+from bridge.model import Incident
 from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
-from bridge.render import RenderOptions, render_message
+from bridge.render import RenderOptions, incident_title, render_message
 from bridge.rules import RouteConfig, Rules, load_rules
 from bridge.schedules import Schedule
 from bridge.settings import Settings
 from bridge.sources import alertmanager, grafana
+from bridge.store import Store
+from bridge.timeline import Event
 
 log = logging.getLogger("bridge")
 
@@ -85,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     oncall.add_argument("--at", default=None, help="an ISO time (default: now)")
     oncall.add_argument("--days", type=int, default=7, help="shifts shown (default 7 days)")
 
+    incidents = sub.add_parser("incidents", help="list incidents from the store, open first")
+    incidents.add_argument("--open", action="store_true", help="only firing (or silenced) ones")
+    incidents.add_argument("--json", action="store_true", help="as JSON")
+    incident = sub.add_parser("incident", help="one incident and its timeline, from the store")
+    incident.add_argument("ref")
+    incident.add_argument("--json", action="store_true", help="as JSON")
+
     send_test = sub.add_parser(
         "send-test",
         help="post a sample incident message with its buttons to a chat: checks the token, "
@@ -123,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(register_webhook(args.disable))
         if args.command == "oncall":
             return oncall_table(args.rules, args.at, args.days)
+        if args.command == "incidents":
+            return asyncio.run(list_incidents(args.open, args.json))
+        if args.command == "incident":
+            return asyncio.run(show_incident(args.ref, args.json))
         if args.command == "send-test":
             return asyncio.run(send_test(args.chat, args.rules))
     except ConfigError as exc:
@@ -290,15 +305,9 @@ def render(payload_path: str, rules_path: str, source: str | None = None) -> int
 async def dead_letters(replay: bool) -> int:
     """List the dead letters (one line each: when, incident, kind, Pachca's answer), or
     replay them: the running bridge delivers them again."""
-    from bridge.store import store_from_settings
-
-    settings = Settings.from_environ()
-    missing = missing_state(settings.BRIDGE_STORE)
-    if missing:
-        print(missing, file=sys.stderr)
+    store = await _reading_store()
+    if store is None:
         return 1
-    store = store_from_settings(settings)
-    await store.open()
     try:
         if replay:
             count = await store.replay_dead_letters(time.time())
@@ -312,6 +321,85 @@ async def dead_letters(replay: bool) -> int:
         return 0
     finally:
         await store.close()
+
+
+async def _reading_store() -> Store | None:
+    """The store BRIDGE_STORE names, opened for reading; None (said) if it does not exist."""
+    from bridge.store import store_from_settings
+
+    settings = Settings.from_environ()
+    missing = missing_state(settings.BRIDGE_STORE)
+    if missing:
+        print(missing, file=sys.stderr)
+        return None
+    store = store_from_settings(settings)
+    await store.open()
+    return store
+
+
+def incident_json(incident: Incident, events: list[Event], dropped: int) -> dict[str, Any]:
+    """An incident with its timeline, the shape `incident --json` prints (README)."""
+    data: dict[str, Any] = json.loads(incident.model_dump_json())
+    data["timeline"] = [e.as_dict() for e in events]
+    data["timeline_dropped"] = dropped
+    return data
+
+
+async def list_incidents(only_open: bool, as_json: bool) -> int:
+    store = await _reading_store()
+    if store is None:
+        return 1
+    try:
+        held = [s.incident for s in await store.all_incidents()]
+    finally:
+        await store.close()
+    shown = [i for i in held if not (only_open and i.finished)]
+    shown.sort(key=lambda i: (i.finished, -i.changed_at.timestamp()))
+    if as_json:
+        print(json.dumps([json.loads(i.model_dump_json()) for i in shown], ensure_ascii=False))
+        return 0
+    for i in shown:
+        firing = sum(a.status == "firing" for a in i.alerts.values())
+        print(
+            f"{i.ref}\t{i.state.value}\t{firing}/{len(i.alerts)}\t{i.route}\t"
+            f"{i.changed_at.isoformat(timespec='seconds')}\t{incident_title(i)}"
+        )
+    return 0
+
+
+async def show_incident(ref: str, as_json: bool) -> int:
+    store = await _reading_store()
+    if store is None:
+        return 1
+    try:
+        stored = await store.load_by_ref(ref)
+        events, dropped = await store.timeline(ref) if stored else ([], 0)
+    finally:
+        await store.close()
+    if stored is None:
+        print(f"no incident {ref} in the store", file=sys.stderr)
+        return 1
+    incident = stored.incident
+    if as_json:
+        print(json.dumps(incident_json(incident, events, dropped), ensure_ascii=False))
+        return 0
+    firing = sum(a.status == "firing" for a in incident.alerts.values())
+    print(
+        f"{incident.ref} {incident.state.value} {firing}/{len(incident.alerts)} firing · "
+        f"{incident_title(incident)} · route {incident.route} · chat {incident.chat_id}"
+    )
+    if dropped:
+        print(f"({dropped} older events dropped)")
+    for event in events:
+        when = datetime.fromtimestamp(event.at, UTC).isoformat(timespec="seconds")
+        details = " ".join(
+            f"{k}={v}" for k, v in event.details.items() if k not in ("op", "result")
+        )
+        head = event.kind
+        if event.kind == "delivery":
+            head = f"delivery {event.details.get('op')} {event.details.get('result')}"
+        print(f"{when} {head} {details}".rstrip())
+    return 0
 
 
 def missing_state(store_url: str) -> str | None:

@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +53,7 @@ from bridge.texts import (
     render_reminder,
     render_reply,
 )
+from bridge.timeline import Event, changes
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ def post_item(chat_id: int, text: str) -> NewOutboxItem:
     return NewOutboxItem(Effect.POST.value, json.dumps({"chat_id": chat_id, "text": text}))
 
 
+EFFECT_VALUES = frozenset(e.value for e in Effect)
+
+
 class Inbox:
     def __init__(
         self,
@@ -117,6 +121,9 @@ class Inbox:
         self.on_commit = on_commit
         # some incident has members that fired again and are not yet told (see tell_refires)
         self.refires_waiting = False
+        # notifications that changed nothing, per incident key, until its next write records
+        # them as one "repeats" event (bounded: the key's next write or the cache's size)
+        self._repeats: TTLCache[str, int] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
         # an open incident's last_seen is renewed this often by repeats that change nothing,
         # so the cache lets a repeat through to the store at least that often (0: never closed
         # as unreported, nothing to renew)
@@ -170,6 +177,7 @@ class Inbox:
                 self._seen[key] = digest  # routed elsewhere now: its repeats change nothing
         for key, (route, chat_id) in targets.items():
             if self._seen.get(key) == digest:
+                self._repeats[key] = self._repeats.get(key, 0) + 1
                 unchanged += 1
                 self.metrics.deduplicated.labels(note.source).inc()
                 continue
@@ -273,11 +281,17 @@ class Inbox:
                 noise=route.config.noise,
             )
             if not transition.changed or transition.incident is None:
+                if current is not None:
+                    self._repeats[key] = self._repeats.get(key, 0) + 1
                 fresh = touched(current, now, self.touch_every) if current else None
                 if fresh is not None and current is not None:
                     try:  # still reported: renew last_seen (see incidents.close_unreported)
                         await self.store.save_incident(
-                            fresh, (current.ref, current.version), [], now.timestamp()
+                            fresh,
+                            (current.ref, current.version),
+                            [],
+                            now.timestamp(),
+                            timeline=self._history(current, fresh, now),
                         )
                     except ConflictError:
                         continue
@@ -301,8 +315,11 @@ class Inbox:
                 for effect in transition.effects
             ]
             replaces = (current.ref, current.version) if current else None
+            history = self._history(current, incident, now, transition.effects)
             try:
-                await self.store.save_incident(incident, replaces, items, now.timestamp())
+                await self.store.save_incident(
+                    incident, replaces, items, now.timestamp(), timeline=history
+                )
             except ConflictError:
                 log.debug("incident %s changed under us; re-applying", key)
                 continue
@@ -355,6 +372,7 @@ class Inbox:
                     items,
                     now.timestamp(),
                     event_id=click.event_id,
+                    timeline=self._history(incident, result.incident, now, result.effects),
                 )
             except ConflictError:
                 continue
@@ -365,6 +383,21 @@ class Inbox:
             self.on_commit()
             return self.counted(ClickOutcome(button.action, result.reply, button.ref))
         raise StoreError(f"incident {button.ref} kept changing; gave up")
+
+    def _history(
+        self,
+        before: Incident | None,
+        after: Incident,
+        now: datetime,
+        effects: Iterable[Effect] = (),
+    ) -> list[Event]:
+        """The timeline events of a write: the repeats counted since the incident's last
+        write, then what changed."""
+        events = []
+        repeats = self._repeats.pop(after.key, 0)
+        if repeats:
+            events.append(Event(now.timestamp(), "repeats", {"count": repeats}))
+        return events + changes(before, after, now, effects)
 
     async def _live_incident(self, ref: str) -> Incident | None:
         """The incident a button names, if it is still the current one of its group
@@ -571,8 +604,13 @@ class Inbox:
                 return False
             try:
                 if after is not incident:
+                    effects = [Effect(i.kind) for i in items if i.kind in EFFECT_VALUES]
                     await self.store.save_incident(
-                        after, (incident.ref, incident.version), items, now.timestamp()
+                        after,
+                        (incident.ref, incident.version),
+                        items,
+                        now.timestamp(),
+                        timeline=self._history(incident, after, now, effects),
                     )
                 else:
                     await self.store.enqueue(ref, items, now.timestamp())

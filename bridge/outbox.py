@@ -53,6 +53,7 @@ from bridge.render import (
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
 from bridge.tasks import Pulse
+from bridge.timeline import Event
 from bridge.users import UserNames
 
 if TYPE_CHECKING:  # the silencer talks back to the inbox, which the outbox must not import
@@ -100,6 +101,14 @@ def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.r
     """Exponential backoff with jitter x0.5-1.5: about 1 s, 2 s, 4 s ... capped at max_delay
     (the exponent too, so a thousand attempts cost no overflow)."""
     return min(max_delay, BASE_RETRY_DELAY * 2.0 ** min(attempts, 32)) * (0.5 + rng())
+
+
+# what the timeline records of the outbox: operations on an incident's message and thread
+TIMELINE_KINDS = frozenset(
+    e.value
+    for e in Effect
+    if e not in (Effect.POST, Effect.UNFURL, Effect.DM, Effect.SILENCE, Effect.UNSILENCE)
+)
 
 
 @dataclass
@@ -304,7 +313,8 @@ class Outbox:
                 "outbox: Pachca refused %s of incident %s for good: %s", item.kind, item.ref, exc
             )
             self.metrics.deliveries.labels(item.kind, "dead").inc()
-            await self.store.dead_letter(item, str(exc), self.clock())
+            note = self._note(item, "dead", error=str(exc))
+            await self.store.dead_letter(item, str(exc), self.clock(), note)
             return
         except PachcaError as exc:
             delay = (
@@ -318,6 +328,7 @@ class Outbox:
             return
         if result in ("sent", "reconciled"):
             self._token_accepted()
+        note = self._note(item, result, started)
         log.info(
             "delivered %s of incident %s: %s in %.0f ms (%.1fs after it was recorded)",
             item.kind,
@@ -331,14 +342,30 @@ class Outbox:
             self.metrics.delivery_latency.labels(item.kind).observe(
                 max(0.0, self.clock() - item.created_at)
             )
-        await self._finish_sent(item, (item.ref, shown) if shown else None)
+        await self._finish_sent(item, (item.ref, shown) if shown else None, note)
 
-    async def _finish_sent(self, item: OutboxItem, shown: tuple[str, Delivery] | None) -> None:
+    def _note(
+        self, item: OutboxItem, result: str, started: float | None = None, error: str = ""
+    ) -> Event | None:
+        """The delivery as a timeline event, for what belongs to an incident's message."""
+        if item.kind not in TIMELINE_KINDS:
+            return None
+        details: dict[str, str | float] = {"op": item.kind, "result": result}
+        if started is not None:
+            details["took_ms"] = round((time.monotonic() - started) * 1000, 1)
+            details["after_s"] = round(max(0.0, self.clock() - item.created_at), 3)
+        if error:
+            details["error"] = error[:300]
+        return Event(self.clock(), "delivery", details)
+
+    async def _finish_sent(
+        self, item: OutboxItem, shown: tuple[str, Delivery] | None, note: Event | None = None
+    ) -> None:
         """Record a sent item as done. Pachca has it now: if this write failed, the item would
         be sent again (a second comment or DM), so a store hiccup gets a few quick tries."""
         for attempt in range(FINISH_ATTEMPTS):
             try:
-                await self.store.finish_item(item.id, shown)
+                await self.store.finish_item(item.id, shown, note)
                 return
             except StoreError:
                 if attempt + 1 == FINISH_ATTEMPTS:
@@ -354,7 +381,8 @@ class Outbox:
             delay,
         )
         self.metrics.deliveries.labels(item.kind, "retry").inc()
-        await self.store.retry_item(item.id, self.clock() + delay, error)
+        note = self._note(item, "retry", error=error)
+        await self.store.retry_item(item.id, self.clock() + delay, error, note)
 
     async def _ask_alertmanager(self, item: OutboxItem, stored: Stored) -> None:
         """Silence or Unsilence: a few tries (a person is waiting), then tell them why not."""

@@ -303,3 +303,38 @@ async def test_calendars_keep_the_last_good_copy(store: Store) -> None:
     await store.save_calendar("secondary", "BEGIN:VCALENDAR\r\nsecond")
     assert await store.calendar("secondary") == "BEGIN:VCALENDAR\r\nsecond"
     assert await store.calendar("other") is None
+
+
+async def test_the_timeline_is_written_with_its_change_bounded_and_pruned(store: Store) -> None:
+    from bridge.timeline import MAX_EVENTS, Event
+
+    first = [Event(1.0, "opened", {"route": "default"}), Event(1.0, "fired", {"alert": "a"})]
+    await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0, timeline=first)
+    # a write that conflicts records nothing
+    with pytest.raises(ConflictError):
+        await store.save_incident(
+            incident(version=2), None, [], 2.0, timeline=[Event(2.0, "acked", {"by": 1})]
+        )
+    (item,) = await store.due_items(2.0, 8)
+    await store.retry_item(item.id, 3.0, "HTTP 503", Event(2.5, "delivery", {"result": "retry"}))
+    (item,) = await store.due_items(4.0, 8)
+    await store.finish_item(item.id, None, Event(4.0, "delivery", {"result": "sent"}))
+    events, dropped = await store.timeline("r1")
+    assert [(e.at, e.kind, dict(e.details)) for e in events] == [
+        (1.0, "opened", {"route": "default"}),
+        (1.0, "fired", {"alert": "a"}),
+        (2.5, "delivery", {"result": "retry"}),
+        (4.0, "delivery", {"result": "sent"}),
+    ]
+    assert dropped == 0
+    # bounded: the oldest go, and the drop is counted
+    many = [Event(10.0 + n, "repeats", {"count": n}) for n in range(MAX_EVENTS)]
+    await store.save_incident(incident(version=2), ("r1", 1), [], 5.0, timeline=many)
+    events, dropped = await store.timeline("r1")
+    assert len(events) == MAX_EVENTS and dropped == 4
+    assert events[0].details == {"count": 0} and events[-1].details == {"count": MAX_EVENTS - 1}
+    # forgotten with the incident
+    resolved = incident(version=3, state=IncidentState.RESOLVED, changed_at=T0 - timedelta(days=8))
+    await store.save_incident(resolved, ("r1", 2), [], 6.0)
+    assert await prune_once(store, retention=7 * 86400, now=T0.timestamp()) == 1
+    assert await store.timeline("r1") == ([], 0)

@@ -7,10 +7,12 @@ and finds nothing left to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from bridge.model import Delivery, Incident
+from bridge.timeline import Event
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,10 @@ class Store(Protocol):
         items: list[NewOutboxItem],
         now: float,
         event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
-        """Commit `incident` and its outbox items atomically.
+        """Commit `incident`, its outbox items and its timeline events atomically (the
+        timeline keeps the last `timeline.MAX_EVENTS`, counting what it drops).
 
         `replaces` is the (ref, version) of the incident this write was computed from, or None
         if none existed. Raises ConflictError if the stored one is no longer exactly that.
@@ -141,15 +145,28 @@ class Store(Protocol):
         operations run in the order they were recorded (create before edits). Creations
         come first, then the rest oldest first."""
 
-    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
-        """Done with an item; with `delivery` (ref, what Pachca shows now) recorded in the
-        same write. Finishing, retrying and dead-lettering raise ClaimLost (and change
-        nothing) if another replica holds the incident's claim."""
+    async def finish_item(
+        self,
+        item_id: int,
+        delivery: tuple[str, Delivery] | None = None,
+        note: Event | None = None,
+    ) -> None:
+        """Done with an item; with `delivery` (ref, what Pachca shows now) and `note` (the
+        delivery for the incident's timeline) recorded in the same write. Finishing, retrying
+        and dead-lettering raise ClaimLost (and change nothing) if another replica holds the
+        incident's claim."""
 
-    async def retry_item(self, item_id: int, not_before: float, error: str) -> None: ...
+    async def retry_item(
+        self, item_id: int, not_before: float, error: str, note: Event | None = None
+    ) -> None: ...
 
-    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+    async def dead_letter(
+        self, item: OutboxItem, error: str, now: float, note: Event | None = None
+    ) -> None:
         """Move an item that can never succeed out of the outbox, keeping Pachca's answer."""
+
+    async def timeline(self, ref: str) -> tuple[list[Event], int]:
+        """The incident's events, oldest first, and how many older ones were dropped."""
 
     async def dead_letters(self) -> list[DeadLetter]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
@@ -15,6 +16,7 @@ from bridge.store.base import (
     SwapRecord,
     coalesced,
 )
+from bridge.timeline import MAX_EVENTS, Event
 
 
 class MemoryStore:
@@ -29,7 +31,20 @@ class MemoryStore:
         self._events: dict[str, float] = {}
         self._swaps: dict[str, SwapRecord] = {}
         self._calendars: dict[str, str] = {}
+        self._timeline: dict[str, list[Event]] = {}
+        self._dropped: dict[str, int] = {}
         self._next_id = 1
+
+    def _note(self, ref: str, events: Sequence[Event]) -> None:
+        kept = self._timeline.setdefault(ref, [])
+        kept.extend(events)
+        over = len(kept) - MAX_EVENTS
+        if over > 0:
+            del kept[:over]
+            self._dropped[ref] = self._dropped.get(ref, 0) + over
+
+    async def timeline(self, ref: str) -> tuple[list[Event], int]:
+        return list(self._timeline.get(ref, [])), self._dropped.get(ref, 0)
 
     async def open(self) -> None:
         return None
@@ -92,6 +107,7 @@ class MemoryStore:
         items: list[NewOutboxItem],
         now: float,
         event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
         ref = self._current.get(incident.key)
         found = (ref, self._incidents[ref].version) if ref is not None else None
@@ -101,6 +117,7 @@ class MemoryStore:
         self._incidents[incident.ref] = incident
         self._current[incident.key] = incident.ref
         self._add_items(incident.ref, items, now)
+        self._note(incident.ref, timeline)
 
     async def enqueue(
         self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
@@ -141,19 +158,34 @@ class MemoryStore:
         due = [item for item, not_before in heads.values() if not_before <= now]
         return sorted(due, key=lambda i: (i.kind != "create", i.id))[:limit]
 
-    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+    async def finish_item(
+        self,
+        item_id: int,
+        delivery: tuple[str, Delivery] | None = None,
+        note: Event | None = None,
+    ) -> None:
         if delivery is not None:
             self._deliveries[delivery[0]] = delivery[1]
-        self._outbox.pop(item_id, None)
+        item = self._outbox.pop(item_id, None)
+        if item is not None and note is not None:
+            self._note(item[0].ref, [note])
 
-    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
+    async def retry_item(
+        self, item_id: int, not_before: float, error: str, note: Event | None = None
+    ) -> None:
         if item_id in self._outbox:
             item, _ = self._outbox[item_id]
             self._outbox[item_id] = (replace(item, attempts=item.attempts + 1), not_before)
+            if note is not None:
+                self._note(item.ref, [note])
 
-    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+    async def dead_letter(
+        self, item: OutboxItem, error: str, now: float, note: Event | None = None
+    ) -> None:
         self._outbox.pop(item.id, None)
         self._dead.append(DeadLetter(item, error, now))
+        if note is not None:
+            self._note(item.ref, [note])
 
     async def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
@@ -179,6 +211,8 @@ class MemoryStore:
         for ref in gone:
             incident = self._incidents.pop(ref)
             self._deliveries.pop(ref, None)
+            self._timeline.pop(ref, None)
+            self._dropped.pop(ref, None)
             if self._current.get(incident.key) == ref:
                 del self._current[incident.key]
         return len(gone)

@@ -23,7 +23,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,6 +33,7 @@ from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
 from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, SwapRecord
+from bridge.timeline import MAX_EVENTS, Event
 
 PREFIX = "pab:"
 EVENT_TTL_SECONDS = 86400
@@ -71,6 +72,16 @@ local function add_items(ref, now, first)
   end
   schedule_head(ref)
 end
+local function add_events(ref, list)
+  if #list == 0 then return end
+  local key = P..'tl:'..ref
+  for _, event in ipairs(list) do redis.call('RPUSH', key, event) end
+  local over = redis.call('LLEN', key) - MAX_EVENTS
+  if over > 0 then
+    redis.call('LTRIM', key, over, -1)
+    redis.call('HINCRBY', P..'tl-dropped', ref, over)
+  end
+end
 local function record_event(event_id, now)
   if event_id == '' then return true end
   return redis.call('SET', P..'ev:'..event_id, now, 'NX', 'EX', EVENT_TTL)
@@ -88,10 +99,11 @@ local function record_delivery(ref, message_id, thread_id, rendered, sent_at, di
     'rendered_version', rendered, 'create_attempted', sent_at, 'create_digest', digest)
   if message_id ~= '' then redis.call('SET', P..'msg:'..message_id, ref) end
 end
-""".replace("EVENT_TTL", str(EVENT_TTL_SECONDS))
+""".replace("EVENT_TTL", str(EVENT_TTL_SECONDS)).replace("MAX_EVENTS", str(MAX_EVENTS))
 
 # ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
-#       event_id, then the items (count, then kind/content/actor triples)
+#       event_id, then the items (count, then kind/content/actor triples), then the timeline
+#       events (JSON each)
 _SAVE = (
     _LIB
     + """
@@ -118,6 +130,7 @@ if cur and cur ~= ref then redis.call('SREM', P..'open', cur) end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
 add_items(ref, ARGV[9], 11)
+add_events(ref, {unpack(ARGV, 12 + tonumber(ARGV[11]) * 3)})
 return 'OK'
 """
 )
@@ -165,6 +178,7 @@ return out
 )
 
 # ARGV: P, item_id, owner, then: mode ('finish' | 'retry' | 'dead'), not_before, error, now,
+#       the timeline event of the delivery ('' for none),
 #       and for 'finish' optionally the delivery: message_id, thread_id, rendered, sent_at,
 #       digest
 _SETTLE = (
@@ -174,7 +188,8 @@ local id = ARGV[2]
 local ref = redis.call('HGET', P..'item:'..id, 'ref')
 if not ref then return 0 end
 if taken(ref, ARGV[3]) then return 'LOST' end
-if ARGV[8] then record_delivery(ref, ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]) end
+if ARGV[9] then record_delivery(ref, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]) end
+if ARGV[8] ~= '' then add_events(ref, {ARGV[8]}) end
 if ARGV[4] == 'retry' then
   redis.call('HINCRBY', P..'item:'..id, 'attempts', 1)
   redis.call('HSET', P..'item:'..id, 'not_before', ARGV[5], 'last_error', ARGV[6])
@@ -260,6 +275,8 @@ for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])
       redis.call('ZREM', P..'curkeys', key)
     end
     redis.call('DEL', P..'inc:'..ref)
+    redis.call('DEL', P..'tl:'..ref)
+    redis.call('HDEL', P..'tl-dropped', ref)
     redis.call('ZREM', P..'finished', ref)
     removed = removed + 1
   end
@@ -492,6 +509,7 @@ class RedisStore:
         items: list[NewOutboxItem],
         now: float,
         event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
         finished = str(incident.changed_at.timestamp()) if incident.finished else ""
         answer = await self._eval(
@@ -506,6 +524,7 @@ class RedisStore:
             str(now),
             event_id or "",
             *_items_argv(items),
+            *(event.to_json() for event in timeline),
         )
         if answer == "CONFLICT":
             raise ConflictError(f"incident {incident.key!r} changed under this write")
@@ -575,23 +594,46 @@ class RedisStore:
         error: str = "",
         now: float = 0.0,
         delivery: Delivery | None = None,
+        note: Event | None = None,
     ) -> None:
         extra = _delivery_argv(delivery) if delivery is not None else []
         answer = await self._eval(
-            "settle", str(item_id), self.owner, mode, str(not_before), error, str(now), *extra
+            "settle",
+            str(item_id),
+            self.owner,
+            mode,
+            str(not_before),
+            error,
+            str(now),
+            note.to_json() if note is not None else "",
+            *extra,
         )
         if answer == "LOST":
             raise ClaimLost(f"item {item_id} is now delivered by another replica")
 
-    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+    async def finish_item(
+        self,
+        item_id: int,
+        delivery: tuple[str, Delivery] | None = None,
+        note: Event | None = None,
+    ) -> None:
         # the delivery is recorded in the same script, and only if the claim is still ours
-        await self._settle(item_id, "finish", delivery=delivery[1] if delivery else None)
+        await self._settle(item_id, "finish", delivery=delivery[1] if delivery else None, note=note)
 
-    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
-        await self._settle(item_id, "retry", not_before, error)
+    async def retry_item(
+        self, item_id: int, not_before: float, error: str, note: Event | None = None
+    ) -> None:
+        await self._settle(item_id, "retry", not_before, error, note=note)
 
-    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
-        await self._settle(item.id, "dead", error=error, now=now)
+    async def dead_letter(
+        self, item: OutboxItem, error: str, now: float, note: Event | None = None
+    ) -> None:
+        await self._settle(item.id, "dead", error=error, now=now, note=note)
+
+    async def timeline(self, ref: str) -> tuple[list[Event], int]:
+        raw = await self._do("timeline", self._redis.lrange(self._k("tl", ref), 0, -1))
+        dropped = await self._do("timeline", self._redis.hget(self._k("tl-dropped"), ref))
+        return [Event.from_json(text) for text in raw], int(dropped or 0)
 
     async def dead_letters(self) -> list[DeadLetter]:
         raw = await self._do("dead", self._redis.lrange(self._k("dead"), 0, -1))

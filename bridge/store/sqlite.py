@@ -9,7 +9,7 @@ transaction, which is what makes compare-and-set on incidents trivially safe. WA
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from bridge.store.base import (
     coalesced,
 )
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
+from bridge.timeline import MAX_EVENTS, Event
 
 T = TypeVar("T")
 
@@ -60,6 +61,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     not_before REAL NOT NULL,
     last_error TEXT,
     actor INTEGER
+);
+CREATE TABLE IF NOT EXISTS timeline (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ref TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_by_incident ON timeline (ref, id);
+CREATE TABLE IF NOT EXISTS timeline_dropped (
+    ref TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS calendars (
     schedule TEXT PRIMARY KEY,
@@ -238,6 +249,7 @@ class SQLiteStore:
         items: list[NewOutboxItem],
         now: float,
         event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
         def write(db: sqlite3.Connection) -> None:
             row = db.execute(
@@ -269,6 +281,7 @@ class SQLiteStore:
                 (incident.key, incident.ref),
             )
             _add_items(db, incident.ref, items, now)
+            _note(db, incident.ref, timeline)
 
         await self._run(write, URGENT)
 
@@ -350,25 +363,48 @@ class SQLiteStore:
 
         return await self._run(heads)
 
-    async def finish_item(self, item_id: int, delivery: tuple[str, Delivery] | None = None) -> None:
+    async def finish_item(
+        self,
+        item_id: int,
+        delivery: tuple[str, Delivery] | None = None,
+        note: Event | None = None,
+    ) -> None:
         def finish(db: sqlite3.Connection) -> None:
             if delivery is not None:
                 _record_delivery(db, *delivery)
+            _note_item(db, item_id, note)
             db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
 
         await self._run(finish)
 
-    async def retry_item(self, item_id: int, not_before: float, error: str) -> None:
-        await self._run(
-            lambda db: db.execute(
+    async def retry_item(
+        self, item_id: int, not_before: float, error: str, note: Event | None = None
+    ) -> None:
+        def retry(db: sqlite3.Connection) -> None:
+            _note_item(db, item_id, note)
+            db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
                 "WHERE id = ?",
                 (not_before, error, item_id),
             )
-        )
 
-    async def dead_letter(self, item: OutboxItem, error: str, now: float) -> None:
+        await self._run(retry)
+
+    async def timeline(self, ref: str) -> tuple[list[Event], int]:
+        def read(db: sqlite3.Connection) -> tuple[list[Event], int]:
+            rows = db.execute(
+                "SELECT body FROM timeline WHERE ref = ? ORDER BY id", (ref,)
+            ).fetchall()
+            dropped = db.execute("SELECT n FROM timeline_dropped WHERE ref = ?", (ref,)).fetchone()
+            return [Event.from_json(body) for (body,) in rows], int(dropped[0]) if dropped else 0
+
+        return await self._run(read)
+
+    async def dead_letter(
+        self, item: OutboxItem, error: str, now: float, note: Event | None = None
+    ) -> None:
         def move(db: sqlite3.Connection) -> None:
+            _note_item(db, item.id, note)
             db.execute("DELETE FROM outbox WHERE id = ?", (item.id,))
             db.execute(
                 "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -408,6 +444,11 @@ class SQLiteStore:
                 f"DELETE FROM current_incidents WHERE ref IN ({stale})",  # noqa: S608
                 (finished_before,),
             )
+            for table in ("timeline", "timeline_dropped"):
+                db.execute(
+                    f"DELETE FROM {table} WHERE ref IN ({stale})",  # noqa: S608
+                    (finished_before,),
+                )
             return db.execute(
                 f"DELETE FROM incidents WHERE ref IN ({stale})",  # noqa: S608
                 (finished_before,),
@@ -443,6 +484,37 @@ def _record_event(db: sqlite3.Connection, event_id: str | None, now: float) -> N
         db.execute("INSERT INTO processed_events (event_id, at) VALUES (?, ?)", (event_id, now))
     except sqlite3.IntegrityError as exc:
         raise DuplicateEvent(event_id) from exc
+
+
+def _note(db: sqlite3.Connection, ref: str, events: Sequence[Event]) -> None:
+    """Append to the incident's timeline, keeping its last MAX_EVENTS (the drop counted)."""
+    if not events:
+        return
+    db.executemany(
+        "INSERT INTO timeline (ref, body) VALUES (?, ?)", [(ref, e.to_json()) for e in events]
+    )
+    (count,) = db.execute("SELECT COUNT(*) FROM timeline WHERE ref = ?", (ref,)).fetchone()
+    over = int(count) - MAX_EVENTS
+    if over > 0:
+        db.execute(
+            "DELETE FROM timeline WHERE id IN "
+            "(SELECT id FROM timeline WHERE ref = ? ORDER BY id LIMIT ?)",
+            (ref, over),
+        )
+        db.execute(
+            "INSERT INTO timeline_dropped (ref, n) VALUES (?, ?) "
+            "ON CONFLICT (ref) DO UPDATE SET n = n + excluded.n",
+            (ref, over),
+        )
+
+
+def _note_item(db: sqlite3.Connection, item_id: int, note: Event | None) -> None:
+    """A delivery's event, on the timeline of the incident the outbox item is for."""
+    if note is None:
+        return
+    row = db.execute("SELECT ref FROM outbox WHERE id = ?", (item_id,)).fetchone()
+    if row is not None:
+        _note(db, str(row[0]), [note])
 
 
 def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now: float) -> None:
