@@ -17,6 +17,7 @@ from bridge.rules import Route
 from bridge.schedules import LiveSchedules, Schedule, take_until
 from bridge.store import NewOutboxItem
 from bridge.texts import render_active, render_preview
+from bridge.timeline import Event
 from bridge.unfurl import incident_for
 from bridge.words import WORDS
 
@@ -153,10 +154,24 @@ class ChatEvents:
             await self.store.set_swap(name, me, now.timestamp(), end.timestamp())
         self.schedules.update(await self.store.swaps(now.timestamp()))
         who = " ".join(self.schedules[name].on_duty(now)) or "—"
+        await self._note_swap(name, verb, me, end if verb == "take" else None, now)
         until = self.schedules[name].next_handoff(now)
         return words["oncall_taken" if verb == "take" else "oncall_released"].format(
             name=escape(name), who=who, until=_when(end if verb == "take" else until, schedule)
         )
+
+    async def _note_swap(
+        self, name: str, verb: str, who: str, until: datetime | None, now: datetime
+    ) -> None:
+        """The swap, in the timeline of every open incident whose route calls the schedule."""
+        routes = {r.name for r in self.inbox.rules.routes_calling(name)}
+        details = {"schedule": name, "action": verb, "who": who}
+        if until is not None:
+            details["until"] = until.isoformat()
+        event = Event(now.timestamp(), "swap", details)
+        for incident in await self.store.open_incidents():
+            if incident.route in routes:
+                await self.store.enqueue(incident.ref, [], now.timestamp(), timeline=[event])
 
     async def _may_take(self, user_id: int, name: str) -> bool:
         schedule = self.schedules[name]

@@ -53,7 +53,7 @@ from bridge.texts import (
     render_reminder,
     render_reply,
 )
-from bridge.timeline import Event, changes
+from bridge.timeline import Event, called, changes
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,18 @@ class Inbox:
         repeats = self._repeats.pop(after.key, 0)
         if repeats:
             events.append(Event(now.timestamp(), "repeats", {"count": repeats}))
-        return events + changes(before, after, now, effects)
+        events += changes(before, after, now, effects)
+        # whom the mentions that went out called, where they name a schedule
+        route = self.rules.by_name(after.route).config
+        schedules = self.render_options.schedules
+        for event in list(events):
+            if event.kind in ("reopened", "reminded"):
+                events += called(route.mentions, schedules, now)
+            elif event.kind == "escalated" and event.details["step"] <= len(route.escalation):
+                events += called(
+                    route.escalation[event.details["step"] - 1].mention, schedules, now
+                )
+        return events
 
     async def _live_incident(self, ref: str) -> Incident | None:
         """The incident a button names, if it is still the current one of its group

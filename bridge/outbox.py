@@ -53,7 +53,7 @@ from bridge.render import (
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
 from bridge.tasks import Pulse
-from bridge.timeline import Event
+from bridge.timeline import Event, called
 from bridge.users import UserNames
 
 if TYPE_CHECKING:  # the silencer talks back to the inbox, which the outbox must not import
@@ -329,6 +329,9 @@ class Outbox:
         if result in ("sent", "reconciled"):
             self._token_accepted()
         note = self._note(item, result, started)
+        calls = self._called(item, stored) if result == "sent" else []
+        if note is not None and calls:
+            note = Event(note.at, note.kind, {**note.details, "called": " ".join(calls)})
         log.info(
             "delivered %s of incident %s: %s in %.0f ms (%.1fs after it was recorded)",
             item.kind,
@@ -357,6 +360,18 @@ class Outbox:
         if error:
             details["error"] = error[:300]
         return Event(self.clock(), "delivery", details)
+
+    def _called(self, item: OutboxItem, stored: Stored | None) -> list[str]:
+        """`oncall:x=<who>` for a create of a firing incident whose route names schedules."""
+        if stored is None or item.kind != Effect.CREATE.value:
+            return []
+        route = self.rules.by_name(stored.incident.route).config
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        schedules = self.render_options.schedules
+        return [
+            f"{e.details['mention']}={' '.join(e.details['who']) or '-'}"
+            for e in called(route.mentions, schedules, at)
+        ]
 
     async def _finish_sent(
         self, item: OutboxItem, shown: tuple[str, Delivery] | None, note: Event | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from bridge.incidents import Effect
 from bridge.model import AlertStatus, Incident, IncidentState
+from bridge.schedules import Schedule, is_oncall, resolve_mentions
 
 MAX_EVENTS = 1000  # per incident: the oldest are dropped past it, and the drop is counted
 
@@ -34,6 +35,7 @@ KINDS = (
     "reopened",
     "closed_unreported",
     "called",  # `mention` resolved to `who` (oncall:<schedule>)
+    "swap",  # someone took (or released) the on-call of a schedule the incident calls
     "repeats",  # `count` notifications that changed nothing since the last event
     "delivery",  # `op` (create/edit/comment_...), `result` (sent/retry/dead), `latency`, `error`
 )
@@ -56,6 +58,19 @@ class Event:
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "kind": self.kind, **self.details}
+
+
+def called(mentions: Iterable[str], schedules: Mapping[str, Schedule], at: datetime) -> list[Event]:
+    """Whom each `oncall:<schedule>` among `mentions` called at `at`."""
+    return [
+        Event(
+            at.timestamp(),
+            "called",
+            {"mention": m, "who": list(resolve_mentions([m], schedules, at))},
+        )
+        for m in dict.fromkeys(mentions)
+        if is_oncall(m)
+    ]
 
 
 def changes(

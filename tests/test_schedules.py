@@ -226,6 +226,14 @@ async def test_end_to_end_the_person_on_duty_is_called_and_the_next_after_the_ha
     await bridge.deliver()
     (reminder,) = bridge.fake.thread_comments(message["id"])
     assert reminder.endswith("@petrov") and "<@101>" not in reminder
+    # the timeline says whom each call reached: the message's when it was sent, the reminder's
+    ref = await bridge.store.find_by_message(message["id"])
+    assert ref is not None
+    events, _ = await bridge.store.timeline(ref)
+    create = next(e for e in events if e.kind == "delivery" and e.details["op"] == "create")
+    assert create.details["called"] == "oncall:dba=<@101>"
+    calls = [dict(e.details) for e in events if e.kind == "called"]
+    assert calls == [{"mention": "oncall:dba", "who": ["@petrov"]}]
 
 
 async def test_swaps_from_the_chat_change_who_is_called(
@@ -283,6 +291,11 @@ async def test_swaps_from_the_chat_change_who_is_called(
     await scheduler.tick()
     await bridge.deliver()
     assert bridge.fake.thread_comments(incident_message["id"])[-1].endswith("<@303>")
+    ref = await bridge.app[STORE].find_by_message(incident_message["id"])
+    events, _ = await bridge.app[STORE].timeline(ref)
+    assert [dict(e.details) for e in events if e.kind == "called"] == [
+        {"mention": "oncall:dba", "who": ["<@303>"]}  # the escalation step, to the swap
+    ]
     # released: back to the rotation
     assert await say("/oncall release dba", 303) == (
         "📟 **dba**: дежурство возвращено, дежурит <@101> до 10.11 10:00"
@@ -290,6 +303,10 @@ async def test_swaps_from_the_chat_change_who_is_called(
     assert await say("/oncall release dba", 303) == (
         "Вы не брали дежурство «dba». Ничего не изменено."
     )
+    # the open incident's timeline shows the swap handed back
+    events, _ = await bridge.app[STORE].timeline(ref)
+    (swap,) = [dict(e.details) for e in events if e.kind == "swap"]
+    assert swap == {"schedule": "dba", "action": "release", "who": "<@303>"}
 
 
 ANNOUNCED_RULES = SWAP_RULES.replace(
@@ -345,3 +362,17 @@ async def test_handoffs_are_announced_once_with_what_fires_and_the_digest_names_
     await replica().tick()
     await bridge.deliver()
     assert len([m for m in bridge.fake.channel_messages() if "смена" in m["content"]]) == 1
+
+
+def test_a_swap_wins_over_overrides_and_the_rotation_while_it_lasts() -> None:
+    from bridge.schedules import LiveSchedules
+
+    swap_start, swap_end = local(BERLIN, 2026, 12, 31, 20, 0), local(BERLIN, 2027, 1, 1, 8, 0)
+    override = Override((B,), local(BERLIN, 2026, 12, 31, 18, 0), local(BERLIN, 2027, 1, 2, 10, 0))
+    live = LiveSchedules({"dba": weekly(overrides=(override,))})
+    live.update([("dba", "<@999>", swap_start.timestamp(), swap_end.timestamp())])
+    assert live["dba"].on_duty(local(BERLIN, 2026, 12, 31, 19, 0)) == (B,)  # the override
+    assert live["dba"].on_duty(local(BERLIN, 2026, 12, 31, 21, 0)) == ("<@999>",)  # the swap
+    assert live["dba"].on_duty(local(BERLIN, 2027, 1, 1, 9, 0)) == (B,)  # over: the override
+    live.update([])  # released
+    assert live["dba"].on_duty(local(BERLIN, 2026, 12, 31, 21, 0)) == (B,)

@@ -338,3 +338,13 @@ async def test_the_timeline_is_written_with_its_change_bounded_and_pruned(store:
     await store.save_incident(resolved, ("r1", 2), [], 6.0)
     assert await prune_once(store, retention=7 * 86400, now=T0.timestamp()) == 1
     assert await store.timeline("r1") == ([], 0)
+
+
+async def test_events_can_join_a_timeline_without_changing_the_incident(store: Store) -> None:
+    from bridge.timeline import Event
+
+    await store.save_incident(incident(), None, [], 1.0, timeline=[Event(1.0, "opened")])
+    await store.enqueue("r1", [], 2.0, timeline=[Event(2.0, "swap", {"schedule": "dba"})])
+    events, _ = await store.timeline("r1")
+    assert [e.kind for e in events] == ["opened", "swap"]
+    assert (await store.load_by_ref("r1")).incident.version == 1  # type: ignore[union-attr]

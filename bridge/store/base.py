@@ -125,9 +125,15 @@ class Store(Protocol):
         """
 
     async def enqueue(
-        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+        self,
+        ref: str,
+        items: list[NewOutboxItem],
+        now: float,
+        event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
-        """Add outbox items without changing an incident (e.g. a DM refusing a press)."""
+        """Add outbox items, and events to the incident's timeline, without changing the
+        incident (e.g. a DM refusing a press, a swap of the schedule it calls)."""
 
     async def event_seen(self, event_id: str) -> bool:
         """Was this Pachca event processed already?"""

@@ -120,10 +120,16 @@ class MemoryStore:
         self._note(incident.ref, timeline)
 
     async def enqueue(
-        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+        self,
+        ref: str,
+        items: list[NewOutboxItem],
+        now: float,
+        event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
         self._check_event(event_id, now)
         self._add_items(ref, items, now)
+        self._note(ref, timeline)
 
     async def event_seen(self, event_id: str) -> bool:
         return event_id in self._events

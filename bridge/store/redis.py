@@ -135,12 +135,13 @@ return 'OK'
 """
 )
 
-# ARGV: P, ref, now, event_id, items...
+# ARGV: P, ref, now, event_id, items..., then timeline events (JSON each)
 _ENQUEUE = (
     _LIB
     + """
 if not record_event(ARGV[4], ARGV[3]) then return 'DUPLICATE' end
 add_items(ARGV[2], ARGV[3], 5)
+add_events(ARGV[2], {unpack(ARGV, 6 + tonumber(ARGV[5]) * 3)})
 return 'OK'
 """
 )
@@ -532,9 +533,21 @@ class RedisStore:
             raise DuplicateEvent(str(event_id))
 
     async def enqueue(
-        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+        self,
+        ref: str,
+        items: list[NewOutboxItem],
+        now: float,
+        event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
-        answer = await self._eval("enqueue", ref, str(now), event_id or "", *_items_argv(items))
+        answer = await self._eval(
+            "enqueue",
+            ref,
+            str(now),
+            event_id or "",
+            *_items_argv(items),
+            *(event.to_json() for event in timeline),
+        )
         if answer == "DUPLICATE":
             raise DuplicateEvent(str(event_id))
 

@@ -286,11 +286,17 @@ class SQLiteStore:
         await self._run(write, URGENT)
 
     async def enqueue(
-        self, ref: str, items: list[NewOutboxItem], now: float, event_id: str | None = None
+        self,
+        ref: str,
+        items: list[NewOutboxItem],
+        now: float,
+        event_id: str | None = None,
+        timeline: Sequence[Event] = (),
     ) -> None:
         def write(db: sqlite3.Connection) -> None:
             _record_event(db, event_id, now)
             _add_items(db, ref, items, now)
+            _note(db, ref, timeline)
 
         await self._run(write, URGENT)
 
