@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
 
 from bridge import __version__
 from bridge.errors import (
@@ -29,7 +28,6 @@ from bridge.errors import (
 from bridge.incidents import apply_notification
 from bridge.logs import setup_logging
 from bridge.metrics import Metrics
-from bridge.model import Incident
 from bridge.pachca import DryRunPachca, PachcaApi, client_from_settings
 from bridge.render import RenderOptions, incident_title, render_message
 from bridge.rules import RouteConfig, Rules, load_rules
@@ -37,7 +35,7 @@ from bridge.schedules import Schedule
 from bridge.settings import Settings
 from bridge.sources import alertmanager, grafana
 from bridge.store import Store
-from bridge.timeline import Event
+from bridge.timeline import incident_json
 
 log = logging.getLogger("bridge")
 
@@ -335,14 +333,6 @@ async def _reading_store() -> Store | None:
     store = store_from_settings(settings)
     await store.open()
     return store
-
-
-def incident_json(incident: Incident, events: list[Event], dropped: int) -> dict[str, Any]:
-    """An incident with its timeline, the shape `incident --json` prints (README)."""
-    data: dict[str, Any] = json.loads(incident.model_dump_json())
-    data["timeline"] = [e.as_dict() for e in events]
-    data["timeline_dropped"] = dropped
-    return data
 
 
 async def list_incidents(only_open: bool, as_json: bool) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -52,6 +52,11 @@ class RenderOptions:
     silence_sources: frozenset[str] = frozenset()
     # on-call schedules `oncall:<name>` mentions resolve with (rules.Rules.schedules)
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    # the incident's page (signed link), when BRIDGE_PUBLIC_URL and BRIDGE_UI_SECRET are set
+    incident_link: Callable[[str], str | None] | None = None
+
+    def page_of(self, incident: Incident) -> str | None:
+        return self.incident_link(incident.ref) if self.incident_link else None
 
     def can_silence(self, incident: Incident) -> bool:
         return incident.source in self.silence_sources
@@ -364,7 +369,9 @@ def _alert_view(
     return {
         "icon": "🔥" if alert.status is AlertStatus.FIRING else "✅",
         "title": escape(truncate(summary, MAX_TITLE_CHARS)),
-        "description": _cut(description, text_limit, words) if description != summary else "",
+        "description": _cut(description, text_limit, words, options.page_of(incident) is not None)
+        if description != summary
+        else "",
         "labels": _label_line(own_labels, route),
         "value_text": code(truncate(alert.value_string, MAX_TITLE_CHARS))
         if alert.value_string
@@ -383,11 +390,15 @@ def _alert_view(
     }
 
 
-def _cut(text: str, limit: int | None, words: dict[str, str]) -> Md:
-    """`text`, escaped; past `limit` characters cut, saying how much was left out."""
+def _cut(text: str, limit: int | None, words: dict[str, str], on_page: bool = False) -> Md:
+    """`text`, escaped; past `limit` characters cut, saying how much was left out (and that
+    the incident's page has it whole, when there is one)."""
     if limit is None or len(text) <= limit:
         return escape(text)
-    return Md(escape(text[:limit].rstrip()) + "… " + words["cut"].format(n=len(text) - limit))
+    said = words["cut"].format(n=len(text) - limit)
+    if on_page:
+        said = f"{said[:-1]}; {words['cut_on_page']})"
+    return Md(escape(text[:limit].rstrip()) + "… " + said)
 
 
 def format_time(moment: datetime) -> str:
@@ -420,6 +431,9 @@ def _buttons(
                 ]
             )
     url_row = _url_buttons(incident, words)
+    page = options.page_of(incident)
+    if page and len(page) <= MAX_BUTTON_URL:
+        url_row.append({"text": words["timeline_button"], "url": page})
     if url_row:
         rows.append(url_row)
     return rows

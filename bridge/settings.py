@@ -30,6 +30,8 @@ SECRET_NAMES = (
     "REDIS_PASSWORD",
     "GRAFANA_WEBHOOK_SECRET",
     "GRAFANA_TOKEN",
+    "BRIDGE_UI_SECRET",
+    "BRIDGE_UI_BASIC_AUTH",
 )
 
 
@@ -105,6 +107,12 @@ class Settings(BaseSettings):
     BRIDGE_TRUSTED_PROXIES: str = ""
     BRIDGE_POLL_INTERVAL: Duration = 2
     BRIDGE_PUBLIC_URL: str | None = None
+    # incident pages (README "Incident pages"): link signing, how long a link lasts (0: no
+    # expiry), and who may see the list: basic auth, or a trusted auth proxy's user header
+    BRIDGE_UI_SECRET: SecretStr | None = None
+    BRIDGE_UI_LINK_TTL: Duration = Field(default=0, ge=0)
+    BRIDGE_UI_BASIC_AUTH: SecretStr | None = None
+    BRIDGE_UI_USER_HEADER: str | None = None
     BRIDGE_STALL_AFTER: Duration = Field(default=120, gt=0)
     BRIDGE_READ_TIMEOUT: Duration = Field(default=10, gt=0)
     BRIDGE_DEAD_LETTER_RETENTION: Duration = Field(default=14 * 86400, gt=0)

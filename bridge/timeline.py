@@ -127,3 +127,12 @@ def changes(
     if Effect.COMMENT_UNREPORTED in effects:
         add("closed_unreported")
     return events
+
+
+def incident_json(incident: Incident, events: list[Event], dropped: int) -> dict[str, Any]:
+    """An incident with its timeline: the shape `incident --json` and
+    `/incidents/<ref>.json` return (README)."""
+    data: dict[str, Any] = json.loads(incident.model_dump_json())
+    data["timeline"] = [e.as_dict() for e in events]
+    data["timeline_dropped"] = dropped
+    return data

@@ -31,10 +31,11 @@ from bridge.sources import alertmanager, grafana
 from bridge.store import Store
 from bridge.tasks import Pulse, Supervisor
 from bridge.users import UserNames
-from bridge.web import health
+from bridge.web import health, ui
 from bridge.web.auth import IntakeAuth
 from bridge.web.callbacks import pachca_webhook
 from bridge.web.intake import BodyCheck, intake_handler, json_error
+from bridge.web.pages import UiAccess, incident_link
 from bridge.web.state import (
     AUTH,
     CLOCK,
@@ -48,6 +49,7 @@ from bridge.web.state import (
     SILENCER,
     STORE,
     SUPERVISOR,
+    UI,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason)
+        answer = json_error(exc.status, exc.reason)
+        if "WWW-Authenticate" in exc.headers:  # the pages ask for their own credentials
+            answer.headers["WWW-Authenticate"] = exc.headers["WWW-Authenticate"]
+        return answer
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error")
@@ -186,6 +191,7 @@ def create_app(
     # the schedules with the swaps taken in the chat laid over them (refreshed by "swaps")
     schedules = LiveSchedules(rules.schedules)
     render_options = RenderOptions(
+        incident_link=lambda ref: incident_link(settings, ref),
         schedules=schedules,
         timezone=settings.timezone,
         silence_sources=settings.silence_sources,
@@ -250,6 +256,8 @@ def create_app(
     app.router.add_post("/webhook/grafana", grafana_intake)
     app.router.add_put("/webhook/grafana", grafana_intake)
     app.router.add_post("/pachca/webhook", pachca_webhook)
+    app[UI] = UiAccess(settings)
+    ui.add_routes(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
@@ -266,6 +274,11 @@ def create_app(
             log.warning(
                 "PACHCA_SIGNING_SECRET is not set: button presses sent to "
                 "/pachca/webhook are refused (set it, or use BRIDGE_CALLBACK_MODE=poll)"
+            )
+        if app[UI].loopback_only:
+            log.warning(
+                "incident pages (/incidents) answer loopback clients only: set "
+                "BRIDGE_UI_BASIC_AUTH or BRIDGE_UI_USER_HEADER to open them to people"
             )
         supervisor.stopping = False
         if run_outbox:

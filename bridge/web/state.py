@@ -17,6 +17,7 @@ from bridge.silencer import Silencer
 from bridge.store import Store
 from bridge.tasks import Supervisor
 from bridge.web.auth import IntakeAuth
+from bridge.web.pages import UiAccess
 
 SETTINGS = web.AppKey("settings", Settings)
 # unix time now; tests replace it to check freshness windows
@@ -31,3 +32,4 @@ EVENTS = web.AppKey("events", ChatEvents)
 OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+UI = web.AppKey("ui", UiAccess)
