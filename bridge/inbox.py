@@ -401,7 +401,11 @@ class Inbox:
         # whom the mentions that went out called, where they name a schedule
         route = self.rules.by_name(after.route).config
         schedules = self.render_options.schedules
-        for event in list(events):
+        said_to = Effect.DM in effects  # a press answered: a person did it from the chat
+        for index, event in enumerate(list(events)):
+            if event.kind in ("silenced", "unsilenced"):
+                via = "chat" if said_to else "alertmanager"
+                events[index] = Event(event.at, event.kind, {**event.details, "via": via})
             if event.kind in ("reopened", "reminded"):
                 events += called(route.mentions, schedules, now)
             elif event.kind == "escalated" and event.details["step"] <= len(route.escalation):

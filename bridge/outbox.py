@@ -328,7 +328,7 @@ class Outbox:
             return
         if result in ("sent", "reconciled"):
             self._token_accepted()
-        note = self._note(item, result, started)
+        note = self._note(item, result, started, incident_known=stored is not None)
         calls = self._called(item, stored) if result == "sent" else []
         if note is not None and calls:
             note = Event(note.at, note.kind, {**note.details, "called": " ".join(calls)})
@@ -348,10 +348,17 @@ class Outbox:
         await self._finish_sent(item, (item.ref, shown) if shown else None, note)
 
     def _note(
-        self, item: OutboxItem, result: str, started: float | None = None, error: str = ""
+        self,
+        item: OutboxItem,
+        result: str,
+        started: float | None = None,
+        error: str = "",
+        incident_known: bool = False,
     ) -> Event | None:
-        """The delivery as a timeline event, for what belongs to an incident's message."""
-        if item.kind not in TIMELINE_KINDS:
+        """The delivery as a timeline event: what belongs to an incident's message, and a
+        direct message answering a press on a known incident."""
+        dm = item.kind == Effect.DM.value and incident_known
+        if item.kind not in TIMELINE_KINDS and not dm:
             return None
         details: dict[str, str | float] = {"op": item.kind, "result": result}
         if started is not None:

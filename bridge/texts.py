@@ -127,6 +127,9 @@ def render_reply(
     )
     if reply is Reply.RESOLVED and incident is not None:
         text += still_firing_note(incident, WORDS[language])
+    page = options.page_of(incident) if options and incident else None
+    if page:
+        text += "\n" + link(WORDS[language]["timeline_button"], page)
     return text
 
 
@@ -284,7 +287,9 @@ def render_active(active: list[Stored], route: RouteConfig, options: RenderOptio
             else escape(title)
         )
         state = " 👀" if incident.acked_by else ""
-        lines.append(f"🔥 {shown} · {since} · `{incident.ref}`{state}")
+        page = options.page_of(incident)
+        history = f" · {link('🕘', page)}" if page else ""
+        lines.append(f"🔥 {shown} · {since} · `{incident.ref}`{state}{history}")
     return "\n".join(lines)
 
 

@@ -466,3 +466,36 @@ def test_notes_use_one_credentials_layout_and_warn_what_would_fail() -> None:
     signed = render_notes({"secrets": {"pachcaSigningSecret": "s"}})
     assert "no signing secret" not in signed
     assert "no signing secret" not in render_notes({"pachca": {"callbackMode": "poll"}})
+
+
+def test_ui_values_reach_the_bridge_and_the_pages_go_through_the_ingress_only_with_auth() -> None:
+    ingress = {"enabled": True, "host": "b.example"}
+    docs = render(
+        {
+            "secrets": {"uiSecret": "s", "uiBasicAuth": "ops:pw"},
+            "ui": {
+                "linkTtl": "30d",
+                "userHeader": "X-Auth-Request-User",
+                "exposeThroughIngress": True,
+            },
+            "ingress": ingress,
+        }
+    )
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["stringData"]["ui-secret"] == "s" and secret["stringData"]["ui-basic-auth"]
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BRIDGE_UI_LINK_TTL"]["value"] == "30d"
+    assert env["BRIDGE_UI_USER_HEADER"]["value"] == "X-Auth-Request-User"
+    assert env["BRIDGE_UI_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "ui-secret"
+    (ing,) = by_kind(docs, "Ingress")
+    paths = {p["path"] for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert {"/pachca/webhook", "/incidents", "/stats", "/api/v1/incidents", "/ui.css"} <= paths
+    # not without an access mode: the pages would be open to the internet
+    needs = re.escape("ui.exposeThroughIngress needs an access mode")
+    with pytest.raises(helm.HelmRenderError, match=needs):
+        render({"ui": {"exposeThroughIngress": True}, "ingress": ingress})
+    (plain,) = by_kind(render({"ingress": ingress}), "Ingress")
+    assert [p["path"] for r in plain["spec"]["rules"] for p in r["http"]["paths"]] == [
+        "/pachca/webhook"
+    ]

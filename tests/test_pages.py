@@ -29,6 +29,14 @@ async def fired_acked_resolved(bridge: Bridge) -> str:
     (ref,) = (await response.json())["changed"]
     await bridge.deliver()
     await press(bridge, click_body(f"ack:{ref}"))
+    await bridge.deliver()
+    # Alertmanager made the silence a press asked for (the silencer's door into the inbox)
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.web.state import INBOX
+
+    until = datetime.now(UTC) + timedelta(hours=1)
+    await bridge.app[INBOX].silence_created(ref, ALICE, "sil-1", until, "Алиса")
     await bridge.post_fixture("alertmanager/04-group-1-resolved-2-firing.json")
     await bridge.post_fixture("alertmanager/05-group-all-resolved.json")
     await bridge.deliver()
@@ -57,7 +65,8 @@ async def test_the_page_shows_the_incident_and_its_whole_history_and_the_chat_li
     assert "DiskFull" in html and "решено" in html
     for what in ("opened", "fired", "acked", "resolved", "delivery"):
         assert re.search(rf"\b{what}\b", html) or what in html, what
-    assert f"by: <code>{ALICE}</code>" in html  # who acked
+    assert f"by: <code>Алиса Петрова (&lt;@{ALICE}&gt;)</code>" in html  # who acked, by name
+    assert "silence_id: <code>sil-1</code>" in html and "via: <code>chat</code>" in html
     assert html.count('class="event"') >= 8  # opened, 3 fired, acked, 3 resolved, deliveries
     data = await (
         await bridge.client.get(f"/incidents/{ref}.json", params={"t": signed(ref)})
@@ -65,6 +74,9 @@ async def test_the_page_shows_the_incident_and_its_whole_history_and_the_chat_li
     assert data["ref"] == ref and data["state"] == "resolved"
     kinds = [e["kind"] for e in data["timeline"]]
     assert kinds[:2] == ["opened", "fired"] and "acked" in kinds and kinds.count("resolved") == 3
+    assert "silenced" in kinds
+    dm = [e for e in data["timeline"] if e["kind"] == "delivery" and e["op"] == "dm"]
+    assert dm and dm[0]["result"] == "sent"  # the presser's answer, delivered
 
 
 async def test_a_forged_expired_or_foreign_link_is_refused_and_says_nothing(
@@ -195,6 +207,15 @@ async def test_the_page_in_a_real_browser_at_360px(make_bridge: BridgeFactory) -
             browser.get(str(bridge.client.make_url("/incidents")))  # loopback: the list opens
             found["rows"] = len(browser.find_elements("css selector", "a.row"))
             browser.save_screenshot(os.path.join(shots, "list-360.png"))
+            browser.get(str(bridge.client.make_url("/incidents")) + '?q=team%3D"web"')
+            found["filtered"] = len(browser.find_elements("css selector", "a.row"))
+            browser.get(str(bridge.client.make_url("/stats")))
+            found["bars"] = len(browser.find_elements("css selector", "svg rect"))
+            found["stats_overflow"] = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            browser.save_screenshot(os.path.join(shots, "stats-360.png"))
+            found["errors"] += [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
             return found
         finally:
             browser.quit()
@@ -205,4 +226,69 @@ async def test_the_page_in_a_real_browser_at_360px(make_bridge: BridgeFactory) -
     assert found["overflow"] <= 0, "horizontal scroll at 360 px"
     assert found["events"] >= 8
     assert found["errors"] == []
-    assert found["rows"] == 1
+    assert found["rows"] == 1 and found["filtered"] == 0  # the matcher filters
+    assert found["bars"] >= 30 and found["stats_overflow"] <= 0
+
+
+async def test_stats_per_route_with_a_chart(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    await fired_acked_resolved(bridge)
+    response = await bridge.client.get("/stats")
+    assert response.status == 200
+    html = await response.text()
+    assert "databases" in html and "<svg" in html and "<script" not in html
+    assert "7 дней" in html and "30 дней" in html and "DiskFull (1)" in html
+
+
+def test_route_stats_count_days_and_times() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.model import IncidentState
+    from bridge.stats import chart_svg, route_stats
+    from tests.test_store_contract import incident
+
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    acked = incident("a1", "k1").model_copy(
+        update={
+            "opened_at": now - timedelta(days=1),
+            "acked_at": now - timedelta(days=1) + timedelta(minutes=4),
+            "state": IncidentState.RESOLVED,
+            "firing_since": now - timedelta(days=1),
+            "changed_at": now - timedelta(days=1) + timedelta(minutes=30),
+        }
+    )
+    open_one = incident("a2", "k2").model_copy(update={"opened_at": now - timedelta(hours=2)})
+    old = incident("a3", "k3").model_copy(update={"opened_at": now - timedelta(days=20)})
+    week = route_stats([acked, open_one, old], "default", now, 7, lambda i: "X")
+    assert (week.opened, week.mtta, week.mttr) == (2, 240.0, 1800.0)
+    assert [d.opened for d in week.series][-2:] == [1, 1] and len(week.series) == 7
+    month = route_stats([acked, open_one, old], "default", now, 30, lambda i: "X")
+    assert month.opened == 3 and month.noisiest == [("X", 3)]
+    svg = chart_svg(month.series)
+    assert svg.startswith("<svg") and svg.count("<rect") == 30 and "polyline" in svg
+
+
+async def test_direct_messages_and_alerts_answers_link_the_page(
+    make_bridge: BridgeFactory,
+) -> None:
+    from bridge.unfurl import incident_for
+    from tests.test_callbacks import dms
+    from tests.test_oncall import command
+    from tests.test_oncall import signed as signed_event
+
+    bridge = await make_bridge(BRIDGE_PUBLIC_URL=PUBLIC, BRIDGE_UI_SECRET=SECRET)
+    bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
+    response = await bridge.post_fixture("alertmanager/01-single-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    page = f"{PUBLIC}/incidents/{ref}?t={signed(ref)}"
+    await press(bridge, click_body(f"ack:{ref}"))
+    await signed_event(bridge, command("/alerts", message_id=77001))
+    await bridge.deliver()
+    assert dms(bridge, ALICE)[-1].endswith(f"[🕘 История]({page})")
+    answer = bridge.fake.channel_messages()[-1]["content"]
+    assert f"[🕘]({page})" in answer
+    # and a preview for the link when it is shared
+    held = [s.incident for s in await bridge.store.all_incidents()]
+    found = incident_for(page, held, PUBLIC)
+    assert found is not None and found.ref == ref

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import math
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from ipaddress import ip_address, ip_network
@@ -30,6 +31,7 @@ from bridge.model import AlertStatus, Incident, IncidentState
 from bridge.render import incident_title, message_url
 from bridge.settings import Settings
 from bridge.silences import silence_matchers
+from bridge.stats import chart_svg, route_stats
 from bridge.store import Store, Stored
 from bridge.timeline import Event
 
@@ -41,6 +43,7 @@ _HTML = Environment(
 _TEMPLATES = resources.files("bridge").joinpath("templates/pages")
 _INCIDENT = _HTML.from_string(_TEMPLATES.joinpath("incident.html.j2").read_text("utf-8"))
 _LIST = _HTML.from_string(_TEMPLATES.joinpath("list.html.j2").read_text("utf-8"))
+_STATS = _HTML.from_string(_TEMPLATES.joinpath("stats.html.j2").read_text("utf-8"))
 STYLESHEET = _TEMPLATES.joinpath("ui.css").read_text("utf-8")
 
 
@@ -184,8 +187,21 @@ def state_of(incident: Incident) -> str:
     return "acked" if incident.acked_by is not None else "firing"
 
 
-def incident_view(stored: Stored, events: list[Event], dropped: int, now: float) -> dict[str, Any]:
-    """What the incident page shows."""
+def incident_view(
+    stored: Stored,
+    events: list[Event],
+    dropped: int,
+    now: float,
+    names: Mapping[int, str] | None = None,
+) -> dict[str, Any]:
+    """What the incident page shows (`names`: Pachca user ids to display names)."""
+    names = names or {}
+
+    def shown(key: str, value: Any) -> Any:
+        if key == "by" and isinstance(value, int) and value in names:
+            return f"{names[value]} (<@{value}>)"
+        return value
+
     incident = stored.incident
     firing = incident.state is IncidentState.FIRING
     since = incident.firing_since or incident.opened_at if firing else incident.resolved_at
@@ -223,7 +239,11 @@ def incident_view(stored: Stored, events: list[Event], dropped: int, now: float)
             for a in incident.earlier.values()
         ],
         "timeline": [
-            {"at": _when(e.at), "kind": e.kind, "details": sorted(e.details.items())}
+            {
+                "at": _when(e.at),
+                "kind": e.kind,
+                "details": sorted((k, shown(k, v)) for k, v in e.details.items()),
+            }
             for e in reversed(events)
         ],
         "dropped": dropped,
@@ -231,15 +251,14 @@ def incident_view(stored: Stored, events: list[Event], dropped: int, now: float)
 
 
 def select(incidents: list[Incident], state: str, route: str, query: str) -> list[Incident]:
-    """The incidents a list shows: by state (`open`, `resolved`, or all), route, and an
+    """The incidents a list shows: by state (`open`: firing, `resolved`, or all), route, and an
     Alertmanager-style matcher on the group's labels (`team="db"`); open first, then the most
     recently changed. Raises MatcherSyntaxError for a bad matcher."""
     matcher = parse_matcher(query) if query else None
     shown = []
     for incident in incidents:
-        if (state == "open" and incident.finished) or (
-            state == "resolved" and not incident.finished
-        ):
+        firing = incident.state is IncidentState.FIRING
+        if (state == "open" and not firing) or (state == "resolved" and firing):
             continue
         if route and incident.route != route:
             continue
@@ -247,8 +266,22 @@ def select(incidents: list[Incident], state: str, route: str, query: str) -> lis
         if matcher is not None and not matcher.matches(labels):
             continue
         shown.append(incident)
-    shown.sort(key=lambda i: (i.finished, -i.changed_at.timestamp()))
+    shown.sort(key=lambda i: (i.state is not IncidentState.FIRING, -i.changed_at.timestamp()))
     return shown
+
+
+def list_rows(incidents: list[Incident]) -> list[dict[str, Any]]:
+    """One line of the list per incident."""
+    return [
+        {
+            "ref": i.ref,
+            "state": state_of(i),
+            "title": incident_title(i),
+            "route": i.route,
+            "changed": i.changed_at.strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        for i in incidents
+    ]
 
 
 def page_count(total: int) -> int:
@@ -273,6 +306,36 @@ def render_list(
     return _LIST.render(rows=rows, t=words, q=query, page=page, pages=pages)
 
 
+def render_stats(routes: list[dict[str, Any]], words: dict[str, str]) -> str:
+    return _STATS.render(routes=routes, t=words)
+
+
+def stats_view(
+    incidents: list[Incident], route_names: list[str], now: datetime
+) -> list[dict[str, Any]]:
+    """Per route: the 7- and 30-day figures and the 30-day chart."""
+    out = []
+    for name in route_names:
+        windows = [route_stats(incidents, name, now, days, incident_title) for days in (7, 30)]
+        out.append(
+            {
+                "name": name,
+                "windows": [
+                    {
+                        "days": w.days,
+                        "opened": w.opened,
+                        "mtta": _duration(w.mtta) if w.mtta is not None else "–",
+                        "mttr": _duration(w.mttr) if w.mttr is not None else "–",
+                        "noisiest": w.noisiest,
+                    }
+                    for w in windows
+                ],
+                "chart": chart_svg(windows[1].series),
+            }
+        )
+    return out
+
+
 __all__ = [
     "STYLESHEET",
     "MatcherSyntaxError",
@@ -285,5 +348,7 @@ __all__ = [
     "page_count",
     "render_incident",
     "render_list",
+    "render_stats",
     "select",
+    "stats_view",
 ]

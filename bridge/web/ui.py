@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from bridge.matchers import MatcherSyntaxError
-from bridge.render import incident_title
 from bridge.timeline import incident_json
 from bridge.web import pages
-from bridge.web.state import RULES, STORE, UI
+from bridge.web.state import OUTBOX, RULES, STORE, UI
 from bridge.words import WORDS
 
 _HTML_HEADERS = {
@@ -36,7 +36,10 @@ async def incident_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such incident")
     stored, events, dropped = loaded
     words = WORDS[request.app[RULES].by_name(stored.incident.route).config.language]
-    view = pages.incident_view(stored, events, dropped, time.time())
+    # people as their names (Pachca's, cached), not ids
+    ids = {v for e in events for k, v in e.details.items() if k == "by" and isinstance(v, int)}
+    names = await request.app[OUTBOX].users.names(ids) if ids else {}
+    view = pages.incident_view(stored, events, dropped, time.time(), names)
     return web.Response(
         text=pages.render_incident(view, words), content_type="text/html", headers=_HTML_HEADERS
     )
@@ -78,16 +81,7 @@ async def incident_list(request: web.Request) -> web.Response:
         page = 1
     pages_total = pages.page_count(len(shown))
     page = min(page, pages_total)
-    rows = [
-        {
-            "ref": i.ref,
-            "state": pages.state_of(i),
-            "title": incident_title(i),
-            "route": i.route,
-            "changed": i.changed_at.strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        for i in shown[(page - 1) * pages.PAGE_SIZE : page * pages.PAGE_SIZE]
-    ]
+    rows = pages.list_rows(shown[(page - 1) * pages.PAGE_SIZE : page * pages.PAGE_SIZE])
     html = pages.render_list(rows, words, query, page, pages_total)
     return web.Response(text=html, content_type="text/html", headers=_HTML_HEADERS)
 
@@ -102,6 +96,16 @@ async def api_incidents(request: web.Request) -> web.Response:
         return web.json_response({"error": f"q: {exc}"}, status=400)
     data: list[Any] = [json.loads(i.model_dump_json()) for i in shown]
     return web.json_response({"incidents": data}, headers={"Cache-Control": "no-store"})
+
+
+async def stats_page(request: web.Request) -> web.Response:
+    request.app[UI].require_person(request)
+    rules = request.app[RULES]
+    held = [s.incident for s in await request.app[STORE].all_incidents()]
+    now = datetime.now(UTC)
+    view = pages.stats_view(held, [r.name for r in rules.routes], now)
+    html = pages.render_stats(view, WORDS[rules.default.config.language])
+    return web.Response(text=html, content_type="text/html", headers=_HTML_HEADERS)
 
 
 async def stylesheet(request: web.Request) -> web.Response:
@@ -121,5 +125,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"/incidents/{ref}.json", incident_data)
     app.router.add_get(f"/incidents/{ref}", incident_page)
     app.router.add_get("/api/v1/incidents", api_incidents)
+    app.router.add_get("/stats", stats_page)
     app.router.add_get("/ui.css", stylesheet)
     app.router.add_get("/favicon.ico", no_icon)
