@@ -14,7 +14,7 @@ import logging
 import secrets
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +25,11 @@ from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
 from bridge.alertmanager_api import Failure
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.incidents import (
+    DEFAULT_PRIORITY_ORDER,
     Effect,
     apply_notification,
     close_unreported,
+    create_priority,
     notification_digest,
     reopenable,
     tell_refires,
@@ -46,6 +48,7 @@ from bridge.model import (
 from bridge.render import RenderOptions
 from bridge.rules import Route, Rules
 from bridge.store import NewOutboxItem, Store, Stored
+from bridge.store.base import PRESS
 from bridge.texts import (
     render_comment,
     render_escalation,
@@ -110,7 +113,11 @@ class Inbox:
         stale_after: float = 13 * 3600,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        priority_label: str = "severity",
+        priority_order: tuple[str, ...] = DEFAULT_PRIORITY_ORDER,
     ) -> None:
+        self.priority_label = priority_label  # which label orders creates, and how
+        self.priority_order = priority_order
         self.store = store
         self.render_options = render_options
 
@@ -300,8 +307,13 @@ class Inbox:
             # the reply in the chat carries the mentions; the thread comment then goes quietly
             loud = Effect.REPLY_REOPENED not in transition.effects
             items = [
-                NewOutboxItem(effect.value)
-                if effect in (Effect.CREATE, Effect.EDIT)
+                NewOutboxItem(
+                    effect.value,
+                    priority=create_priority(incident, self.priority_label, self.priority_order),
+                )
+                if effect is Effect.CREATE
+                else NewOutboxItem(effect.value)
+                if effect is Effect.EDIT
                 else NewOutboxItem(
                     effect.value,
                     render_comment(
@@ -428,7 +440,8 @@ class Inbox:
     def _click_items(
         self, result: ClickResult, route: Route, user_id: int, reason: Failure | None = None
     ) -> list[NewOutboxItem]:
-        """Outbox items for the effects of a press (or of Alertmanager's answer to one)."""
+        """Outbox items for the effects of a press (or of Alertmanager's answer to one): in
+        the press lane when a person waits for them."""
         items = []
         for effect in result.effects:
             if effect is Effect.EDIT:
@@ -448,7 +461,7 @@ class Inbox:
             elif result.incident is not None:
                 text = render_comment(effect, result.incident, route.config, self.render_options)
                 items.append(NewOutboxItem(effect.value, text, actor=user_id))
-        return items
+        return [replace(i, priority=PRESS) for i in items] if user_id > 0 else items
 
     # -- answers from Alertmanager, and what it reports -----------------------------------
 
@@ -638,7 +651,9 @@ class Inbox:
     async def record_reply(
         self, event_id: str, ref: str, items: list[NewOutboxItem], action: str, reply: Reply
     ) -> ClickOutcome:
-        """Queue what answers an event (no incident change), once per event id."""
+        """Queue what answers an event (no incident change), once per event id: a person
+        waits for it (the press lane)."""
+        items = [replace(i, priority=PRESS) for i in items]
         try:
             await self.store.enqueue(ref, items, self.clock().timestamp(), event_id=event_id)
         except DuplicateEvent:

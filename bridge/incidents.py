@@ -119,6 +119,20 @@ class Noise:
 REFIRE_WINDOW = timedelta(seconds=60)
 
 
+DEFAULT_PRIORITY_ORDER = ("critical", "error", "warning", "info", "none")
+
+
+def create_priority(
+    incident: Incident, label: str = "severity", order: tuple[str, ...] = DEFAULT_PRIORITY_ORDER
+) -> int:
+    """The outbox lane of the incident's create: 1 + the rank of its `label` value in `order`
+    (critical first by default); a value not in `order` ranks as "none", or last."""
+    value = incident.common_labels.get(label, "").strip().lower() or "none"
+    if value not in order:
+        value = "none" if "none" in order else order[-1]
+    return 1 + order.index(value)
+
+
 def reopenable(incident: Incident, now: datetime, resolved_ttl: timedelta) -> bool:
     """Is the incident still the one its group's notifications go to: firing, or resolved
     less than `resolved_ttl` ago (a new firing re-opens the same message)?"""

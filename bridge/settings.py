@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     BRIDGE_UI_LINK_TTL: Duration = Field(default=0, ge=0)
     BRIDGE_UI_BASIC_AUTH: SecretStr | None = None
     BRIDGE_UI_USER_HEADER: str | None = None
+    # which label orders new incidents in the outbox, and its values, most urgent first
+    BRIDGE_PRIORITY_LABEL: str = "severity"
+    BRIDGE_PRIORITY_ORDER: str = "critical,error,warning,info,none"
     BRIDGE_STALL_AFTER: Duration = Field(default=120, gt=0)
     BRIDGE_READ_TIMEOUT: Duration = Field(default=10, gt=0)
     BRIDGE_DEAD_LETTER_RETENTION: Duration = Field(default=14 * 86400, gt=0)
@@ -216,6 +219,18 @@ class Settings(BaseSettings):
     @property
     def callback_allow_ips(self) -> list[IPNetwork]:
         return parse_networks(self.BRIDGE_CALLBACK_ALLOW_IPS)
+
+    @field_validator("BRIDGE_PRIORITY_ORDER")
+    @classmethod
+    def _priority_order(cls, value: str) -> str:
+        order = [v.strip().lower() for v in value.split(",") if v.strip()]
+        if not order or len(order) > 9 or len(set(order)) != len(order):
+            raise ValueError("must list 1 to 9 distinct values, most urgent first")
+        return value
+
+    @property
+    def priority_order(self) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in self.BRIDGE_PRIORITY_ORDER.split(",") if v.strip())
 
     @property
     def trusted_proxies(self) -> list[IPNetwork]:

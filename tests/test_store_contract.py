@@ -101,6 +101,33 @@ async def test_an_sqlite_database_of_an_older_version_gets_the_new_columns(tmp_p
         await store.close()
 
 
+async def test_creates_queued_by_an_older_version_keep_their_place(tmp_path: Path) -> None:
+    """A state file from before the outbox lanes: its queued create still goes ahead of an
+    edit queued before it, and the new column is indexed for the lane walk."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.replace(",\n    priority INTEGER NOT NULL DEFAULT 100", ""))
+    for ref, kind in (("r1", "edit"), ("r2", "create")):
+        db.execute(
+            "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
+            "VALUES (?, ?, '', 1.0, 0)",
+            (ref, kind),
+        )
+    db.commit()
+    assert "priority" not in {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        due = await store.due_items(10.0, 10)
+        assert [(i.ref, i.kind) for i in due] == [("r2", "create"), ("r1", "edit")]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert "outbox_by_lane" in {r[1] for r in db.execute("PRAGMA index_list(outbox)")}
+    db.close()
+
+
 async def test_save_and_load_by_key_and_ref(store: Store) -> None:
     await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
     stored = await store.load_incident("k1")
@@ -348,3 +375,28 @@ async def test_events_can_join_a_timeline_without_changing_the_incident(store: S
     events, _ = await store.timeline("r1")
     assert [e.kind for e in events] == ["opened", "swap"]
     assert (await store.load_by_ref("r1")).incident.version == 1  # type: ignore[union-attr]
+
+
+async def test_lanes_serve_presses_then_creates_by_severity_then_the_rest(store: Store) -> None:
+    from bridge.store.base import OTHER, PRESS
+
+    await store.save_incident(
+        incident("r1", "k1"), None, [NewOutboxItem("create", priority=3)], 1.0
+    )
+    await store.save_incident(
+        incident("r2", "k2"), None, [NewOutboxItem("create", priority=1)], 2.0
+    )
+    await store.save_incident(incident("r3", "k3"), None, [NewOutboxItem("comment_x")], 3.0)
+    await store.save_incident(incident("r4", "k4"), None, [NewOutboxItem("edit")], 4.0)
+    due = await store.due_items(10.0, 10)
+    assert [(i.ref, i.priority) for i in due] == [
+        ("r2", 1),
+        ("r1", 3),
+        ("r3", OTHER),
+        ("r4", OTHER),
+    ]
+    # a press on r4: its queue (the old edit too) goes first
+    await store.enqueue("r4", [NewOutboxItem("dm", "done", 7, priority=PRESS)], 5.0)
+    due = await store.due_items(10.0, 10)
+    assert (due[0].ref, due[0].kind, due[0].priority) == ("r4", "edit", PRESS)
+    assert NewOutboxItem("create").priority < OTHER  # a create told no severity: still first

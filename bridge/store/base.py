@@ -21,6 +21,15 @@ class Stored:
     delivery: Delivery
 
 
+# Outbox lanes, served in this order (one item per incident at a time, in its own order): what
+# a person waits for, then new incidents by severity (1 + the severity's rank, see
+# incidents.create_priority), then everything else. A press makes its incident's whole queue
+# urgent, so its answer is not stuck behind that incident's own edits.
+PRESS = 0
+OTHER = 100
+MAX_SEVERITIES = 9  # creates take lanes 1..9
+
+
 @dataclass(frozen=True)
 class NewOutboxItem:
     """A Pachca operation to perform for an incident. `kind` is an `incidents.Effect` value;
@@ -29,6 +38,13 @@ class NewOutboxItem:
     kind: str
     content: str = ""
     actor: int | None = None  # the person a DM goes to / whose name a comment shows
+    # its lane (see PRESS); unset: a create goes in the last create lane, the rest in OTHER
+    priority: int = -1
+
+    def __post_init__(self) -> None:
+        if self.priority < 0:
+            lane = MAX_SEVERITIES if self.kind == "create" else OTHER
+            object.__setattr__(self, "priority", lane)
 
 
 def coalesced(items: list[NewOutboxItem], edit_waiting: bool) -> list[NewOutboxItem]:
@@ -49,6 +65,7 @@ class OutboxItem:
     created_at: float
     attempts: int
     actor: int | None = None
+    priority: int = OTHER
 
 
 class Backlog(NamedTuple):
@@ -148,8 +165,8 @@ class Store(Protocol):
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         """Due outbox items, at most one per incident: the oldest, so each incident's
-        operations run in the order they were recorded (create before edits). Creations
-        come first, then the rest oldest first."""
+        operations run in the order they were recorded (create before edits). Lane by lane
+        (see PRESS), oldest first within a lane."""
 
     async def finish_item(
         self,

@@ -8,6 +8,7 @@ from dataclasses import replace
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident
 from bridge.store.base import (
+    PRESS,
     Backlog,
     DeadLetter,
     NewOutboxItem,
@@ -146,8 +147,13 @@ class MemoryStore:
             (item for item, _ in self._outbox.values() if item.ref == ref), key=lambda i: i.id
         )
         waiting = any(item.kind == "edit" for item in queued[1:])
+        if any(new.priority == PRESS for new in items):  # someone waits: the queue goes first
+            for item in queued:
+                self._outbox[item.id] = (replace(item, priority=PRESS), self._outbox[item.id][1])
         for new in coalesced(items, waiting):
-            item = OutboxItem(self._next_id, ref, new.kind, new.content, now, 0, new.actor)
+            item = OutboxItem(
+                self._next_id, ref, new.kind, new.content, now, 0, new.actor, new.priority
+            )
             self._outbox[item.id] = (item, now)
             self._next_id += 1
 
@@ -162,7 +168,7 @@ class MemoryStore:
         for item, not_before in sorted(self._outbox.values(), key=lambda p: p[0].id):
             heads.setdefault(item.ref, (item, not_before))
         due = [item for item, not_before in heads.values() if not_before <= now]
-        return sorted(due, key=lambda i: (i.kind != "create", i.id))[:limit]
+        return sorted(due, key=lambda i: (i.priority, i.id))[:limit]
 
     async def finish_item(
         self,

@@ -32,24 +32,44 @@ from redis.exceptions import RedisError
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
 from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
-from bridge.store.base import Backlog, DeadLetter, NewOutboxItem, OutboxItem, Stored, SwapRecord
+from bridge.store.base import (
+    MAX_SEVERITIES,
+    OTHER,
+    PRESS,
+    Backlog,
+    DeadLetter,
+    NewOutboxItem,
+    OutboxItem,
+    Stored,
+    SwapRecord,
+)
 from bridge.timeline import MAX_EVENTS, Event
 
 PREFIX = "pab:"
+# the due lists, in the order the lanes are served (see store.base.PRESS); `due:create` and
+# `due:other` are what an older version queued into, still read after an upgrade
+LANES = (
+    "due:p0",
+    *(f"due:p{n}" for n in range(1, MAX_SEVERITIES + 1)),
+    "due:create",
+    f"due:p{OTHER}",
+    "due:other",
+)
 EVENT_TTL_SECONDS = 86400
 
 # Shared Lua: queue items for an incident (an edit already waiting behind the head absorbs
 # new edits, as in the SQLite store), and put the incident's head item on a due list.
-_LIB = """
+_LIB = (
+    """
 local P = ARGV[1]
+local LANES = {LANE_LIST}
 local function schedule_head(ref)
-  redis.call('ZREM', P..'due:create', ref)
-  redis.call('ZREM', P..'due:other', ref)
+  for _, lane in ipairs(LANES) do redis.call('ZREM', P..lane, ref) end
   local head = redis.call('LINDEX', P..'q:'..ref, 0)
   if head then
-    local h = redis.call('HMGET', P..'item:'..head, 'kind', 'not_before')
-    local due = (h[1] == 'create') and 'due:create' or 'due:other'
-    redis.call('ZADD', P..due, h[2], ref)
+    local h = redis.call('HMGET', P..'item:'..head, 'kind', 'not_before', 'priority')
+    local priority = h[3] or ((h[1] == 'create') and '1' or 'OTHER_LANE')
+    redis.call('ZADD', P..'due:p'..priority, h[2], ref)
   end
 end
 local function add_items(ref, now, first)
@@ -59,12 +79,21 @@ local function add_items(ref, now, first)
     if redis.call('HGET', P..'item:'..id, 'kind') == 'edit' then waiting = true end
   end
   local n = tonumber(ARGV[first])
+  for i = 0, n - 1 do  -- someone waits: the incident's queue goes first
+    if ARGV[first + 4 + i * 4] == 'PRESS_LANE' then
+      for _, id in ipairs(redis.call('LRANGE', q, 0, -1)) do
+        redis.call('HSET', P..'item:'..id, 'priority', 'PRESS_LANE')
+      end
+      break
+    end
+  end
   for i = 0, n - 1 do
-    local kind = ARGV[first + 1 + i * 3]
+    local kind = ARGV[first + 1 + i * 4]
     if not (kind == 'edit' and waiting) then
       local id = redis.call('INCR', P..'seq')
       redis.call('HSET', P..'item:'..id, 'ref', ref, 'kind', kind,
-        'content', ARGV[first + 2 + i * 3], 'actor', ARGV[first + 3 + i * 3],
+        'content', ARGV[first + 2 + i * 4], 'actor', ARGV[first + 3 + i * 4],
+        'priority', ARGV[first + 4 + i * 4],
         'created_at', now, 'not_before', now, 'attempts', 0)
       redis.call('RPUSH', q, id)
       redis.call('INCR', P..'depth')
@@ -99,7 +128,12 @@ local function record_delivery(ref, message_id, thread_id, rendered, sent_at, di
     'rendered_version', rendered, 'create_attempted', sent_at, 'create_digest', digest)
   if message_id ~= '' then redis.call('SET', P..'msg:'..message_id, ref) end
 end
-""".replace("EVENT_TTL", str(EVENT_TTL_SECONDS)).replace("MAX_EVENTS", str(MAX_EVENTS))
+""".replace("EVENT_TTL", str(EVENT_TTL_SECONDS))
+    .replace("MAX_EVENTS", str(MAX_EVENTS))
+    .replace("LANE_LIST", ", ".join(f"'{lane}'" for lane in LANES))
+    .replace("OTHER_LANE", str(OTHER))
+    .replace("PRESS_LANE", str(PRESS))
+)
 
 # ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
 #       event_id, then the items (count, then kind/content/actor triples), then the timeline
@@ -130,7 +164,7 @@ if cur and cur ~= ref then redis.call('SREM', P..'open', cur) end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
 add_items(ref, ARGV[9], 11)
-add_events(ref, {unpack(ARGV, 12 + tonumber(ARGV[11]) * 3)})
+add_events(ref, {unpack(ARGV, 12 + tonumber(ARGV[11]) * 4)})
 return 'OK'
 """
 )
@@ -141,7 +175,7 @@ _ENQUEUE = (
     + """
 if not record_event(ARGV[4], ARGV[3]) then return 'DUPLICATE' end
 add_items(ARGV[2], ARGV[3], 5)
-add_events(ARGV[2], {unpack(ARGV, 6 + tonumber(ARGV[5]) * 3)})
+add_events(ARGV[2], {unpack(ARGV, 6 + tonumber(ARGV[5]) * 4)})
 return 'OK'
 """
 )
@@ -152,7 +186,7 @@ _CLAIM = (
     + """
 local out = {}
 local limit = tonumber(ARGV[3])
-for _, due in ipairs({'due:create', 'due:other'}) do
+for _, due in ipairs(LANES) do
   if #out >= limit then break end
   local refs = redis.call('ZRANGEBYSCORE', P..due, '-inf', ARGV[2], 'LIMIT', 0, limit * 4)
   for _, ref in ipairs(refs) do
@@ -246,6 +280,9 @@ for _, raw in ipairs(dead) do
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   ARGV[3] = '1' ARGV[4] = h['kind'] ARGV[5] = h['content'] ARGV[6] = h['actor'] or ''
+  ARGV[7] = h['priority'] or ((h['kind'] == 'create') and '1' or '"""
+    + str(OTHER)
+    + """')
   add_items(h['ref'], ARGV[2], 3)
 end
 return #dead
@@ -373,6 +410,7 @@ def _item(fields: dict[str, str]) -> OutboxItem:
         created_at=float(fields["created_at"]),
         attempts=int(fields.get("attempts", 0)),
         actor=int(actor) if actor else None,
+        priority=int(fields.get("priority") or (1 if fields["kind"] == "create" else OTHER)),
     )
 
 
@@ -383,7 +421,8 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
 def _items_argv(items: list[NewOutboxItem]) -> list[str]:
     argv = [str(len(items))]
     for item in items:
-        argv += [item.kind, item.content, "" if item.actor is None else str(item.actor)]
+        actor = "" if item.actor is None else str(item.actor)
+        argv += [item.kind, item.content, actor, str(item.priority)]
     return argv
 
 
@@ -671,7 +710,7 @@ class RedisStore:
             depth = int(await self._redis.get(self._k("depth")) or 0)
             dead = int(await self._redis.llen(self._k("dead")))
             earliest: list[float] = []
-            for name in ("due:create", "due:other"):
+            for name in LANES:
                 firsts = await self._redis.zrange(self._k(name), 0, 0, withscores=True)
                 earliest += [float(pair[1]) for pair in firsts]
         except RedisError as exc:

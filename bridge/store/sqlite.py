@@ -16,6 +16,7 @@ from typing import TypeVar
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident
 from bridge.store.base import (
+    PRESS,
     Backlog,
     DeadLetter,
     NewOutboxItem,
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL,
     last_error TEXT,
-    actor INTEGER
+    actor INTEGER,
+    priority INTEGER NOT NULL DEFAULT 100
 );
 CREATE TABLE IF NOT EXISTS timeline (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,9 +112,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 _ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts, actor"
 # the oldest item of each incident, if due
 _DUE_HEADS = (
-    "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor FROM outbox o "
-    "WHERE o.not_before <= ? {kind} AND NOT EXISTS "
-    "(SELECT 1 FROM outbox p WHERE p.ref = o.ref AND p.id < o.id) ORDER BY o.id LIMIT ?"
+    "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor, o.priority "
+    "FROM outbox o WHERE o.not_before <= ? AND NOT EXISTS "
+    "(SELECT 1 FROM outbox p WHERE p.ref = o.ref AND p.id < o.id) "
+    "ORDER BY o.priority, o.id LIMIT ?"
 )
 
 
@@ -356,15 +359,9 @@ class SQLiteStore:
 
     async def due_items(self, now: float, limit: int) -> list[OutboxItem]:
         def heads(db: sqlite3.Connection) -> list[OutboxItem]:
-            # new incidents first (an opening is not stuck behind cosmetic edits), then the
-            # rest; both walk an index in id order and stop at `limit`, whatever the backlog
-            found = db.execute(
-                _DUE_HEADS.format(kind="AND o.kind = 'create'"), (now, limit)
-            ).fetchall()
-            if len(found) < limit:
-                found += db.execute(
-                    _DUE_HEADS.format(kind="AND o.kind != 'create'"), (now, limit - len(found))
-                ).fetchall()
+            # lane by lane (presses, creates by severity, the rest), walking the index on
+            # (priority, id) and stopping at `limit`, whatever the backlog
+            found = db.execute(_DUE_HEADS, (now, limit)).fetchall()
             return [OutboxItem(*row) for row in found]
 
         return await self._run(heads)
@@ -529,15 +526,23 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
         "(SELECT MIN(id) FROM outbox WHERE ref = ?)",
         (ref, ref),
     ).fetchone()
+    if any(i.priority == PRESS for i in items):  # someone waits: the queue goes first
+        db.execute("UPDATE outbox SET priority = ? WHERE ref = ?", (PRESS, ref))
     db.executemany(
-        "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(ref, i.kind, i.content, now, now, i.actor) for i in coalesced(items, bool(waiting_edit))],
+        "INSERT INTO outbox (ref, kind, content, created_at, not_before, actor, priority) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (ref, i.kind, i.content, now, now, i.actor, i.priority)
+            for i in coalesced(items, bool(waiting_edit))
+        ],
     )
 
 
 # columns added after the first release: (table, column, declaration)
-ADDED_COLUMNS = [("incidents", "create_digest", "TEXT")]
+ADDED_COLUMNS = [
+    ("incidents", "create_digest", "TEXT"),
+    ("outbox", "priority", "INTEGER NOT NULL DEFAULT 100"),
+]
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -547,6 +552,9 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            if (table, column) == ("outbox", "priority"):  # creates queued by an older version
+                db.execute("UPDATE outbox SET priority = 1 WHERE kind = 'create'")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_by_lane ON outbox (priority, id)")
 
 
 def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:

@@ -226,6 +226,8 @@ def create_app(
         dedup_size=settings.BRIDGE_DEDUP_CACHE_SIZE,
         render_options=render_options,
         on_commit=outbox.wake,
+        priority_label=settings.BRIDGE_PRIORITY_LABEL,
+        priority_order=settings.priority_order,
     )
     if isinstance(pachca, PachcaClient) and pachca.limiter is not None:
         # waiting out a 429 pause is not a stall

@@ -1,0 +1,74 @@
+"""Storms (SPEC 6): what matters first. No timing here (bench/storm.py measures): the order in
+which Pachca receives work when much is queued at once."""
+
+import json
+from typing import Any
+
+from tests.conftest import Bridge, BridgeFactory, fixture_json
+from tests.test_callbacks import ALICE, click_body, press
+
+
+def group(n: int, severity: str, status: str = "firing") -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(
+        json.dumps(fixture_json("alertmanager/01-single-firing.json")).replace(
+            "HighCPU", f"Storm{n}"
+        )
+    )
+    body["commonLabels"]["severity"] = severity
+    for alert in body["alerts"]:
+        alert["labels"]["severity"] = severity
+        if status == "resolved":
+            alert["status"] = "resolved"
+            alert["endsAt"] = "2026-11-24T12:40:00Z"
+    body["status"] = status
+    return body
+
+
+async def one_at_a_time(bridge: Bridge) -> None:
+    from bridge.web.state import OUTBOX
+
+    bridge.app[OUTBOX].concurrency = 1  # so the order is visible
+    await bridge.deliver()
+
+
+async def test_criticals_are_created_before_any_warning_queued_with_them(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge()
+    for n in range(12):  # warnings first, interleaved with criticals
+        await bridge.post(group(n, "warning" if n % 2 == 0 else "critical"))
+    await bridge.post(group(99, "info"))
+    await one_at_a_time(bridge)
+    created = [
+        c.body["message"]["content"].splitlines()[0]
+        for c in bridge.fake.calls
+        if c.method == "POST" and c.template == "/messages" and c.status < 300
+    ]
+    severities = [
+        "critical" if "critical" in h else "warning" if "warning" in h else "info" for h in created
+    ]
+    assert severities == ["critical"] * 6 + ["warning"] * 6 + ["info"]
+
+
+async def test_a_press_goes_ahead_of_queued_edits(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
+    refs = []
+    for n in range(10):
+        response = await bridge.post(group(n, "warning"))
+        refs += (await response.json())["changed"]
+    await bridge.deliver()
+    bridge.fake.calls.clear()
+    for n in range(10):  # ten edits (and comments) queued...
+        await bridge.post(group(n, "warning", "resolved"))
+    await press(bridge, click_body(f"ack:{refs[-1]}"))  # ...then a person presses
+    await one_at_a_time(bridge)
+    ok = [c for c in bridge.fake.calls if c.status < 300]
+    dm = next(
+        i
+        for i, c in enumerate(ok)
+        if c.method == "POST" and c.body and c.body["message"]["entity_type"] == "user"
+    )
+    edits = [i for i, c in enumerate(ok) if c.method == "PUT"]
+    # the pressed incident's own queue (its edit) and the answer come before the others' edits
+    assert dm < edits[2], (dm, edits)
