@@ -546,7 +546,9 @@ def serve(host: str, port: int | None, rules_path: str, dry_run: bool) -> int:
     if not (dry_run or settings.PACHCA_TOKEN is None):
         # with several replicas (Redis), one pace for all of them
         limiter = (
-            SharedRateLimiter(store, settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
+            SharedRateLimiter(
+                store, settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST, settings.rate_max
+            )
             if isinstance(store, RedisStore)
             else None
         )

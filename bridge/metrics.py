@@ -173,6 +173,12 @@ class Metrics:
             registry=r,
         )
         self.pachca_auth_ok.set(1)
+        self.pachca_pace = Gauge(
+            "bridge_pachca_pace",
+            "Calls per second the bridge allows itself to Pachca now (adaptive: grows while "
+            "Pachca accepts, cut on 429; shared by all replicas with Redis).",
+            registry=r,
+        )
         self.schedule_refresh_failures = Counter(
             "bridge_schedule_refresh_failures_total",
             "Calendar schedules whose feed could not be read or understood (the last good copy "

@@ -175,6 +175,8 @@ class PachcaClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
         self.limiter = limiter
+        if limiter is not None:
+            metrics.pachca_pace.set(limiter.rate)
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -211,7 +213,8 @@ class PachcaClient:
                 if resp.status == 429:
                     retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
                     if self.limiter is not None:
-                        await self.limiter.rate_limited(retry_after)
+                        took = time.monotonic() - started
+                        await self.limiter.rate_limited(retry_after, took)
                     raise PachcaRateLimited(endpoint, retry_after)
                 if resp.status >= 500:
                     raise PachcaServerError(endpoint, f"HTTP {resp.status}", resp.status)
@@ -229,6 +232,8 @@ class PachcaClient:
         finally:
             self._metrics.pachca_requests.labels(endpoint, code).inc()
             self._metrics.pachca_latency.labels(endpoint).observe(time.monotonic() - started)
+            if self.limiter is not None:
+                self._metrics.pachca_pace.set(self.limiter.rate)
 
     @staticmethod
     def _data_id(endpoint: str, answer: Any) -> int:
@@ -325,7 +330,9 @@ def client_from_settings(
     if settings.PACHCA_TOKEN is None:
         raise ValueError("PACHCA_TOKEN is not set")
     if limiter is None:
-        limiter = RateLimiter(settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST)
+        limiter = RateLimiter(
+            settings.PACHCA_RATE_LIMIT, settings.PACHCA_RATE_BURST, most=settings.rate_max
+        )
     return PachcaClient(
         settings.PACHCA_API_URL,
         settings.PACHCA_TOKEN.get_secret_value(),

@@ -1,27 +1,75 @@
 """One token bucket in front of every Pachca call, so the bridge stays under Pachca's limit
-(about 50 requests/s per token) however many incidents change at once.
+(about 50 requests/s per token) however many incidents change at once, and close to it in a
+storm.
 
-At most `burst + rate` calls start in any one-second window. A 429 pauses every caller until
-Retry-After has passed and halves the pace; each success wins back a little of it.
+The pace adapts (AIMD): it starts at the configured rate; while calls wait for it and Pachca
+accepts them, it grows, never beyond the configured maximum, nor for ten minutes past one
+call under what a 429 refused; a 429 pauses every caller until Retry-After has passed and
+sets the pace a tenth below the calls made in the second before the refused one (what Pachca
+counted). One 429 event cuts once, however many calls in flight it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-RECOVERY_PER_SUCCESS = 0.02  # of the configured rate
 # requests per second: however many 429s come without Retry-After, never slower than this
 # (or than the configured rate, if that is lower)
 SLOWEST = 1.0
 # a wait this long (seconds) is a pause ordered by a 429, reported through `on_pause`
 PAUSE_REPORT_THRESHOLD = 1.0
+# the pace grows only while calls wait for it: for this long (seconds) after a caller waited
+BUSY_FOR = 1.0
+
+
+def window(rate: float) -> tuple[int, float]:
+    """At most this many calls start in any window of this many seconds at `rate` calls/s: a
+    whole number of calls, one at least, over about a second (rate 49.5: 49 in 0.99 s)."""
+    calls = max(1, int(rate))
+    return calls, calls / rate
 
 
 def no_report(seconds: float) -> None:
     """The default `on_pause`: nobody is told."""
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The arithmetic of the adaptive pace (requests/s), shared by this process's limiter and
+    the one all replicas share through Redis (`store.redis.SharedRateLimiter`, in Lua)."""
+
+    start: float  # PACHCA_RATE_LIMIT
+    most: float  # PACHCA_RATE_MAX: never faster
+    # growth in requests/s per second of accepted calls, as a share of `start` (per second,
+    # not per call: Pachca's answer to a pace shows only after a second of it)
+    fast: float = 0.1
+    cut: float = 0.9  # a 429 sets the pace to this share of what Pachca refused
+    # for this long (seconds) after a 429 the pace stays a call under what was refused then;
+    # after it, it probes again (the limit may have been raised, or shared with another user)
+    memory: float = 600.0
+
+    @property
+    def least(self) -> float:
+        return min(SLOWEST, self.start)
+
+    def after_success(self, rate: float, ceiling: float) -> float:
+        """The pace after an accepted call; `ceiling`: what the last remembered 429 refused
+        (0: none)."""
+        grown = min(self.most, rate + self.fast * self.start / rate)
+        return min(grown, max(rate, ceiling - 1)) if ceiling else grown
+
+    def after_429(self, rate: float, observed: int) -> tuple[float, float]:
+        """(pace, ceiling) after a 429 that came when `observed` calls had started in the
+        second before it: Pachca refused that many (or the pace, if lower), so go a cut below
+        it. One 429 at most halves the pace: few calls of ours refused means someone else
+        spends the token's limit too, which a second 429 will show if it lasts."""
+        ceiling = max(self.least, min(rate, max(observed, rate / 2)))
+        return max(self.least, ceiling * self.cut), ceiling
 
 
 class Limiter(Protocol):
@@ -30,9 +78,13 @@ class Limiter(Protocol):
 
     async def acquire(self) -> None: ...
 
-    async def rate_limited(self, retry_after: float | None) -> None: ...
+    # `took`: seconds from the refused call's start to its answer
+    async def rate_limited(self, retry_after: float | None, took: float = 0.0) -> None: ...
 
     async def succeeded(self) -> None: ...
+
+    # the pace in requests/s, as last known (exported as bridge_pachca_pace)
+    rate: float
 
     # called with the seconds a caller is about to wait out a 429 pause, so the loop that
     # waits is known to be waiting rather than stuck
@@ -40,19 +92,29 @@ class Limiter(Protocol):
 
 
 class RateLimiter:
+    """This process's pace: a token bucket (`burst` calls at once, then one per 1/pace s) that
+    also never lets more calls start in a window than the pace allows (`window`), so a bucket
+    refilled while calls were answered adds no overshoot on top of a full second."""
+
     def __init__(
         self,
         rate: float,
         burst: int,
         clock: Callable[[], float] = time.monotonic,
+        most: float | None = None,
     ) -> None:
+        self.pace = Pace(rate, max(rate, most or rate))
         self.configured_rate = rate
         self.rate = rate
+        self.ceiling = 0.0  # what the last 429 refused (0: none remembered)
+        self._ceiling_at = 0.0
         self.burst = max(1, burst)
         self._clock = clock
         self._tokens = float(self.burst)
         self._updated = clock()
         self._paused_until = 0.0
+        self._busy_until = 0.0
+        self._started: deque[float] = deque()  # when the calls of the last window started
         self._lock = asyncio.Lock()
         self.on_pause: Callable[[float], None] = no_report
 
@@ -66,25 +128,41 @@ class RateLimiter:
                     await asyncio.sleep(self._paused_until - now)
                     continue
                 self._refill(now)
-                if self._tokens >= 1:
+                calls, seconds = window(self.rate)
+                while self._started and self._started[0] <= now - seconds:
+                    self._started.popleft()
+                if self._tokens >= 1 and len(self._started) < calls:
                     self._tokens -= 1
+                    self._started.append(now)
                     return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+                self._busy_until = now + BUSY_FOR  # the pace is what holds calls back
+                wait = (1 - self._tokens) / self.rate
+                if len(self._started) >= calls:
+                    wait = max(wait, self._started[0] + seconds - now)
+                await asyncio.sleep(max(wait, 0.001))
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    async def rate_limited(self, retry_after: float | None) -> None:
-        """Pachca said 429: stop everyone for Retry-After (1 s if absent) and slow down."""
+    async def rate_limited(self, retry_after: float | None, took: float = 0.0) -> None:
+        """Pachca said 429, `took` seconds after the refused call started: stop everyone for
+        Retry-After (1 s if absent) and slow down, once per event (a 429 answering a call
+        sent before the pause began cuts nothing more)."""
         now = self._clock()
+        if now >= self._paused_until:
+            sent = now - took  # what Pachca counted: the calls of the second before this one
+            observed = sum(1 for started in self._started if sent - 1.0 < started < sent)
+            self.rate, self.ceiling = self.pace.after_429(self.rate, observed)
+            self._ceiling_at = now
         self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
-        self.rate = max(min(SLOWEST, self.configured_rate), self.rate / 2)
         self._tokens = 0.0
         self._updated = now
 
     async def succeeded(self) -> None:
-        if self.rate < self.configured_rate:
-            self.rate = min(
-                self.configured_rate, self.rate + self.configured_rate * RECOVERY_PER_SUCCESS
-            )
+        """Pachca accepted a call: a little faster, if the pace is what holds calls back."""
+        now = self._clock()
+        if self.ceiling and now > self._ceiling_at + self.pace.memory:
+            self.ceiling = 0.0  # probe again
+        if now < self._busy_until:
+            self.rate = self.pace.after_success(self.rate, self.ceiling)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     PACHCA_TIMEOUT: Duration = Field(default=10.0, gt=0)
     PACHCA_RATE_LIMIT: float = Field(default=40.0, gt=0)
     PACHCA_RATE_BURST: int = Field(default=5, ge=1)
+    # the adaptive pace starts at PACHCA_RATE_LIMIT and never goes past this (default 1.5x)
+    PACHCA_RATE_MAX: float | None = Field(default=None, gt=0)
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
     BRIDGE_STORE: str = "sqlite:///./bridge-state.db"
@@ -227,6 +229,12 @@ class Settings(BaseSettings):
         if not order or len(order) > 9 or len(set(order)) != len(order):
             raise ValueError("must list 1 to 9 distinct values, most urgent first")
         return value
+
+    @property
+    def rate_max(self) -> float:
+        """The fastest pace the bridge may try: PACHCA_RATE_MAX, or 1.5x the starting rate
+        (never below it)."""
+        return max(self.PACHCA_RATE_LIMIT, self.PACHCA_RATE_MAX or 1.5 * self.PACHCA_RATE_LIMIT)
 
     @property
     def priority_order(self) -> tuple[str, ...]:

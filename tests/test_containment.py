@@ -141,9 +141,11 @@ async def test_retry_after_inf_does_not_stop_delivery(bridge: Bridge, clock: Clo
 
 
 async def test_429s_without_retry_after_never_slow_the_pace_below_one_per_second() -> None:
-    limiter = RateLimiter(40, 5)
-    for _ in range(50):
+    now = [0.0]
+    limiter = RateLimiter(40, 5, clock=lambda: now[0])
+    for _ in range(50):  # fifty 429 events, each after the pause of the one before
         await limiter.rate_limited(None)
+        now[0] += 2.0
     assert limiter.rate == 1.0
 
 

@@ -3,9 +3,15 @@
 import asyncio
 import json
 import time
+import uuid
 
-from bridge.ratelimit import RateLimiter
+import pytest
+
+from bridge.ratelimit import Pace, RateLimiter
+from bridge.store.redis import RedisStore, SharedRateLimiter
+from bridge.web.state import METRICS, PACHCA
 from tests.conftest import BridgeFactory, fixture_json
+from tests.redis_server import RedisServer
 
 
 def busiest_second(times: list[float]) -> int:
@@ -31,21 +37,99 @@ async def test_limiter_keeps_any_second_under_rate_plus_burst() -> None:
     assert stamps[-1] - stamps[0] >= (80 - 5) / 30 - 0.05
 
 
-async def test_429_pauses_everyone_and_halves_the_pace() -> None:
-    limiter = RateLimiter(rate=40, burst=5)
+async def test_429_pauses_everyone_and_cuts_the_pace_once_per_event() -> None:
+    limiter = RateLimiter(rate=40, burst=5, most=60)
+    now = time.monotonic()
+    limiter._started.extend(now - 0.02 * n for n in range(1, 41))  # a full second of calls
     await limiter.rate_limited(retry_after=0.3)
+    await limiter.rate_limited(retry_after=0.3)  # another call of the same burst: no second cut
+    assert limiter.rate == 36 and limiter.ceiling == 40
     started = time.monotonic()
     await limiter.acquire()
     assert time.monotonic() - started >= 0.29
-    assert limiter.rate == 20
-    for _ in range(100):
+    # a new event after the pause, with only one call of ours in the second before: someone
+    # else spends the token's limit too; the pace is at most halved
+    await limiter.rate_limited(retry_after=0.01)
+    assert limiter.rate == pytest.approx(18 * 0.9)
+
+
+async def test_the_pace_grows_only_while_calls_wait_for_it() -> None:
+    limiter = RateLimiter(rate=40, burst=5, most=60)
+    for _ in range(5):  # the burst: nobody waited
+        await limiter.acquire()
         await limiter.succeeded()
-    assert limiter.rate == 40
+    assert limiter.rate == 40  # a quiet bridge does not creep up to the maximum
+    await limiter.acquire()  # the bucket is empty: this one waits
+    for _ in range(1000):
+        await limiter.succeeded()
+    assert limiter.rate == 60  # never past PACHCA_RATE_MAX
+
+
+def test_pace_grows_per_second_and_stays_a_call_under_what_a_429_refused() -> None:
+    pace = Pace(start=40, most=60)
+    assert pace.after_success(40, ceiling=0) == pytest.approx(40.1)  # +4/s over ~40 calls
+    assert pace.after_success(45, ceiling=50) == pytest.approx(45 + 4 / 45)
+    assert pace.after_success(48.99, ceiling=50) == 49  # a call under what was refused
+    assert pace.after_success(49.5, ceiling=50) == 49.5  # never lowered by a success
+    assert pace.after_success(59.99, ceiling=0) == 60  # nor raised past PACHCA_RATE_MAX
+    # a 429 when 50 calls had started in the second before: Pachca's limit is about 50
+    assert pace.after_429(54, observed=50) == pytest.approx((45, 50))
+    assert pace.after_429(30, observed=50) == pytest.approx((27, 30))  # not above our pace
+    assert pace.after_429(40, observed=3) == pytest.approx((18, 20))  # at most halved
+    assert Pace(start=0.5, most=1).after_429(0.5, 0) == (0.5, 0.5)  # never below 1/s or start
+    assert Pace(start=40, most=60).after_429(1.05, 1) == (1.0, 1.0)
+
+
+async def test_the_limit_learnt_from_a_429_lapses_after_a_while() -> None:
+    now = [100.0]
+    limiter = RateLimiter(rate=40, burst=5, clock=lambda: now[0], most=60)
+    limiter._started.extend(100 - 0.02 * n for n in range(1, 46))  # 45 calls in the last second
+    await limiter.rate_limited(retry_after=1, took=0.0)
+    assert (limiter.rate, limiter.ceiling) == pytest.approx((36, 40))  # our pace was lower
+    limiter._busy_until = float("inf")
+    for _ in range(200):
+        await limiter.succeeded()
+    assert limiter.rate == 39
+    now[0] += limiter.pace.memory + 1
+    for _ in range(200):
+        await limiter.succeeded()
+    assert limiter.rate > 45  # probing again
+
+
+async def test_a_storm_runs_close_to_pachcas_limit_with_few_429s(
+    make_bridge: BridgeFactory,
+) -> None:
+    """Start at 40/s against a Pachca that allows 50: the pace finds the room (AIMD) and
+    pays for it with at most a few 429s, each cutting the pace once."""
+    bridge = await make_bridge(
+        PACHCA_RATE_LIMIT="40", PACHCA_RATE_MAX="60", BRIDGE_OUTBOX_CONCURRENCY="16"
+    )
+    bridge.fake.rate_limit = 50
+    template = fixture_json("alertmanager/01-single-firing.json")
+    for n in range(200):
+        body = json.loads(json.dumps(template).replace("HighCPU", f"HighCPU{n}"))
+        await bridge.post(body)
+    await bridge.deliver()
+    assert len(bridge.fake.channel_messages()) == 200
+    limited = [c for c in bridge.fake.calls if c.status == 429]
+    accepted = sorted(c.at for c in bridge.fake.calls if c.status < 300)
+    assert len(limited) <= 6, len(limited)  # 3 %: bounded by the in-flight calls of one event
+    limiter = bridge.app[PACHCA].limiter  # type: ignore[attr-defined]
+    # the pace grew past where it started, and what a 429 taught it is Pachca's limit
+    assert 40 < limiter.rate <= 60, limiter.rate
+    if limited:
+        assert 45 <= limiter.ceiling <= 50, limiter.ceiling
+        assert limiter.rate <= 49
+    assert bridge.app[METRICS].pachca_pace._value.get() == limiter.rate
+    assert busiest_second(accepted) <= 50
 
 
 async def test_storm_never_exceeds_the_limit_in_any_second(make_bridge: BridgeFactory) -> None:
-    bridge = await make_bridge(
-        PACHCA_RATE_LIMIT="20", PACHCA_RATE_BURST="2", BRIDGE_OUTBOX_CONCURRENCY="16"
+    bridge = await make_bridge(  # a fixed pace: PACHCA_RATE_MAX no higher than the start
+        PACHCA_RATE_LIMIT="20",
+        PACHCA_RATE_MAX="20",
+        PACHCA_RATE_BURST="2",
+        BRIDGE_OUTBOX_CONCURRENCY="16",
     )
     # Pachca's own limit in this test: 429 above it. The bridge allows 20/s + a burst of 2,
     # the same ~10% margin as the defaults (40 + 5 against ~50): arrival times at the fake,
@@ -60,3 +144,32 @@ async def test_storm_never_exceeds_the_limit_in_any_second(make_bridge: BridgeFa
     times = [c.at for c in bridge.fake.calls]
     assert busiest_second(times) <= 25
     assert [c for c in bridge.fake.calls if c.status == 429] == []
+
+
+async def test_replicas_share_one_adaptive_pace_through_redis(redis_server: RedisServer) -> None:
+    """Two replicas' limiters on one Redis: a 429 seen by one pauses both and cuts the pace
+    they share to a tenth under what Pachca counted; the other grows it back, by the same
+    arithmetic as a lone bridge's (bridge.ratelimit.Pace), a call under what was refused."""
+    store = RedisStore(redis_server.url, prefix=f"pace-{uuid.uuid4().hex[:8]}:")
+    await store.open()
+    try:
+        a, b = (SharedRateLimiter(store, rate=40, burst=5, most=60) for _ in range(2))
+        for limiter in (a, b) * 15:  # 30 calls between them, over about 0.65 s
+            await limiter.acquire()
+        await a.rate_limited(retry_after=0.3, took=0.0)
+        await a.rate_limited(retry_after=0.3, took=0.0)  # the same event: no second cut
+        assert a.rate == pytest.approx(0.9 * 30)  # Pachca counted the 30 calls of both
+        started = time.monotonic()
+        await b.acquire()  # paused by a's 429
+        assert time.monotonic() - started >= 0.25
+        b._busy_until = float("inf")  # as if calls were waiting for the pace
+        await b.succeeded()
+        assert b.rate == pytest.approx(Pace(40, 60).after_success(27, ceiling=30))
+        for _ in range(100):
+            await b.succeeded()
+        assert b.rate == 29  # a call under what was refused
+        a._busy_until = float("inf")
+        await a.succeeded()
+        assert a.rate == 29  # one pace for both
+    finally:
+        await store.close()

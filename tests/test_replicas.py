@@ -40,6 +40,7 @@ async def replicas(
             BRIDGE_CLAIM_TTL="2s",
             PACHCA_RATE_LIMIT="20",
             PACHCA_RATE_BURST="2",  # ~10% below the fake's 25, as the defaults are below 50
+            PACHCA_RATE_MAX="20",  # a fixed pace (the adaptive one: tests/test_ratelimit.py)
         )
         for n in range(3)
     ]

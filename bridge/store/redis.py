@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.ratelimit import PAUSE_REPORT_THRESHOLD, no_report
+from bridge.ratelimit import BUSY_FOR, PAUSE_REPORT_THRESHOLD, Pace, no_report
 from bridge.store.base import (
     MAX_SEVERITIES,
     OTHER,
@@ -324,48 +325,121 @@ return removed
 )
 
 
-# GCRA over Redis' own clock: ARGV P, interval_ms, burst -> ms to wait (0: go)
-_RATE = """
+# The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
+# P..'pace' {r: requests/s now, c: the pace at the last 429, 0 if none}, kept within
+# [least, most] of the configuration each script is given.
+_PACE = """
+local function pace(P, least, most, start)
+  local r = tonumber(redis.call('HGET', P..'pace', 'r') or start)
+  return math.min(most, math.max(least, r)), tonumber(redis.call('HGET', P..'pace', 'c') or '0')
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# GCRA over Redis' own clock at the shared pace: ARGV P, burst, least, most, start -> ms to wait
+# (0: go; a negative number: gone at once)
+_RATE = (
+    _PACE
+    + """
 local P = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local pause = tonumber(redis.call('GET', P..'pause') or '0')
 if now < pause then return pause - now end
-local interval, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local r = pace(P, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+local interval, burst = 1000 / r, tonumber(ARGV[2])
 local tat = math.max(tonumber(redis.call('GET', P..'rate') or '0'), now)
 local early = tat - now - interval * (burst - 1)
 if early > 0 then return math.ceil(early) end
+-- and never more calls in a window than the pace allows (bridge.ratelimit.window)
+local calls = math.max(1, math.floor(r))
+local span = calls * 1000 / r
+redis.call('ZREMRANGEBYSCORE', P..'win', '-inf', now - span)
+if redis.call('ZCARD', P..'win') >= calls then
+  local first = redis.call('ZRANGE', P..'win', 0, 0, 'WITHSCORES')
+  return math.max(1, math.ceil(tonumber(first[2]) + span - now))
+end
+redis.call('ZADD', P..'win', now, redis.call('INCR', P..'win-seq'))
+redis.call('PEXPIRE', P..'win', math.ceil(span) + 1000)
 redis.call('SET', P..'rate', tat + interval, 'PX', math.ceil(interval * burst) + 1000)
 return 0
 """
+)
 
-# ARGV P, pause_ms: every replica stops until Redis' clock passes now + pause_ms
-_PAUSE = """
-local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
-local current = tonumber(redis.call('GET', ARGV[1]..'pause') or '0')
-if until_ms > current then redis.call('SET', ARGV[1]..'pause', until_ms, 'PX', ARGV[2]) end
-return 0
+# a 429: ARGV P, pause_ms, least, most, start, cut, took_ms (the refused call's round trip).
+# Every replica stops until Redis' clock passes now + pause_ms; the pace is cut once per event
+# (not again while the pause lasts).
+_PAUSE = (
+    _PACE
+    + """
+local P = ARGV[1]
+local now = now_ms()
+local until_ms = now + tonumber(ARGV[2])
+local current = tonumber(redis.call('GET', P..'pause') or '0')
+local least = tonumber(ARGV[3])
+local r = pace(P, least, tonumber(ARGV[4]), ARGV[5])
+if now >= current then
+  -- what Pachca refused: the calls of all replicas in the last second (or the pace, if lower)
+  local sent = now - tonumber(ARGV[7])
+  local observed = redis.call('ZCOUNT', P..'win', '(' .. (sent - 1000), '(' .. sent)
+  local c = math.max(least, math.min(r, math.max(observed, r / 2)))
+  r = math.max(least, c * tonumber(ARGV[6]))
+  redis.call('HSET', P..'pace', 'c', c, 'r', r, 'ct', now)
+end
+if until_ms > current then redis.call('SET', P..'pause', until_ms, 'PX', ARGV[2]) end
+return tostring(r)
 """
+)
+
+# an accepted call while calls wait for the pace: ARGV P, least, most, start, fast, memory_ms
+_GROW = (
+    _PACE
+    + """
+local P = ARGV[1]
+local least, most, start = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local r, c = pace(P, least, most, ARGV[4])
+local set_at = tonumber(redis.call('HGET', P..'pace', 'ct') or '0')
+if c > 0 and now_ms() > set_at + tonumber(ARGV[6]) then
+  c = 0  -- probe again
+  redis.call('HSET', P..'pace', 'c', 0)
+end
+local grown = math.min(most, r + tonumber(ARGV[5]) * start / r)
+if c > 0 then grown = math.min(grown, math.max(r, c - 1)) end
+redis.call('HSET', P..'pace', 'r', grown)
+return tostring(grown)
+"""
+)
 
 
 class SharedRateLimiter:
-    """One pace for all replicas: at most `burst` calls at once, then one per 1/`rate` s,
-    counted in Redis; a 429 seen by any replica pauses them all for Retry-After."""
+    """One pace for all replicas: at most `burst` calls at once, then one per 1/pace s, and
+    never more in a window than the pace allows (bridge.ratelimit.window), counted in Redis.
+    A 429 seen by any replica pauses them all for Retry-After and cuts the pace they share,
+    which grows back with the calls Pachca accepts (bridge.ratelimit)."""
 
-    def __init__(self, store: RedisStore, rate: float, burst: int) -> None:
+    def __init__(
+        self, store: RedisStore, rate: float, burst: int, most: float | None = None
+    ) -> None:
         self._store = store
-        self._interval_ms = 1000.0 / rate
+        self.pace = Pace(rate, max(rate, most or rate))
+        self.rate = rate
         self._burst = max(1, burst)
+        self._busy_until = 0.0
         self._rate = store._redis.register_script(_RATE)
         self._pause = store._redis.register_script(_PAUSE)
+        self._grow = store._redis.register_script(_GROW)
         self.on_pause: Callable[[float], None] = no_report
+
+    def _bounds(self) -> list[float]:
+        return [self.pace.least, self.pace.most, self.pace.start]
 
     async def acquire(self) -> None:
         while True:
             try:
                 wait_ms = int(
-                    await self._rate(args=[self._store.prefix, self._interval_ms, self._burst])
+                    await self._rate(args=[self._store.prefix, self._burst, *self._bounds()])
                 )
             except RedisError:
                 return  # Redis down: the store fails loudly elsewhere; do not block Pachca
@@ -373,14 +447,30 @@ class SharedRateLimiter:
                 return
             if wait_ms >= PAUSE_REPORT_THRESHOLD * 1000:
                 self.on_pause(wait_ms / 1000)
+            else:
+                self._busy_until = time.monotonic() + BUSY_FOR  # the pace holds calls back
             await asyncio.sleep(wait_ms / 1000)
 
-    async def rate_limited(self, retry_after: float | None) -> None:
+    async def rate_limited(self, retry_after: float | None, took: float = 0.0) -> None:
+        pause_ms = int((retry_after or 1.0) * 1000)
+        p = self.pace
         with contextlib.suppress(RedisError):
-            await self._pause(args=[self._store.prefix, int((retry_after or 1.0) * 1000)])
+            self.rate = float(
+                await self._pause(
+                    args=[self._store.prefix, pause_ms, *self._bounds(), p.cut, int(took * 1000)]
+                )
+            )
 
     async def succeeded(self) -> None:
-        return None
+        if time.monotonic() >= self._busy_until:
+            return
+        p = self.pace
+        with contextlib.suppress(RedisError):
+            self.rate = float(
+                await self._grow(
+                    args=[self._store.prefix, *self._bounds(), p.fast, p.memory * 1000]
+                )
+            )
 
 
 def _delivery_argv(delivery: Delivery) -> list[str]:
