@@ -115,6 +115,16 @@ def test_secrets_reach_the_bridge_as_optional_secret_refs() -> None:
     assert "value" not in env["PACHCA_TOKEN"]  # never inlined in the pod spec
 
 
+def test_the_pace_ceiling_reaches_the_bridge_only_when_set() -> None:
+    def env(values: dict[str, Any]) -> dict[str, Any]:
+        (deployment,) = by_kind(render(values), "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e for e in container["env"]}
+
+    assert "PACHCA_RATE_MAX" not in env({})  # the bridge's default: 1.5 x rateLimit
+    assert env({"pachca": {"rateMax": 40}})["PACHCA_RATE_MAX"]["value"] == "40"
+
+
 def test_existing_secret_is_used_and_none_created() -> None:
     docs = render({"secrets": {"create": False, "existingSecret": "mine"}})
     assert by_kind(docs, "Secret") == []
@@ -211,6 +221,7 @@ def test_redis_without_a_url_is_refused() -> None:
         ({"replicas": 2}, "additional properties 'replicas'"),
         ({"store": {"type": "postgres"}}, "/store/type"),
         ({"pachca": {"rateLimit": 500}}, "/pachca/rateLimit"),
+        ({"pachca": {"rateMax": "fast"}}, "/pachca/rateMax"),
         ({"ingress": {"enabled": "yes"}}, "/ingress/enabled"),
         ({"secrets": {"webhookBasicAuth": "nocolon"}}, "/secrets/webhookBasicAuth"),
         ({"rules": {"routes": [{"name": "x"}]}}, "chat_id"),
