@@ -307,23 +307,7 @@ class Inbox:
             # the reply in the chat carries the mentions; the thread comment then goes quietly
             loud = Effect.REPLY_REOPENED not in transition.effects
             items = [
-                NewOutboxItem(
-                    effect.value,
-                    priority=create_priority(incident, self.priority_label, self.priority_order),
-                )
-                if effect is Effect.CREATE
-                else NewOutboxItem(effect.value)
-                if effect is Effect.EDIT
-                else NewOutboxItem(
-                    effect.value,
-                    render_comment(
-                        effect,
-                        incident,
-                        route.config,
-                        self.render_options,
-                        mentions=loud or effect is not Effect.COMMENT_REFIRED,
-                    ),
-                )
+                self._notification_item(effect, incident, route, loud)
                 for effect in transition.effects
             ]
             replaces = (current.ref, current.version) if current else None
@@ -436,6 +420,22 @@ class Inbox:
         if current is None or current.incident.ref != ref:
             return None
         return stored.incident
+
+    def _notification_item(
+        self, effect: Effect, incident: Incident, route: Route, loud: bool
+    ) -> NewOutboxItem:
+        """The outbox item for one effect of a notification: a create in its severity's lane,
+        an edit (rendered when sent), or a comment with its text fixed now."""
+        if effect is Effect.CREATE:
+            lane = create_priority(incident, self.priority_label, self.priority_order)
+            return NewOutboxItem(effect.value, priority=lane)
+        if effect is Effect.EDIT:
+            return NewOutboxItem(effect.value)
+        mentions = loud or effect is not Effect.COMMENT_REFIRED
+        text = render_comment(
+            effect, incident, route.config, self.render_options, mentions=mentions
+        )
+        return NewOutboxItem(effect.value, text)
 
     def _click_items(
         self, result: ClickResult, route: Route, user_id: int, reason: Failure | None = None

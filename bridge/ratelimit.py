@@ -25,6 +25,9 @@ SLOWEST = 1.0
 PAUSE_REPORT_THRESHOLD = 1.0
 # the pace grows only while calls wait for it: for this long (seconds) after a caller waited
 BUSY_FOR = 1.0
+# call starts are remembered this long (seconds): the window, and the second before a refused
+# call answered a little later (what Pachca counted when it refused)
+STARTS_KEPT_FOR = 2.0
 
 
 def window(rate: float) -> tuple[int, float]:
@@ -104,7 +107,6 @@ class RateLimiter:
         most: float | None = None,
     ) -> None:
         self.pace = Pace(rate, max(rate, most or rate))
-        self.configured_rate = rate
         self.rate = rate
         self.ceiling = 0.0  # what the last 429 refused (0: none remembered)
         self._ceiling_at = 0.0
@@ -114,7 +116,7 @@ class RateLimiter:
         self._updated = clock()
         self._paused_until = 0.0
         self._busy_until = 0.0
-        self._started: deque[float] = deque()  # when the calls of the last window started
+        self._started: deque[float] = deque()  # when the calls of the last 2 s started
         self._lock = asyncio.Lock()
         self.on_pause: Callable[[float], None] = no_report
 
@@ -129,16 +131,17 @@ class RateLimiter:
                     continue
                 self._refill(now)
                 calls, seconds = window(self.rate)
-                while self._started and self._started[0] <= now - seconds:
+                while self._started and self._started[0] <= now - STARTS_KEPT_FOR:
                     self._started.popleft()
-                if self._tokens >= 1 and len(self._started) < calls:
+                recent = [t for t in self._started if t > now - seconds]
+                if self._tokens >= 1 and len(recent) < calls:
                     self._tokens -= 1
                     self._started.append(now)
                     return
                 self._busy_until = now + BUSY_FOR  # the pace is what holds calls back
                 wait = (1 - self._tokens) / self.rate
-                if len(self._started) >= calls:
-                    wait = max(wait, self._started[0] + seconds - now)
+                if len(recent) >= calls:
+                    wait = max(wait, recent[0] + seconds - now)
                 await asyncio.sleep(max(wait, 0.001))
 
     def _refill(self, now: float) -> None:

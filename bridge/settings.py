@@ -54,6 +54,11 @@ def parse_networks(text: str) -> list[IPNetwork]:
     return networks
 
 
+def _order(value: str) -> tuple[str, ...]:
+    """BRIDGE_PRIORITY_ORDER's values, most urgent first."""
+    return tuple(v.strip().lower() for v in value.split(",") if v.strip())
+
+
 class Settings(BaseSettings):
     """Environment variables, by their exact names (see README, "Configuration")."""
 
@@ -225,7 +230,7 @@ class Settings(BaseSettings):
     @field_validator("BRIDGE_PRIORITY_ORDER")
     @classmethod
     def _priority_order(cls, value: str) -> str:
-        order = [v.strip().lower() for v in value.split(",") if v.strip()]
+        order = _order(value)
         if not order or len(order) > 9 or len(set(order)) != len(order):
             raise ValueError("must list 1 to 9 distinct values, most urgent first")
         return value
@@ -238,7 +243,7 @@ class Settings(BaseSettings):
 
     @property
     def priority_order(self) -> tuple[str, ...]:
-        return tuple(v.strip().lower() for v in self.BRIDGE_PRIORITY_ORDER.split(",") if v.strip())
+        return _order(self.BRIDGE_PRIORITY_ORDER)
 
     @property
     def trusted_proxies(self) -> list[IPNetwork]:

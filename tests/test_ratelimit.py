@@ -40,7 +40,8 @@ async def test_limiter_keeps_any_second_under_rate_plus_burst() -> None:
 async def test_429_pauses_everyone_and_cuts_the_pace_once_per_event() -> None:
     limiter = RateLimiter(rate=40, burst=5, most=60)
     now = time.monotonic()
-    limiter._started.extend(now - 0.02 * n for n in range(1, 41))  # a full second of calls
+    # forty calls in the second before, all of them older than a second by the next event
+    limiter._started.extend(now - 0.99 + 0.005 * n for n in range(40))
     await limiter.rate_limited(retry_after=0.3)
     await limiter.rate_limited(retry_after=0.3)  # another call of the same burst: no second cut
     assert limiter.rate == 36 and limiter.ceiling == 40

@@ -32,7 +32,13 @@ from redis.exceptions import RedisError
 
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident, IncidentState
-from bridge.ratelimit import BUSY_FOR, PAUSE_REPORT_THRESHOLD, Pace, no_report
+from bridge.ratelimit import (
+    BUSY_FOR,
+    PAUSE_REPORT_THRESHOLD,
+    STARTS_KEPT_FOR,
+    Pace,
+    no_report,
+)
 from bridge.store.base import (
     MAX_SEVERITIES,
     OTHER,
@@ -64,13 +70,16 @@ _LIB = (
     """
 local P = ARGV[1]
 local LANES = {LANE_LIST}
+-- an item's lane; items queued by an older version have none
+local function lane_of(priority, kind)
+  return priority or ((kind == 'create') and '1' or 'OTHER_LANE')
+end
 local function schedule_head(ref)
   for _, lane in ipairs(LANES) do redis.call('ZREM', P..lane, ref) end
   local head = redis.call('LINDEX', P..'q:'..ref, 0)
   if head then
     local h = redis.call('HMGET', P..'item:'..head, 'kind', 'not_before', 'priority')
-    local priority = h[3] or ((h[1] == 'create') and '1' or 'OTHER_LANE')
-    redis.call('ZADD', P..'due:p'..priority, h[2], ref)
+    redis.call('ZADD', P..'due:p'..lane_of(h[3], h[1]), h[2], ref)
   end
 end
 local function add_items(ref, now, first)
@@ -281,9 +290,7 @@ for _, raw in ipairs(dead) do
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   ARGV[3] = '1' ARGV[4] = h['kind'] ARGV[5] = h['content'] ARGV[6] = h['actor'] or ''
-  ARGV[7] = h['priority'] or ((h['kind'] == 'create') and '1' or '"""
-    + str(OTHER)
-    + """')
+  ARGV[7] = lane_of(h['priority'], h['kind'])
   add_items(h['ref'], ARGV[2], 3)
 end
 return #dead
@@ -326,8 +333,8 @@ return removed
 
 
 # The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
-# P..'pace' {r: requests/s now, c: the pace at the last 429, 0 if none}, kept within
-# [least, most] of the configuration each script is given.
+# P..'pace' {r: requests/s now, kept within [least, most] of the configuration each script is
+# given; c: what the last remembered 429 refused, 0 if none; ct: when, in ms}.
 _PACE = """
 local function pace(P, least, most, start)
   local r = tonumber(redis.call('HGET', P..'pace', 'r') or start)
@@ -340,7 +347,7 @@ end
 """
 
 # GCRA over Redis' own clock at the shared pace: ARGV P, burst, least, most, start -> ms to wait
-# (0: go; a negative number: gone at once)
+# (0: go)
 _RATE = (
     _PACE
     + """
@@ -356,16 +363,17 @@ if early > 0 then return math.ceil(early) end
 -- and never more calls in a window than the pace allows (bridge.ratelimit.window)
 local calls = math.max(1, math.floor(r))
 local span = calls * 1000 / r
-redis.call('ZREMRANGEBYSCORE', P..'win', '-inf', now - span)
-if redis.call('ZCARD', P..'win') >= calls then
-  local first = redis.call('ZRANGE', P..'win', 0, 0, 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', P..'win', '-inf', now - KEPT_MS)
+local since = '(' .. (now - span)
+if redis.call('ZCOUNT', P..'win', since, '+inf') >= calls then
+  local first = redis.call('ZRANGEBYSCORE', P..'win', since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return math.max(1, math.ceil(tonumber(first[2]) + span - now))
 end
 redis.call('ZADD', P..'win', now, redis.call('INCR', P..'win-seq'))
-redis.call('PEXPIRE', P..'win', math.ceil(span) + 1000)
+redis.call('PEXPIRE', P..'win', KEPT_MS + 1000)
 redis.call('SET', P..'rate', tat + interval, 'PX', math.ceil(interval * burst) + 1000)
 return 0
-"""
+""".replace("KEPT_MS", str(int(STARTS_KEPT_FOR * 1000)))
 )
 
 # a 429: ARGV P, pause_ms, least, most, start, cut, took_ms (the refused call's round trip).

@@ -26,7 +26,10 @@ BACKGROUND = 1  # outbox, housekeeping, scheduler
 BACKGROUND_WAIT = 0.02  # seconds: a background call waiting this long goes next
 
 _Call = tuple[Callable[[], Any], "Future[Any] | None", float]  # (call, its future, queued at)
-_STOP: Callable[[], Any] = object  # a marker: nothing runs it
+
+
+def _stop() -> None:
+    """Queued by `stop` behind everything else: the thread ends when it comes to it."""
 
 
 class PriorityWorker:
@@ -53,7 +56,7 @@ class PriorityWorker:
     def _loop(self) -> None:
         while True:
             fn, future, _ = self._next()
-            if fn is _STOP:
+            if fn is _stop:
                 return
             assert future is not None
             if not future.set_running_or_notify_cancel():
@@ -77,6 +80,6 @@ class PriorityWorker:
         """Finish what is queued, then end the thread."""
         with self._ready:
             # behind everything queued: the background queue ends with it
-            self._queues[BACKGROUND].append((_STOP, None, 0.0))
+            self._queues[BACKGROUND].append((_stop, None, 0.0))
             self._ready.notify()
         self._thread.join()
