@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.alertmanager_api import AlertmanagerError, Why
 from bridge.attempts import (
@@ -143,7 +143,7 @@ class Outbox:
         """Deliver until stopped (see `shutdown`) or cancelled; `pulse` hears of every pass."""
         while True:
             try:
-                delivered = await self.drain_once()
+                delivered = await self.drain_once(pulse)
                 self.handled += delivered
             except StoreError as exc:
                 self.metrics.store_errors.inc()
@@ -174,33 +174,89 @@ class Outbox:
         depth = (await self.store.outbox_stats(self.clock())).depth
         return self.handled - handled_before, depth
 
-    async def drain_once(self) -> int:
-        """Deliver the items due now (one per incident); returns how many were handled.
-        Every delivery of the batch ends (sent, retried or dead) before this returns, so a
-        failure in one never hands out another that is still in flight."""
-        now = self.clock()
-        if self._auth_refused_at is not None and now < self._auth_refused_at + AUTH_PROBE_SECONDS:
-            return 0  # the token is refused: wait, then probe with one item
-        limit = 1 if self._auth_refused_at is not None else self.concurrency
+    async def drain_once(self, pulse: Pulse | None = None) -> int:
+        """Deliver until nothing is due; returns how many deliveries ended. Up to `concurrency`
+        run at once, one per incident, and a slot is refilled as soon as its delivery ends: a
+        slow call holds up its own incident only, and the pace is kept full. A StoreError stops
+        the refilling and is raised once every delivery under way has ended, so a failure in
+        one never hands out another that is still in flight."""
+        running: dict[str, asyncio.Task[None]] = {}
+        held_until: dict[str, float] = {}  # claim expiry (monotonic) of each running delivery
+        abandoned: set[str] = set()
+        keeper = asyncio.create_task(self._keep_claims(running, held_until, abandoned))
+        handled = 0
+        failure: BaseException | None = None
+        try:
+            while True:
+                if failure is None:
+                    await self._refill(running, held_until)
+                if not running:
+                    break
+                for ref in await self._ended(running):
+                    task = running.pop(ref)
+                    held_until.pop(ref, None)
+                    if task.cancelled():
+                        if ref in abandoned:
+                            abandoned.discard(ref)  # its item stays due for the claim's holder
+                            continue
+                        failure = failure or asyncio.CancelledError()
+                    elif (exc := task.exception()) is not None:
+                        failure = failure or exc  # StoreError: deliver contains the rest
+                    else:
+                        handled += 1
+                if pulse is not None:
+                    pulse.beat()
+        finally:
+            keeper.cancel()
+            for task in running.values():
+                task.cancel()
+            await asyncio.gather(keeper, *running.values(), return_exceptions=True)
+        if failure is not None:
+            raise failure
+        return handled
+
+    def _slots(self) -> int:
+        """How many deliveries may run now: none past the shutdown deadline; while Pachca
+        refuses the token, none, then one probe every AUTH_PROBE_SECONDS."""
+        if self._stop_by is not None and time.monotonic() > self._stop_by:
+            return 0
+        if self._auth_refused_at is None:
+            return self.concurrency
+        return 0 if self.clock() < self._auth_refused_at + AUTH_PROBE_SECONDS else 1
+
+    async def _refill(self, running: dict[str, asyncio.Task[None]], held: dict[str, float]) -> None:
+        """Start deliveries of due items into the free slots, skipping incidents under way
+        (their head item is the one running)."""
+        free = self._slots() - len(running)
+        if free <= 0:
+            return
+        self._wake.clear()  # a commit after this query wakes the wait below for another
         claimed_at = time.monotonic()
-        items = await self.store.due_items(now, limit)
-        if items:
-            deliveries = {item.ref: asyncio.create_task(self.deliver(item)) for item in items}
-            abandoned: set[str] = set()
-            keeper = asyncio.create_task(self._keep_claims(deliveries, claimed_at, abandoned))
-            try:
-                results = await asyncio.gather(*deliveries.values(), return_exceptions=True)
-            finally:
-                keeper.cancel()
-            for ref, result in zip(deliveries, results, strict=True):
-                if ref in abandoned and isinstance(result, asyncio.CancelledError):
-                    continue  # its item stays due, for whoever holds the claim now
-                if isinstance(result, BaseException):
-                    raise result  # StoreError (deliver contains the rest), or cancellation
-        return len(items)
+        items = await self.store.due_items(self.clock(), free + len(running))
+        for item in [i for i in items if i.ref not in running][:free]:
+            held[item.ref] = claimed_at + self.claim_ttl
+            running[item.ref] = asyncio.create_task(self.deliver(item))
+
+    async def _ended(self, running: dict[str, asyncio.Task[None]]) -> list[str]:
+        """Wait until a delivery ends, or, with a slot free, until the inbox commits more;
+        returns the incidents whose deliveries ended."""
+        waiting: set[asyncio.Future[Any]] = set(running.values())
+        woken = None
+        if len(running) < self._slots():
+            woken = asyncio.ensure_future(self._wake.wait())
+            waiting.add(woken)
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if woken is not None:
+                woken.cancel()
+        return [ref for ref, task in running.items() if task.done()]
 
     async def _keep_claims(
-        self, deliveries: dict[str, asyncio.Task[None]], claimed_at: float, abandoned: set[str]
+        self,
+        deliveries: dict[str, asyncio.Task[None]],
+        held_until: dict[str, float],
+        abandoned: set[str],
     ) -> None:
         """Renew the claims of the deliveries still running (several replicas), so no other
         replica takes an item whose delivery is under way, however long it takes. A delivery
@@ -209,7 +265,6 @@ class Outbox:
         stopped that way was recorded as sent first, so the next attempt looks for it."""
         if not self.store.claims_lapse:
             return
-        held_until = dict.fromkeys(deliveries, claimed_at + self.claim_ttl)
         while True:
             await asyncio.sleep(self.claim_ttl / 3)
             refs = sorted(ref for ref, task in deliveries.items() if not task.done())
@@ -225,7 +280,8 @@ class Outbox:
             # stop before the next renewal could come too late
             deadline = time.monotonic() + self.claim_ttl / 2
             for ref in refs:
-                if held_until[ref] < deadline and not deliveries[ref].done():
+                task = deliveries.get(ref)
+                if task is not None and held_until[ref] < deadline and not task.done():
                     log.error(
                         "outbox: the claim on incident %s could not be kept; its delivery "
                         "stops and is taken up again by whoever holds the claim",
@@ -233,7 +289,7 @@ class Outbox:
                     )
                     self.metrics.deliveries_abandoned.inc()
                     abandoned.add(ref)
-                    deliveries[ref].cancel()
+                    task.cancel()
 
     async def deliver(self, item: OutboxItem) -> None:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with

@@ -4,8 +4,8 @@ import pytest
 
 from bridge.outbox import AUTH_PROBE_SECONDS, backoff
 from bridge.web.state import METRICS, OUTBOX, RULES
-from tests.conftest import Bridge, Clock, group, pending
-from tests.fake_pachca import api_error
+from tests.conftest import Bridge, Clock, group, groups_in, pending
+from tests.fake_pachca import LATE, api_error
 
 FIRING = "alertmanager/02-group-3-firing.json"
 
@@ -182,3 +182,26 @@ async def test_create_whose_answer_was_lost_is_adopted_not_repeated(
     (only,) = bridge.fake.channel_messages()
     assert "🔥 2 · ✅ 1" in only["content"]  # adopted and brought up to date
     assert bridge.fake.count("POST", "/messages") == 0
+
+
+async def test_a_slow_answer_holds_up_its_own_incident_only(bridge: Bridge) -> None:
+    """A slot is refilled as soon as its delivery ends: while the first create waits 1.5 s
+    for Pachca's answer, the other incidents go out through the second slot. (A batch that
+    waits for its slowest delivery would send one more and then stand still.)"""
+    import asyncio
+    import time
+
+    bridge.app[OUTBOX].concurrency = 2
+    bridge.fake.fail_next(LATE, hang=1.5)  # performed at once, answered after 1.5 s
+    for n in range(6):
+        await bridge.post(group(n))
+    started = time.monotonic()
+    drain = asyncio.create_task(bridge.deliver())
+    while len(bridge.fake.channel_messages()) < 6 and time.monotonic() - started < 1.2:
+        await asyncio.sleep(0.02)
+    others_done = time.monotonic() - started
+    assert len(bridge.fake.channel_messages()) == 6, "the other incidents waited for the slow one"
+    assert not drain.done(), "the slow answer is still awaited"
+    await drain
+    assert others_done < 1.2 and await pending(bridge) == 0
+    assert sorted(groups_in(bridge.fake).values()) == [1] * 6
