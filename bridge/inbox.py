@@ -126,8 +126,6 @@ class Inbox:
         self.resolved_ttl = timedelta(seconds=resolved_ttl)
         self.clock = clock
         self.on_commit = on_commit
-        # some incident has members that fired again and are not yet told (see tell_refires)
-        self.refires_waiting = False
         # notifications that changed nothing, per incident key, until its next write records
         # them as one "repeats" event (bounded: the key's next write or the cache's size)
         self._repeats: TTLCache[str, int] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
@@ -321,8 +319,6 @@ class Inbox:
                 continue
             if Effect.CREATE in transition.effects:
                 self.metrics.incidents_opened.labels(route.name).inc()
-            if incident.refired_pending:
-                self.refires_waiting = True  # the scheduler tells them when due
             firing = sum(a.status is AlertStatus.FIRING for a in incident.alerts.values())
             effects = ", ".join(e.value for e in transition.effects) or "state only"
             return incident.ref, (
@@ -512,15 +508,9 @@ class Inbox:
         Alertmanager could not be asked, so only a silence long past its end is dropped)."""
 
         def decide(incident: Incident, route: Route, now: datetime) -> ClickResult:
-            if alerts is None:
-                after, effects = silences.drop_stale_silence(incident, now)
-            else:
-                after, effects = silences.follow_alertmanager(
-                    incident, alerts, silences_by_id, now, gone
-                )
-                reported = any(a.fingerprint in alerts for a in after.firing)
-                if not effects and reported:  # Alertmanager still has it: renew last_seen
-                    after = touched(after, now, self.touch_every) or after
+            after, effects = silences.check_back(
+                incident, alerts, silences_by_id, now, gone, self.touch_every
+            )
             return ClickResult(after, effects, Reply.QUEUED)
 
         return await self._change(ref, decide, None)

@@ -15,8 +15,9 @@ from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
-from bridge.model import IncidentState
-from bridge.oncall import needs_attention
+from bridge.looks import next_look
+from bridge.model import Incident, IncidentState
+from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
@@ -26,8 +27,8 @@ from bridge.texts import render_digest, render_handoff
 
 log = logging.getLogger(__name__)
 
-# open incidents are looked at for staleness this often (it reads every open incident)
-STALE_CHECK_EVERY = timedelta(minutes=5)
+# incidents due for a look are read this many at a time
+LOOKS_PER_READ = 500
 
 
 class Scheduler:
@@ -44,38 +45,12 @@ class Scheduler:
         self.rules = rules
         self.clock = clock
         self.stale_after = timedelta(seconds=stale_after) if stale_after else None
-        self._stale_checked: datetime | None = None
+        self._looked_at_all = False
 
     async def tick(self) -> int:
         """Do what is due now; returns how many things were recorded."""
-        done = 0
         now = self.clock()
-        oncall_used = any(r.config.remind_every or r.config.escalation for r in self.rules.routes)
-        stale_due = self.stale_after is not None and (
-            self._stale_checked is None or now - self._stale_checked >= STALE_CHECK_EVERY
-        )
-        # reading every open incident costs the store's time: only when something needs it
-        # (re-fires this replica recorded are told within a tick of being due; those another
-        # replica recorded, at the latest with the staleness pass)
-        refires_waiting = self.inbox.refires_waiting
-        if oncall_used or stale_due or refires_waiting:
-            self.inbox.refires_waiting = False
-            opened = await self.store.open_incidents()
-        else:
-            opened = []
-        for incident in opened:
-            if incident.refired_pending:
-                self.inbox.refires_waiting = True  # until told
-                if tell_refires(incident, now).changed:
-                    done += await self._contained(
-                        f"incident {incident.ref}", self.inbox.tell_refires(incident.ref)
-                    )
-            route = self.rules.by_name(incident.route).config
-            uses_oncall = bool(route.remind_every or route.escalation)
-            if oncall_used and uses_oncall and needs_attention(incident):
-                done += await self._contained(
-                    f"incident {incident.ref}", self.inbox.oncall(incident.ref)
-                )
+        done = await self._look_at_due(now)
         for due in digests_due(self.rules, now):
             done += await self._contained(f"digest {due.key}", self._digest(due, now))
         schedules = self.inbox.render_options.schedules  # with the chat's swaps laid over
@@ -85,21 +60,67 @@ class Scheduler:
                 done += await self._contained(
                     f"handoff of {name}", self._announce(name, schedule, now)
                 )
-        if stale_due and self.stale_after is not None:
-            self._stale_checked = now
-            for incident in opened:
-                if close_unreported(incident, now, self.stale_after).changed:
-                    done += await self._contained(
-                        f"incident {incident.ref}",
-                        self.inbox.close_if_unreported(incident.ref, self.stale_after),
-                    )
-                elif drop_stale_silence(incident, now)[1]:
-                    # a silence shown long past its end that no check-back will drop (no
-                    # Alertmanager configured any more): dropped, so the incident can finish
-                    done += await self._contained(
-                        f"incident {incident.ref}",
-                        self.inbox.follow_alertmanager(incident.ref, None, {}),
-                    )
+        return done
+
+    async def _look_at_due(self, now: datetime) -> int:
+        """Look at the open incidents due for it (changed since the last look, or their time
+        came), a page at a time. At the first tick, at every open incident: the times were
+        set under the rules of an earlier start, or by a version that kept none."""
+        if not self._looked_at_all:
+            done = 0
+            for incident in await self.store.open_incidents():
+                done += await self._look(incident, now)
+            self._looked_at_all = True
+            return done
+        done = 0
+        seen: set[str] = set()  # looked at in this tick (one may be due again at once)
+        while True:
+            limit = LOOKS_PER_READ + len(seen)
+            refs = await self.store.looks_due(now.timestamp(), limit)
+            fresh = [ref for ref in refs if ref not in seen]
+            seen.update(fresh)
+            for ref in fresh:
+                stored = await self.store.load_by_ref(ref)
+                if stored is not None and not stored.incident.finished:
+                    done += await self._look(stored.incident, now)
+            if len(refs) < limit or not fresh:
+                return done
+
+    async def _look(self, incident: Incident, now: datetime) -> int:
+        """Everything the tick does for one incident, decided first on the copy just read
+        (pure): only what is due goes through the inbox, which decides again under
+        compare-and-set (and its save makes the incident due for another look). When
+        nothing was due, the store is told when to look next."""
+        done = 0
+        acted = False
+        what = f"incident {incident.ref}"
+        route = self.rules.by_name(incident.route).config
+        if incident.refired_pending and tell_refires(incident, now).changed:
+            acted = True
+            done += await self._contained(what, self.inbox.tell_refires(incident.ref))
+        if (route.remind_every or route.escalation) and oncall_due(incident, route, now).effects:
+            acted = True
+            done += await self._contained(what, self.inbox.oncall(incident.ref))
+        if (
+            self.stale_after is not None
+            and close_unreported(incident, now, self.stale_after).changed
+        ):
+            acted = True
+            done += await self._contained(
+                what, self.inbox.close_if_unreported(incident.ref, self.stale_after)
+            )
+        elif drop_stale_silence(incident, now)[1]:
+            # a silence shown long past its end that no check-back will drop (no
+            # Alertmanager configured any more): dropped, so the incident can finish
+            acted = True
+            done += await self._contained(
+                what, self.inbox.follow_alertmanager(incident.ref, None, {})
+            )
+        if not acted:
+            at = next_look(incident, route, self.stale_after)
+            await self.store.look_again(
+                incident.ref, incident.version, at.timestamp() if at is not None else None
+            )
         return done
 
     async def _announce(self, name: str, schedule: Schedule, now: datetime) -> bool:

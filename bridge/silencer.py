@@ -17,7 +17,7 @@ from bridge.errors import StoreError
 from bridge.inbox import Inbox
 from bridge.model import AlertStatus, Incident
 from bridge.render import incident_title
-from bridge.silences import absence_evidence, drop_stale_silence, silence_matchers
+from bridge.silences import absence_evidence, check_back, drop_stale_silence, silence_matchers
 from bridge.store import OutboxItem, Store
 from bridge.tasks import Pulse
 from bridge.users import UserNames
@@ -112,6 +112,7 @@ class Silencer:
                 self.settle_seconds,
             )
         changed = 0
+        now = self.clock()
         for incident in open_incidents:
             firing = frozenset(
                 a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING
@@ -119,7 +120,14 @@ class Silencer:
             gone, self._missing[incident.ref] = absence_evidence(
                 firing, view.alerts, view.settled, self._missing.get(incident.ref, frozenset())
             )
-            changed += await self._follow(incident.ref, view.alerts, view.silences, gone)
+            # decided first on the copy just read (pure): only an incident the look changes
+            # goes through the inbox, which decides again under compare-and-set, so a pass
+            # writes what changed, not every open incident
+            after, _ = check_back(
+                incident, view.alerts, view.silences, now, gone, self.inbox.touch_every
+            )
+            if after is not incident:
+                changed += await self._follow(incident.ref, view.alerts, view.silences, gone)
         return changed
 
     def forget(self, open_refs: set[str]) -> None:

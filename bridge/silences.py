@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.incidents import UNSILENCED, Effect, end_alerts, new_episode
+from bridge.incidents import UNSILENCED, Effect, end_alerts, new_episode, touched
 from bridge.model import AlertStatus, Incident, IncidentState
 
 # A silence shown past its end by this much is dropped even if Alertmanager cannot be asked.
@@ -136,6 +136,27 @@ def absence_evidence(
         return frozenset(), frozenset()
     missing = frozenset(fp for fp in firing if fp not in alerts)
     return missing & before, missing
+
+
+def check_back(
+    incident: Incident,
+    alerts: dict[str, dict[str, Any]] | None,
+    silences: dict[str, dict[str, Any]],
+    now: datetime,
+    gone: frozenset[str],
+    touch_every: timedelta,
+) -> tuple[Incident, tuple[Effect, ...]]:
+    """What one look at Alertmanager changes in an incident (`alerts` None: it could not be
+    asked, so only a silence long past its end is dropped); while Alertmanager still has one
+    of its firing alerts, `last_seen` is renewed now and then (see `touched`). The incident
+    itself comes back when nothing changes, so a caller can skip the write."""
+    if alerts is None:
+        return drop_stale_silence(incident, now)
+    after, effects = follow_alertmanager(incident, alerts, silences, now, gone)
+    reported = any(a.fingerprint in alerts for a in after.firing)
+    if not effects and reported:  # Alertmanager still has it: renew last_seen
+        after = touched(after, now, touch_every) or after
+    return after, effects
 
 
 def drop_stale_silence(incident: Incident, now: datetime) -> tuple[Incident, tuple[Effect, ...]]:

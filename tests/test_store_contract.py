@@ -400,3 +400,33 @@ async def test_lanes_serve_presses_then_creates_by_severity_then_the_rest(store:
     due = await store.due_items(10.0, 10)
     assert (due[0].ref, due[0].kind, due[0].priority) == ("r4", "edit", PRESS)
     assert NewOutboxItem("create").priority < OTHER  # a create told no severity: still first
+
+
+async def test_the_scheduler_looks_at_what_changed_and_at_what_came_due(store: Store) -> None:
+    """`looks_due` is the scheduler's index (SPEC 8): a save of an open incident makes it
+    due at the save's time; a look puts it off until `look_again`'s time (None: until it
+    changes); a newer version, a finished incident and a replaced one are never put off or
+    handed out by mistake."""
+    await store.save_incident(incident(), None, [], 10.0)
+    await store.save_incident(incident(ref="r2", key="k2"), None, [], 11.0)
+    assert await store.looks_due(10.0, 10) == [], "due at the save's time, not before"
+    assert await store.looks_due(100.0, 10) == ["r1", "r2"]  # earliest first
+    assert await store.looks_due(100.0, 1) == ["r1"]
+    await store.look_again("r1", 1, 500.0)
+    await store.look_again("r2", 1, None)
+    assert await store.looks_due(100.0, 10) == []
+    assert await store.looks_due(500.5, 10) == ["r1"]
+    # a look at an older version does not put off the newer one's look
+    await store.save_incident(incident(ref="r2", key="k2", version=2), ("r2", 1), [], 120.0)
+    await store.look_again("r2", 1, 900.0)
+    assert await store.looks_due(200.0, 10) == ["r2"]
+    # finished: nothing more to look at, and a late look does not bring it back
+    resolved = incident(ref="r2", key="k2", version=3, state=IncidentState.RESOLVED)
+    await store.save_incident(resolved, ("r2", 2), [], 130.0)
+    await store.look_again("r2", 3, 140.0)
+    assert await store.looks_due(1000.0, 10) == ["r1"]
+    # replaced by a new incident of the same key: only the new one is looked at
+    await store.save_incident(incident(ref="r3"), ("r1", 1), [], 150.0)
+    assert await store.looks_due(1000.0, 10) == ["r3"]
+    await store.look_again("r1", 1, 160.0)
+    assert await store.looks_due(1000.0, 10) == ["r3"]

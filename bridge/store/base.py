@@ -117,6 +117,16 @@ class Store(Protocol):
         """Every current incident not `finished`: firing, or resolved under a silence still
         shown (the check-back follows both)."""
 
+    async def looks_due(self, before: float, limit: int) -> list[str]:
+        """Refs of open incidents the scheduler should look at before `before`, earliest
+        first: those saved since it last looked (a save of an open incident makes it due at
+        the save's time) and those whose time, set by `look_again`, has come."""
+
+    async def look_again(self, ref: str, version: int, at: float | None) -> None:
+        """The scheduler looked at this version of the incident: look next at `at` (None:
+        not until it changes). Nothing happens if a newer version was saved meanwhile (that
+        save made it due) or the incident is finished."""
+
     async def all_incidents(self) -> list[Stored]:
         """Every incident the store still holds (resolved ones until pruned), for digests."""
 

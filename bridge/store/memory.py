@@ -27,6 +27,7 @@ class MemoryStore:
         self._incidents: dict[str, Incident] = {}  # by ref
         self._deliveries: dict[str, Delivery] = {}
         self._current: dict[str, str] = {}  # key -> ref
+        self._looks: dict[str, float] = {}  # ref -> when the scheduler looks next
         self._outbox: dict[int, tuple[OutboxItem, float]] = {}  # id -> (item, not_before)
         self._dead: list[DeadLetter] = []
         self._events: dict[str, float] = {}
@@ -101,6 +102,20 @@ class MemoryStore:
         current = (self._incidents[ref] for ref in self._current.values())
         return [i for i in current if not i.finished]
 
+    async def looks_due(self, before: float, limit: int) -> list[str]:
+        due = sorted((at, ref) for ref, at in self._looks.items() if at < before)
+        return [ref for _, ref in due[:limit]]
+
+    async def look_again(self, ref: str, version: int, at: float | None) -> None:
+        incident = self._incidents.get(ref)
+        replaced = incident is not None and self._current.get(incident.key) != ref
+        if incident is None or incident.version != version or incident.finished or replaced:
+            return
+        if at is None:
+            self._looks.pop(ref, None)
+        else:
+            self._looks[ref] = at
+
     async def save_incident(
         self,
         incident: Incident,
@@ -115,6 +130,10 @@ class MemoryStore:
         if found != replaces:
             raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
         self._check_event(event_id, now)
+        if ref is not None:
+            self._looks.pop(ref, None)
+        if not incident.finished:
+            self._looks[incident.ref] = now
         self._incidents[incident.ref] = incident
         self._current[incident.key] = incident.ref
         self._add_items(incident.ref, items, now)

@@ -165,12 +165,17 @@ if ARGV[6] == '' then
   redis.call('HDEL', P..'inc:'..ref, 'finished_at')
   redis.call('SADD', P..'open', ref)
   redis.call('ZREM', P..'finished', ref)
+  redis.call('ZADD', P..'looks', ARGV[9], ref)  -- the scheduler looks at what changed
 else
   redis.call('HSET', P..'inc:'..ref, 'finished_at', ARGV[6])
   redis.call('SREM', P..'open', ref)
   redis.call('ZADD', P..'finished', ARGV[6], ref)
+  redis.call('ZREM', P..'looks', ref)
 end
-if cur and cur ~= ref then redis.call('SREM', P..'open', cur) end
+if cur and cur ~= ref then
+  redis.call('SREM', P..'open', cur)
+  redis.call('ZREM', P..'looks', cur)
+end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
 add_items(ref, ARGV[9], 11)
@@ -265,6 +270,19 @@ record_delivery(ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 return 'OK'
 """
 )
+
+# ARGV: P, ref, version, when the scheduler looks next ('' = not until it changes)
+_LOOK = """
+local P, ref = ARGV[1], ARGV[2]
+if redis.call('HGET', P..'inc:'..ref, 'version') ~= ARGV[3] then return 0 end
+if redis.call('SISMEMBER', P..'open', ref) == 0 then return 0 end
+if ARGV[4] == '' then
+  redis.call('ZREM', P..'looks', ref)
+else
+  redis.call('ZADD', P..'looks', ARGV[4], ref)
+end
+return 1
+"""
 
 # ARGV: P, owner, claim_ms, refs... -> the refs still held (their claims extended)
 _HOLD = """
@@ -553,6 +571,7 @@ class RedisStore:
                 ("prune", _PRUNE),
                 ("record", _RECORD),
                 ("hold", _HOLD),
+                ("look", _LOOK),
             )
         }
 
@@ -624,6 +643,16 @@ class RedisStore:
             if stored is not None and stored.incident.state is not IncidentState.RESOLVED:
                 out.append(stored.incident)
         return out
+
+    async def looks_due(self, before: float, limit: int) -> list[str]:
+        refs = await self._do(
+            "looks",
+            self._redis.zrangebyscore(self._k("looks"), "-inf", f"({before}", 0, limit),
+        )
+        return [str(ref) for ref in refs]
+
+    async def look_again(self, ref: str, version: int, at: float | None) -> None:
+        await self._eval("look", ref, str(version), "" if at is None else repr(at))
 
     async def all_incidents(self) -> list[Stored]:
         out = []

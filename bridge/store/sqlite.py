@@ -245,6 +245,25 @@ class SQLiteStore:
         )
         return [Incident.model_validate_json(body) for (body,) in rows]
 
+    async def looks_due(self, before: float, limit: int) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT ref FROM incidents WHERE look_at < ? ORDER BY look_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+        )
+        return [ref for (ref,) in rows]
+
+    async def look_again(self, ref: str, version: int, at: float | None) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE incidents SET look_at = ? WHERE ref = ? AND version = ? "
+                "AND finished_at IS NULL "
+                "AND ref = (SELECT c.ref FROM current_incidents c WHERE c.key = incidents.key)",
+                (at, ref, version),
+            )
+        )
+
     async def save_incident(
         self,
         incident: Incident,
@@ -265,17 +284,20 @@ class SQLiteStore:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
             _record_event(db, event_id, now)
             finished_at = incident.changed_at.timestamp() if incident.finished else None
+            if found is not None and found[0] != incident.ref:  # replaced: no longer looked at
+                db.execute("UPDATE incidents SET look_at = NULL WHERE ref = ?", (found[0],))
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body, finished_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "INSERT INTO incidents (ref, key, version, body, finished_at, look_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
                 "version = excluded.version, body = excluded.body, "
-                "finished_at = excluded.finished_at",
+                "finished_at = excluded.finished_at, look_at = excluded.look_at",
                 (
                     incident.ref,
                     incident.key,
                     incident.version,
                     incident.model_dump_json(),
                     finished_at,
+                    None if incident.finished else now,
                 ),
             )
             db.execute(
@@ -542,6 +564,9 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
 ADDED_COLUMNS = [
     ("incidents", "create_digest", "TEXT"),
     ("outbox", "priority", "INTEGER NOT NULL DEFAULT 100"),
+    # when the scheduler looks at the incident next (NULL: not until it changes); an older
+    # database's incidents get theirs at the scheduler's first pass after the start
+    ("incidents", "look_at", "REAL"),
 ]
 
 
@@ -555,6 +580,10 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             if (table, column) == ("outbox", "priority"):  # creates queued by an older version
                 db.execute("UPDATE outbox SET priority = 1 WHERE kind = 'create'")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_by_lane ON outbox (priority, id)")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS incidents_by_look ON incidents (look_at) "
+        "WHERE look_at IS NOT NULL"
+    )
 
 
 def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:

@@ -1,0 +1,45 @@
+"""When the scheduler must next look at an incident (pure).
+
+The scheduler's tick reads only the incidents due for a look (see `Store.looks_due`), so its
+cost follows what is due and what changed, not what is open. Every save of an open incident
+makes it due at once; after a look, `next_look` says when anything the scheduler does could
+next apply to it: a re-fire comment, a reminder or escalation step, closing it as unreported,
+dropping a silence shown long past its end. Early is harmless (the look finds nothing and
+asks again); late is a missed reminder, so every rule the tick applies has its time here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from bridge.incidents import REFIRE_WINDOW
+from bridge.model import Incident, IncidentState
+from bridge.oncall import needs_attention
+from bridge.rules import RouteConfig
+from bridge.silences import STALE_SILENCE
+
+
+def next_look(
+    incident: Incident, route: RouteConfig, stale_after: timedelta | None
+) -> datetime | None:
+    """The earliest time something may be due for the incident; None: nothing until it
+    changes (and a change makes it due anyway)."""
+    if incident.finished:
+        return None
+    times: list[datetime] = []
+    firing = incident.state is IncidentState.FIRING
+    if firing and incident.refired_pending and incident.refired_since is not None:
+        times.append(incident.refired_since + REFIRE_WINDOW)
+    if needs_attention(incident):
+        since = incident.firing_since or incident.opened_at
+        steps = route.escalation[incident.escalated :]
+        if steps:
+            times.append(since + timedelta(seconds=steps[0].after_seconds))
+        every = route.remind_seconds
+        if every is not None:
+            times.append((incident.reminded_at or since) + timedelta(seconds=every))
+    if firing and stale_after is not None:
+        times.append((incident.last_seen or incident.changed_at) + stale_after)
+    if incident.silence_id is not None and incident.silenced_until is not None:
+        times.append(incident.silenced_until + STALE_SILENCE + timedelta(seconds=1))
+    return min(times, default=None)

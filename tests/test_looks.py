@@ -1,0 +1,149 @@
+"""The scheduler's looks (SPEC 8): it reads only the incidents due for a look, so `next_look`
+must never be later than the first moment the tick would act on an incident; and a tick with
+many open incidents and nothing due reads none of them."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.incidents import close_unreported, tell_refires
+from bridge.looks import next_look
+from bridge.model import Incident, IncidentState
+from bridge.oncall import due as oncall_due
+from bridge.rules import EscalationStep, RouteConfig
+from bridge.scheduler import Scheduler
+from bridge.silences import drop_stale_silence
+from bridge.store import Store
+from bridge.web.state import INBOX, RULES
+from tests.conftest import BridgeFactory, group
+from tests.test_store_contract import incident
+
+T0 = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+minutes = st.integers(min_value=0, max_value=24 * 60).map(lambda m: timedelta(minutes=m))
+maybe_time = st.none() | minutes.map(lambda d: T0 + d)
+
+
+@st.composite
+def incidents(draw: st.DrawFn) -> Incident:
+    state = draw(st.sampled_from([IncidentState.FIRING, IncidentState.RESOLVED]))
+    silenced = draw(st.booleans())
+    refired = draw(st.booleans())
+    base = incident(state=state, changed_at=T0 + draw(minutes))
+    return base.model_copy(
+        update={
+            "opened_at": T0,
+            "firing_since": draw(maybe_time),
+            "last_seen": draw(maybe_time),
+            "acked_by": draw(st.sampled_from([None, 42])),
+            "reminded_at": draw(maybe_time),
+            "escalated": draw(st.integers(min_value=0, max_value=3)),
+            "silence_id": "s1" if silenced else None,
+            "silenced_until": draw(maybe_time) if silenced else None,
+            "refired_pending": ["fp1"] if refired else [],
+            "refired_since": draw(maybe_time) if refired else None,
+        }
+    )
+
+
+@st.composite
+def routes(draw: st.DrawFn) -> RouteConfig:
+    steps = draw(st.lists(st.integers(min_value=1, max_value=600), max_size=3))
+    remind = draw(st.sampled_from([None, "15m", "1h"]))
+    return RouteConfig(
+        name="default",
+        chat_id=1,
+        remind_every=remind,
+        escalation=[EscalationStep(after=f"{m}m") for m in sorted(steps)],
+    )
+
+
+def acts(incident: Incident, route: RouteConfig, stale_after: timedelta, now: datetime) -> bool:
+    """Would the tick do anything for the incident at `now` (scheduler._look's rules)?"""
+    return bool(
+        (incident.refired_pending and tell_refires(incident, now).changed)
+        or oncall_due(incident, route, now).effects
+        or close_unreported(incident, now, stale_after).changed
+        or drop_stale_silence(incident, now)[1]
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(incidents(), routes(), st.integers(min_value=1, max_value=48 * 60), minutes)
+def test_nothing_is_due_before_the_next_look(
+    incident: Incident, route: RouteConfig, stale_minutes: int, later: timedelta
+) -> None:
+    """Early is harmless, late is a missed reminder: a second before its look, or at any
+    time if it has none, the tick has nothing to do for the incident."""
+    stale_after = timedelta(minutes=stale_minutes)
+    look = next_look(incident, route, stale_after)
+    if look is None:
+        for now in (T0 + later, T0 + later + timedelta(days=30)):
+            assert not acts(incident, route, stale_after, now), f"due at {now}, never looked at"
+    elif look - timedelta(seconds=1) >= T0:
+        now = look - timedelta(seconds=1)
+        assert not acts(incident, route, stale_after, now), f"due before its look at {look}"
+
+
+class CountingStore:
+    """The bridge's store, counting the incidents read one by one and in bulk."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.loaded = 0
+        self.bulk = 0
+
+    async def load_by_ref(self, ref: str) -> Any:
+        self.loaded += 1
+        return await self.store.load_by_ref(ref)
+
+    async def open_incidents(self) -> Any:
+        self.bulk += 1
+        return await self.store.open_incidents()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_a_tick_reads_only_what_changed_or_came_due(
+    make_bridge: BridgeFactory, tmp_path: Path, store_kind: str
+) -> None:
+    url = "memory://" if store_kind == "memory" else f"sqlite:///{tmp_path / 'state.db'}"
+    bridge = await make_bridge(url)
+    now = [T0]
+    bridge.app[INBOX].clock = lambda: now[0]
+    for n in range(40):
+        await bridge.post(group(n))
+    counting = CountingStore(bridge.store)
+    scheduler = Scheduler(
+        counting,  # type: ignore[arg-type]
+        bridge.app[INBOX],
+        bridge.app[RULES],
+        lambda: now[0],
+        stale_after=3600,
+    )
+    await scheduler.tick()
+    assert (counting.bulk, counting.loaded) == (1, 0), "the first tick after a start reads all"
+    now[0] += timedelta(minutes=1)
+    await scheduler.tick()
+    assert (counting.bulk, counting.loaded) == (1, 0), "nothing changed, nothing came due"
+    await bridge.post(group(7, "resolved"))
+    await bridge.post(group(8))  # a repeat: nothing changes
+    now[0] += timedelta(minutes=1)
+    await scheduler.tick()
+    assert counting.loaded == 0, "a resolved incident has nothing left for the scheduler"
+    await bridge.post(group(99))  # a new incident: looked at once
+    now[0] += timedelta(minutes=1)
+    await scheduler.tick()
+    assert counting.loaded == 1
+    now[0] += timedelta(minutes=1)
+    await scheduler.tick()
+    assert counting.loaded == 1
+    now[0] = T0 + timedelta(hours=1, minutes=1)  # the first 39 are an hour unreported now
+    assert await scheduler.tick() == 39
+    assert counting.bulk == 1 and counting.loaded == 1 + 39
+    assert len(await bridge.store.open_incidents()) == 1  # #99, seen 57 minutes ago
