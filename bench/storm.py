@@ -10,6 +10,8 @@ that only parses the same JSON, then prints:
   3. scale: RSS with 100,000 active alerts in 10,000 incidents
 
 Run: python3 bench/storm.py [intake storm scale]   (about 4 minutes; --quick: smaller)
+     python3 bench/storm.py --smoke storm            (seconds; run by tests/test_bench.py)
+     python3 bench/loops.py                          (the periodic work at 1k/10k/100k open)
 Not a test: it asserts nothing, it measures.
 """
 
@@ -173,8 +175,9 @@ def pct(values: list[float], q: float) -> float:
 class Bench:
     """The fake Pachca (50 req/s, 50 ms answers), the bare server, and fresh bridges."""
 
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, smoke: bool = False) -> None:
         self.quick = quick
+        self.smoke = smoke  # the tests' version: a few groups, to show the bench still runs
         # the fake shares this process with the load generator: no spec checks here (the
         # tests do them), so its CPU does not delay the requests being timed
         self.fake = FakePachca(rate_limit=50, retry_after=1, delay=0.05, validate=False)
@@ -315,8 +318,8 @@ def press_latencies(
 async def phase_storm(bench: Bench) -> None:
     """N alerts in G groups of mixed severity, each notification twice (a split HA pair),
     Pachca slow and rate-limited, a person pressing Ack once a second meanwhile."""
-    groups, per_group = (200, 10) if bench.quick else (1000, 10)
-    presses = 5 if bench.quick else 10
+    groups, per_group = (60, 3) if bench.smoke else (200, 10) if bench.quick else (1000, 10)
+    presses = 2 if bench.smoke else 5 if bench.quick else 10
     print(
         f"\n2. storm: {groups * per_group} alerts in {groups} groups (1 in 10 critical), each "
         f"notification twice, {presses} presses of Ack meanwhile"
@@ -348,7 +351,14 @@ async def phase_storm(bench: Bench) -> None:
                     by_name.setdefault(name, []).append(c.at)
         return by_name
 
-    while (not wanted <= set(created()) or not presser.done()) and time.monotonic() - began < 900:
+    def answered() -> bool:
+        """Every press has its edit and its DM at Pachca."""
+        edits, dms = press_latencies(bench.fake.calls, pressed)
+        return float("inf") not in edits + dms
+
+    while time.monotonic() - began < 900 and not (
+        wanted <= set(created()) and presser.done() and answered()
+    ):
         await asyncio.sleep(0.2)
     presser.cancel()
     by_group = created()
@@ -426,8 +436,8 @@ async def phase_scale(bench: Bench) -> None:
 PHASES = {"intake": phase_intake, "storm": phase_storm, "scale": phase_scale}
 
 
-async def main(quick: bool, phases: list[str]) -> None:
-    bench = Bench(quick)
+async def main(quick: bool, phases: list[str], smoke: bool = False) -> None:
+    bench = Bench(quick, smoke)
     await bench.start()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
@@ -441,9 +451,10 @@ async def main(quick: bool, phases: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller numbers, about 1 minute")
+    parser.add_argument("--smoke", action="store_true", help="storm of 60 groups (the tests')")
     parser.add_argument("phases", nargs="*", help=f"some of {', '.join(PHASES)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    asyncio.run(main(args.quick, args.phases or list(PHASES)))
+    asyncio.run(main(args.quick, args.phases or list(PHASES), args.smoke))

@@ -1,0 +1,218 @@
+"""Benchmark: what the periodic work costs as open incidents pile up (SPEC 8).
+
+One pass of each background loop, timed at 1,000, 10,000 and 100,000 open incidents of 10
+firing alerts each (1,000,000 alerts at the top), on the SQLite store and on a real
+redis-server: the scheduler's tick (a route with reminders, so it looks at incidents every
+tick), the silence check-back against an Alertmanager that reports every alert, pruning, and
+the outbox gauges. Also the process's RSS after each pass, and Redis memory per incident.
+
+The incidents are recorded through the inbox itself (the same writes a webhook makes), without
+HTTP, in this process; the Alertmanager is a small server in another process that answers
+with a prepared list of all the alerts, so its memory is not counted here.
+
+Run: python3 bench/loops.py            (1k, 10k, 100k; about 15 minutes)
+     python3 bench/loops.py --quick    (1k, 10k; about 2 minutes)
+Not a test: it asserts nothing, it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from storm import free_port, notification, rss_mb  # noqa: E402
+
+from bridge.housekeeping import prune_once  # noqa: E402
+from bridge.metrics import Metrics  # noqa: E402
+from bridge.pachca import DryRunPachca  # noqa: E402
+from bridge.rules import load_rules  # noqa: E402
+from bridge.scheduler import Scheduler  # noqa: E402
+from bridge.settings import Settings  # noqa: E402
+from bridge.sources.alertmanager import parse  # noqa: E402
+from bridge.store import Store, open_store  # noqa: E402
+from bridge.web.app import create_app  # noqa: E402
+from bridge.web.state import INBOX, OUTBOX  # noqa: E402
+
+ALERTS_PER_INCIDENT = 10
+RULES = """\
+routes:
+  - name: default
+    chat_id: 1000
+    remind_every: 30m
+"""
+
+FAKE_ALERTMANAGER = """
+import sys
+from pathlib import Path
+from aiohttp import web
+alerts = Path(sys.argv[2])
+async def answer(request):
+    if request.path == "/api/v2/alerts":
+        return web.Response(body=alerts.read_bytes(), content_type="application/json")
+    if request.path == "/api/v2/silences":
+        return web.json_response([])
+    return web.json_response({"uptime": "2026-01-01T00:00:00Z", "cluster": {"peers": []}})
+app = web.Application()
+app.router.add_get("/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def alertmanager_view(groups: int) -> list[dict[str, Any]]:
+    """What an Alertmanager holding every alert of `groups` groups answers to GET alerts."""
+    view = []
+    for group in range(groups):
+        for alert in notification(group, ALERTS_PER_INCIDENT)["alerts"]:
+            view.append(
+                {
+                    "labels": alert["labels"],
+                    "annotations": alert["annotations"],
+                    "fingerprint": alert["fingerprint"],
+                    "startsAt": alert["startsAt"],
+                    "endsAt": "2099-01-01T00:00:00Z",
+                    "updatedAt": alert["startsAt"],
+                    "generatorURL": alert["generatorURL"],
+                    "receivers": [{"name": "pachca"}],
+                    "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+                }
+            )
+    return view
+
+
+async def timed(what: Callable[[], Awaitable[Any]]) -> float:
+    started = time.perf_counter()
+    await what()
+    return (time.perf_counter() - started) * 1000
+
+
+async def fill(app: Any, start: int, end: int) -> float:
+    """Record groups start..end-1 through the inbox; returns notifications per second."""
+    inbox = app[INBOX]
+    began = time.perf_counter()
+    for first in range(start, end, 64):
+        notes = [
+            parse(json.dumps(notification(g, ALERTS_PER_INCIDENT)).encode())
+            for g in range(first, min(end, first + 64))
+        ]
+        await asyncio.gather(*(inbox.accept(n) for n in notes))
+    return (end - start) / (time.perf_counter() - began)
+
+
+async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_url: str) -> None:
+    rules_path = state / "rules.yaml"
+    rules_path.write_text(RULES)
+    settings = Settings.from_environ(
+        {},
+        BRIDGE_STORE=store_url,
+        ALERTMANAGER_URL=am_url,
+        BRIDGE_ALERTMANAGER_SETTLE="0s",
+    )
+    store: Store = open_store(store_url)
+    await store.open()
+    app = create_app(
+        settings, load_rules(rules_path), store, DryRunPachca(), Metrics(), run_outbox=False
+    )
+    inbox, outbox = app[INBOX], app[OUTBOX]
+    scheduler = Scheduler(store, inbox, inbox.rules)
+    redis = store_url.startswith("redis")
+    used_before = await redis_used(store) if redis else 0
+    print(f"\n   {kind} store")
+    print(
+        f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'1st tick':>10s} "
+        f"{'silences':>9s} "
+        f"{'prune':>8s} {'gauges':>8s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
+    )
+    done = 0
+    for size in sizes:
+        rate = await fill(app, done, size)
+        done = size
+        (state / "alerts.json").write_text(json.dumps(alertmanager_view(size)))
+        scheduler._looked_at_all = False  # the first pass after a start looks at all
+        with_stale = await timed(scheduler.tick)
+        tick = await timed(scheduler.tick)
+        # a hundred incidents change (one more alert each): the next tick looks at those
+        changes = [
+            parse(json.dumps(notification(g, ALERTS_PER_INCIDENT + 1)).encode()) for g in range(100)
+        ]
+        await asyncio.gather(*(inbox.accept(n) for n in changes))
+        tick_changed = await timed(scheduler.tick)
+        assert outbox.silencer is not None
+        check = await timed(partial(outbox.silencer.check_once, store))
+        prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
+        gauges = await timed(lambda: store.outbox_stats(time.time()))
+        line = (
+            f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {with_stale:8.0f}ms "
+            f"{check:7.0f}ms "
+            f"{prune:6.1f}ms {gauges:6.1f}ms {rss_mb_self():5.0f}MB"
+        )
+        if redis:
+            per = (await redis_used(store) - used_before) / size
+            line += f" {per / 1024:11.1f} KB"
+        print(line, flush=True)
+    await store.close()
+
+
+def rss_mb_self() -> float:
+    import os
+
+    return rss_mb(os.getpid(), "VmRSS")
+
+
+async def redis_used(store: Any) -> int:
+    info = await store._redis.info("memory")
+    return int(info["used_memory"])
+
+
+def main(quick: bool) -> None:
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+    state = Path(tempfile.mkdtemp(prefix="bridge-loops-"))
+    am_port = free_port()
+    (state / "alerts.json").write_text("[]")
+    am = subprocess.Popen(
+        [sys.executable, "-c", FAKE_ALERTMANAGER, str(am_port), str(state / "alerts.json")]
+    )
+    time.sleep(1.0)
+    am_url = f"http://127.0.0.1:{am_port}"
+    print(
+        f"python {sys.version.split()[0]}; {ALERTS_PER_INCIDENT} firing alerts per incident; "
+        "one pass of each loop, in ms; RSS of this process after the passes"
+    )
+    try:
+        asyncio.run(measure("sqlite", f"sqlite:///{state}/loops.db", sizes, state, am_url))
+        binary = shutil.which("redis-server")
+        if binary is None:
+            print("\n   redis store: redis-server is not installed; skipped")
+            return
+        port = free_port()
+        redis = subprocess.Popen(
+            [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            asyncio.run(measure("redis", url, sizes, state, am_url))
+        finally:
+            redis.terminate()
+    finally:
+        am.terminate()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1k and 10k only")
+    main(parser.parse_args().quick)
