@@ -144,10 +144,10 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         scheduler._looked_at_all = False  # the first pass after a start looks at all
         with_stale = await timed(scheduler.tick)
         tick = await timed(scheduler.tick)
-        # a hundred incidents change (one more alert each): the next tick looks at those
-        changes = [
-            parse(json.dumps(notification(g, ALERTS_PER_INCIDENT + 1)).encode()) for g in range(100)
-        ]
+        # a hundred incidents change (one more alert each, a new one at each size): the next
+        # tick looks at those
+        more = ALERTS_PER_INCIDENT + 1 + sizes.index(size)
+        changes = [parse(json.dumps(notification(g, more)).encode()) for g in range(100)]
         await asyncio.gather(*(inbox.accept(n) for n in changes))
         tick_changed = await timed(scheduler.tick)
         assert outbox.silencer is not None

@@ -9,6 +9,7 @@ other replica) the store is read and the transition itself finds that nothing ch
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from bridge import oncall, silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
@@ -74,6 +75,30 @@ class Accepted:
 
     changed: list[str]  # incident refs that changed
     unchanged: int  # chats for which it changed nothing
+
+
+@dataclass(frozen=True)
+class KnownBody:
+    """What a webhook body this process recorded said, to answer its byte-identical repeats
+    without parsing them again (see `Inbox.repeat_of`)."""
+
+    digest: str  # the notification's (see notification_digest)
+    keys: tuple[str, ...]  # the incidents routing picked for it
+    group_key: str
+    status: str
+    alert_statuses: tuple[str, ...]
+
+
+# byte-identical bodies remembered per process (a few hundred bytes each)
+KNOWN_BODIES = 4096
+
+
+def body_id(source: str, body: bytes) -> bytes:
+    """A webhook body's identity: equal ids mean byte-identical bodies from one source."""
+    hashed = hashlib.blake2b(source.encode(), digest_size=16)
+    hashed.update(b"\0")
+    hashed.update(body)
+    return hashed.digest()
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,7 @@ class Inbox:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # key -> (digest, done) of the notification being recorded now
         self._in_flight: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._bodies: LRUCache[bytes, KnownBody] = LRUCache(maxsize=KNOWN_BODIES)
 
     def _timestamp(self) -> float:
         return self.clock().timestamp()  # the cache ages by the inbox's clock (tests move it)
@@ -151,12 +177,38 @@ class Inbox:
             self._locks[key] = lock
         return lock
 
-    async def accept(self, note: Notification) -> Accepted:
+    def repeat_of(self, source: str, body: bytes) -> Accepted | None:
+        """The answer to a byte-identical copy of a body this process recorded, if every
+        incident it was routed to still holds what it said: the repeat `accept` would find
+        (same metrics, same log line), without parsing the body again. None: parse the body
+        and `accept` it. A body read by when it arrived (a status derived from `endsAt`) is
+        never remembered, and `_seen` ages as it does for `accept` (dedup TTL, last_seen)."""
+        known = self._bodies.get(body_id(source, body))
+        if known is None or any(self._seen.get(key) != known.digest for key in known.keys):
+            return None
+        self._count(source, known.status, known.alert_statuses)
+        for key in known.keys:
+            self._repeats[key] = self._repeats.get(key, 0) + 1
+            self.metrics.deduplicated.labels(source).inc()
+        log.info(
+            "accepted %s notification %s (%s, %d alerts): no change (a repeat or a copy)",
+            source,
+            known.group_key,
+            known.status,
+            len(known.alert_statuses),
+        )
+        return Accepted([], len(known.keys))
+
+    def _count(self, source: str, status: str, alert_statuses: Iterable[str]) -> None:
+        self.metrics.notifications.labels(source, status).inc()
+        for alert_status in alert_statuses:
+            self.metrics.alerts.labels(source, alert_status).inc()
+
+    async def accept(self, note: Notification, body: bytes | None = None) -> Accepted:
         """Record `note` durably. Returns only once every change is committed; raises
-        StoreError if it could not be (the caller answers 5xx so the sender retries)."""
-        self.metrics.notifications.labels(note.source, note.status).inc()
-        for alert in note.alerts:
-            self.metrics.alerts.labels(note.source, alert.status).inc()
+        StoreError if it could not be (the caller answers 5xx so the sender retries).
+        `body`, the request's bytes, lets its byte-identical repeats skip parsing."""
+        self._count(note.source, note.status, [a.status for a in note.alerts])
         digest = notification_digest(note)
         changed: list[str] = []
         what: list[str] = []  # for the log line: each changed incident and what it will show
@@ -204,6 +256,8 @@ class Inbox:
                 what.append(change[1])
         if changed:
             self.on_commit()
+        if body is not None and not note.read_at_arrival:
+            self._remember(body, note, digest, tuple(routed))
         log.info(
             "accepted %s notification %s (%s, %d alerts): %s",
             note.source,
@@ -213,6 +267,15 @@ class Inbox:
             "; ".join(what) if what else "no change (a repeat or a copy)",
         )
         return Accepted(changed, unchanged)
+
+    def _remember(
+        self, body: bytes, note: Notification, digest: str, keys: tuple[str, ...]
+    ) -> None:
+        """Keep what `body` said once all its incidents hold it (see `repeat_of`)."""
+        if all(self._seen.get(key) == digest for key in keys):
+            self._bodies[body_id(note.source, body)] = KnownBody(
+                digest, keys, note.group_key, note.status, tuple(a.status for a in note.alerts)
+            )
 
     def _where_it_lives(
         self, group: dict[str, Stored], routed: dict[str, tuple[Route, int]]

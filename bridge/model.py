@@ -60,6 +60,9 @@ class Notification(Frozen):
     external_url: str = ""
     truncated_alerts: int = 0
     title: str = ""
+    # some status was derived from the time it arrived (an alert sent without one, its endsAt
+    # deciding): the same body may read differently later, so it is never answered from memory
+    read_at_arrival: bool = False
 
     @property
     def labels_for_routing(self) -> dict[str, str]:

@@ -168,6 +168,11 @@ class Filled:
         self.statuses = [
             alert_status(a.status, a.endsAt, payload.status, now) for a in payload.alerts
         ]
+        # a status taken from the clock: the same payload may read differently later
+        self.read_at_arrival = any(
+            a.status is None and payload.status != "resolved" and end_time(a.endsAt) is not None
+            for a in payload.alerts
+        )
         self.fingerprints = [a.fingerprint or label_fingerprint(a.labels) for a in payload.alerts]
         firing = AlertStatus.FIRING in self.statuses
         self.status = AlertStatus(
@@ -222,4 +227,5 @@ def parse(body: bytes, now: datetime | None = None) -> Notification:
         common_annotations=payload.commonAnnotations,
         external_url=payload.externalURL,
         truncated_alerts=payload.truncatedAlerts,
+        read_at_arrival=filled.read_at_arrival,
     )

@@ -102,6 +102,7 @@ def parse(body: bytes, now: datetime | None = None) -> Notification:
         external_url=payload.externalURL,
         truncated_alerts=payload.truncatedAlerts,
         title=payload.title,
+        read_at_arrival=filled.read_at_arrival,
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bridge.errors import PayloadError, StoreError
+from bridge.inbox import Accepted
 from bridge.model import Notification
 from bridge.web.body import CLOSE_AFTER, read_body
 from bridge.web.state import AUTH, INBOX, METRICS, SETTINGS
@@ -56,6 +57,9 @@ def intake_handler(
             body = await read_body(request, settings.BRIDGE_MAX_BODY, settings.BRIDGE_READ_TIMEOUT)
             if check_body is not None:
                 check_body(request, body)
+            repeat = app[INBOX].repeat_of(source, body)  # a copy of a body already recorded
+            if repeat is not None:
+                return accepted_response(repeat)
             note = parse(body)
         except PayloadError as exc:
             metrics.rejected.labels(source, str(exc.status)).inc()
@@ -64,14 +68,18 @@ def intake_handler(
             )
             return json_error(exc.status, exc.message, exc.details)
         try:
-            accepted = await app[INBOX].accept(note)
+            accepted = await app[INBOX].accept(note, body)
         except StoreError as exc:
             metrics.store_errors.inc()
             metrics.rejected.labels(source, "503").inc()
             log.error("could not record %s notification %s: %s", source, note.group_key, exc)
             return json_error(503, "could not record the notification; retry later")
-        return web.json_response(
-            {"status": "accepted", "changed": accepted.changed, "unchanged": accepted.unchanged}
-        )
+        return accepted_response(accepted)
 
     return handle
+
+
+def accepted_response(accepted: Accepted) -> web.Response:
+    return web.json_response(
+        {"status": "accepted", "changed": accepted.changed, "unchanged": accepted.unchanged}
+    )
