@@ -21,7 +21,7 @@ from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import NewOutboxItem, Store
+from bridge.store import NewOutboxItem, Store, open_pages
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -68,8 +68,9 @@ class Scheduler:
         set under the rules of an earlier start, or by a version that kept none."""
         if not self._looked_at_all:
             done = 0
-            for incident in await self.store.open_incidents():
-                done += await self._look(incident, now)
+            async for page in open_pages(self.store):
+                for incident in page:
+                    done += await self._look(incident, now)
             self._looked_at_all = True
             return done
         done = 0

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Failure, Why
+from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Failure, View, Why
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
 from bridge.inbox import Inbox
 from bridge.model import AlertStatus, Incident
 from bridge.render import incident_title
 from bridge.silences import absence_evidence, check_back, drop_stale_silence, silence_matchers
-from bridge.store import OutboxItem, Store
+from bridge.store import OutboxItem, Store, open_pages
 from bridge.tasks import Pulse
 from bridge.users import UserNames
 
@@ -86,24 +86,30 @@ class Silencer:
             await self.inbox.silence_failed(item.ref, item.actor, failure)
 
     async def check_once(self, store: Store) -> int:
-        """One look at each Alertmanager for all its open incidents together; returns how
-        many incidents changed."""
-        everything = await store.open_incidents()
-        self.forget({i.ref for i in everything})
+        """One look at each Alertmanager that has open incidents, then through those
+        incidents a page at a time (see `open_pages`); returns how many changed."""
+        views: dict[str, View | None] = {}  # by source; None: it could not be asked
+        looked: set[str] = set()
         changed = 0
-        for source, client in self.alertmanagers.items():
-            mine = [i for i in everything if i.source == source and not i.finished]
-            if mine:
-                changed += await self._check(client, mine)
+        now = self.clock()
+        async for page in open_pages(store):
+            for incident in page:
+                looked.add(incident.ref)
+                cluster = self.alertmanagers.get(incident.source)
+                if cluster is None:
+                    continue
+                if incident.source not in views:
+                    views[incident.source] = await self._view(cluster)
+                changed += await self._check(incident, views[incident.source], now)
+        self.forget(looked)
         return changed
 
-    async def _check(self, cluster: AlertmanagerCluster, open_incidents: list[Incident]) -> int:
+    async def _view(self, cluster: AlertmanagerCluster) -> View | None:
         try:
-            shown = any(i.silence_id is not None for i in open_incidents)
-            view = await cluster.view(self.settle_seconds, self.clock(), silences=shown)
+            view = await cluster.view(self.settle_seconds, self.clock(), silences=True)
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
-            return await self._drop_stale(open_incidents)
+            return None
         if not view.settled:
             log.info(
                 "Alertmanager %s started less than %.0fs ago: alerts it lacks are not taken "
@@ -111,37 +117,33 @@ class Silencer:
                 cluster.base_url,
                 self.settle_seconds,
             )
-        changed = 0
-        now = self.clock()
-        for incident in open_incidents:
-            firing = frozenset(
-                a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING
-            )
-            gone, self._missing[incident.ref] = absence_evidence(
-                firing, view.alerts, view.settled, self._missing.get(incident.ref, frozenset())
-            )
-            # decided first on the copy just read (pure): only an incident the look changes
-            # goes through the inbox, which decides again under compare-and-set, so a pass
-            # writes what changed, not every open incident
-            after, _ = check_back(
-                incident, view.alerts, view.silences, now, gone, self.inbox.touch_every
-            )
-            if after is not incident:
-                changed += await self._follow(incident.ref, view.alerts, view.silences, gone)
-        return changed
+        return view
+
+    async def _check(self, incident: Incident, view: View | None, now: datetime) -> bool:
+        """Decided first on the copy just read (pure): only an incident the look changes goes
+        through the inbox, which decides again under compare-and-set, so a pass writes what
+        changed, not every open incident. Without a view, only a silence long past its end
+        is dropped."""
+        if view is None:
+            if drop_stale_silence(incident, now)[1]:
+                return await self._follow(incident.ref, None, {})
+            return False
+        firing = frozenset(
+            a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING
+        )
+        gone, self._missing[incident.ref] = absence_evidence(
+            firing, view.alerts, view.settled, self._missing.get(incident.ref, frozenset())
+        )
+        touch_every = self.inbox.touch_every
+        after, _ = check_back(incident, view.alerts, view.silences, now, gone, touch_every)
+        if after is incident:
+            return False
+        return await self._follow(incident.ref, view.alerts, view.silences, gone)
 
     def forget(self, open_refs: set[str]) -> None:
         """Drop what was noted about incidents no longer open (bounded memory)."""
         for ref in set(self._missing) - open_refs:
             del self._missing[ref]
-
-    async def _drop_stale(self, incidents: list[Incident]) -> int:
-        changed = 0
-        now = self.clock()
-        for incident in incidents:
-            if drop_stale_silence(incident, now)[1]:
-                changed += await self._follow(incident.ref, None, {})
-        return changed
 
     async def _follow(
         self,

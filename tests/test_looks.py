@@ -100,9 +100,9 @@ class CountingStore:
         self.loaded += 1
         return await self.store.load_by_ref(ref)
 
-    async def open_incidents(self) -> Any:
+    async def open_refs(self) -> Any:  # a pass over every open incident starts here
         self.bulk += 1
-        return await self.store.open_incidents()
+        return await self.store.open_refs()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

@@ -11,7 +11,7 @@ import pytest
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.housekeeping import prune_once
 from bridge.model import Delivery, Incident, IncidentState, group_prefix, incident_key
-from bridge.store import NewOutboxItem, Store, Stored, open_store
+from bridge.store import NewOutboxItem, Store, Stored, open_pages, open_store
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SCHEMA, SQLiteStore
 
@@ -430,3 +430,37 @@ async def test_the_scheduler_looks_at_what_changed_and_at_what_came_due(store: S
     assert await store.looks_due(1000.0, 10) == ["r3"]
     await store.look_again("r1", 1, 160.0)
     assert await store.looks_due(1000.0, 10) == ["r3"]
+
+
+async def test_open_incidents_a_page_at_a_time(store: Store) -> None:
+    """A pass over every open incident (first tick, silence check-back) holds a page at a
+    time; open means not finished: firing, or resolved under a silence still shown."""
+    resolved = IncidentState.RESOLVED
+    await store.save_incident(incident(), None, [], 1.0)
+    await store.save_incident(incident(ref="r2", key="k2", state=resolved), None, [], 1.0)
+    silenced = incident(ref="r3", key="k3", state=resolved).model_copy(update={"silence_id": "s1"})
+    await store.save_incident(silenced, None, [], 1.0)
+    await store.save_incident(incident(ref="r4", key="k4"), None, [], 1.0)
+    await store.save_incident(incident(ref="r5", key="k4"), ("r4", 1), [], 2.0)  # replaces r4
+    assert await store.open_refs() == ["r1", "r3", "r5"]
+    assert sorted(i.ref for i in await store.open_incidents()) == ["r1", "r3", "r5"]
+    loaded = await store.load_many(["r5", "gone", "r1"])
+    assert [s.incident.ref for s in loaded] == ["r5", "r1"]
+    assert await store.load_many([]) == []
+    pages = [[i.ref for i in page] async for page in open_pages(store, 2)]
+    assert pages == [["r1", "r3"], ["r5"]]
+
+
+async def test_many_incidents_are_read_past_a_statements_limit(tmp_path: Path) -> None:
+    """SQLite caps a statement's parameters: a long list of refs is read in chunks."""
+    store = SQLiteStore(str(tmp_path / "many.db"))
+    await store.open()
+    try:
+        refs = [f"r{n:04d}" for n in range(1_200)]
+        for ref in refs:
+            await store.save_incident(incident(ref=ref, key=ref), None, [], 1.0)
+        loaded = await store.load_many(list(reversed(refs)))
+        assert [s.incident.ref for s in loaded] == list(reversed(refs))
+        assert len(await store.open_incidents()) == 1_200
+    finally:
+        await store.close()

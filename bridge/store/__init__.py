@@ -12,6 +12,7 @@ from bridge.store.base import (
     Store,
     Stored,
     SwapRecord,
+    open_pages,
 )
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
@@ -47,6 +48,7 @@ __all__ = [
     "Store",
     "Stored",
     "SwapRecord",
+    "open_pages",
     "open_store",
     "store_from_settings",
 ]

@@ -7,7 +7,7 @@ and finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -116,6 +116,13 @@ class Store(Protocol):
     async def open_incidents(self) -> list[Incident]:
         """Every current incident not `finished`: firing, or resolved under a silence still
         shown (the check-back follows both)."""
+
+    async def open_refs(self) -> list[str]:
+        """The refs of `open_incidents`, in ref order: cheap to hold however many are open,
+        for a pass over them a page at a time (see `open_pages`)."""
+
+    async def load_many(self, refs: list[str]) -> list[Stored]:
+        """The incidents with these refs still held, in the order asked (one read)."""
 
     async def looks_due(self, before: float, limit: int) -> list[str]:
         """Refs of open incidents the scheduler should look at before `before`, earliest
@@ -230,3 +237,16 @@ class Store(Protocol):
 
     async def outbox_stats(self, now: float) -> Backlog:
         """The outbox's backlog now: cheap enough to compute at every metrics scrape."""
+
+
+# open incidents held in memory at once by a pass over all of them
+OPEN_PAGE = 500
+
+
+async def open_pages(store: Store, size: int = OPEN_PAGE) -> AsyncIterator[list[Incident]]:
+    """Every open incident, `size` at a time: a pass over a hundred thousand holds one page
+    (and their refs) in memory, not all of them."""
+    refs = await store.open_refs()
+    for start in range(0, len(refs), size):
+        page = await store.load_many(refs[start : start + size])
+        yield [s.incident for s in page if not s.incident.finished]

@@ -102,6 +102,12 @@ class MemoryStore:
         current = (self._incidents[ref] for ref in self._current.values())
         return [i for i in current if not i.finished]
 
+    async def open_refs(self) -> list[str]:
+        return sorted(i.ref for i in await self.open_incidents())
+
+    async def load_many(self, refs: list[str]) -> list[Stored]:
+        return [s for s in [await self.load_by_ref(ref) for ref in refs] if s is not None]
+
     async def looks_due(self, before: float, limit: int) -> list[str]:
         due = sorted((at, ref) for ref, at in self._looks.items() if at < before)
         return [ref for _, ref in due[:limit]]

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
-from bridge.model import Delivery, Incident, IncidentState
+from bridge.model import Delivery, Incident
 from bridge.ratelimit import (
     BUSY_FOR,
     PAUSE_REPORT_THRESHOLD,
@@ -509,6 +509,22 @@ def _delivery_argv(delivery: Delivery) -> list[str]:
     ]
 
 
+def _stored(fields: dict[str, str] | None) -> Stored | None:
+    """An incident's hash as read from Redis (None: gone)."""
+    if not fields or "body" not in fields:
+        return None
+    return Stored(
+        Incident.model_validate_json(fields["body"]),
+        Delivery(
+            message_id=int(fields["message_id"]) if fields.get("message_id") else None,
+            thread_id=int(fields["thread_id"]) if fields.get("thread_id") else None,
+            rendered_version=int(fields.get("rendered_version", 0)),
+            create_sent_at=_sent_at(fields.get("create_attempted")),
+            create_digest=fields.get("create_digest") or None,
+        ),
+    )
+
+
 def _sent_at(value: str | None) -> float | None:
     """When a create of unknown outcome was sent: "0" or nothing for none ("1", as older
     versions wrote, for long ago)."""
@@ -603,18 +619,18 @@ class RedisStore:
         if not ref:
             return None
         fields = await self._do("load", self._redis.hgetall(self._k("inc", ref)))
-        if not fields or "body" not in fields:
-            return None
-        return Stored(
-            Incident.model_validate_json(fields["body"]),
-            Delivery(
-                message_id=int(fields["message_id"]) if fields.get("message_id") else None,
-                thread_id=int(fields["thread_id"]) if fields.get("thread_id") else None,
-                rendered_version=int(fields.get("rendered_version", 0)),
-                create_sent_at=_sent_at(fields.get("create_attempted")),
-                create_digest=fields.get("create_digest") or None,
-            ),
-        )
+        return _stored(fields)
+
+    async def open_refs(self) -> list[str]:
+        return sorted(await self._do("open", self._redis.smembers(self._k("open"))))
+
+    async def load_many(self, refs: list[str]) -> list[Stored]:
+        """One round trip for the page (a pipeline of HGETALLs)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hgetall(self._k("inc", ref))
+        found = await self._do("load", pipe.execute())
+        return [s for s in map(_stored, found) if s is not None]
 
     async def load_incident(self, key: str) -> Stored | None:
         ref = await self._do("load", self._redis.get(self._k("cur", key)))
@@ -636,12 +652,11 @@ class RedisStore:
         return found
 
     async def open_incidents(self) -> list[Incident]:
-        refs = await self._do("open", self._redis.smembers(self._k("open")))
+        refs = await self.open_refs()
         out = []
-        for ref in sorted(refs):
-            stored = await self._stored(ref)
-            if stored is not None and stored.incident.state is not IncidentState.RESOLVED:
-                out.append(stored.incident)
+        for start in range(0, len(refs), 500):
+            page = await self.load_many(refs[start : start + 500])
+            out += [s.incident for s in page if not s.incident.finished]
         return out
 
     async def looks_due(self, before: float, limit: int) -> list[str]:

@@ -31,6 +31,7 @@ from bridge.timeline import MAX_EVENTS, Event
 T = TypeVar("T")
 
 # what `SQLiteStore._stored` reads, from `incidents i`
+IN_LIST_MAX = 500  # refs read by one statement
 _STORED = (
     "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
 )
@@ -237,13 +238,34 @@ class SQLiteStore:
         return str(row[0]) if row else None
 
     async def open_incidents(self) -> list[Incident]:
+        return [s.incident for s in await self.load_many(await self.open_refs())]
+
+    async def open_refs(self) -> list[str]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT i.body FROM current_incidents c JOIN incidents i ON i.ref = c.ref "
-                "WHERE i.finished_at IS NULL"
+                "SELECT c.ref FROM current_incidents c JOIN incidents i ON i.ref = c.ref "
+                "WHERE i.finished_at IS NULL ORDER BY c.ref"
             ).fetchall()
         )
-        return [Incident.model_validate_json(body) for (body,) in rows]
+        return [ref for (ref,) in rows]
+
+    async def load_many(self, refs: list[str]) -> list[Stored]:
+        def read(chunk: list[str]) -> Callable[[sqlite3.Connection], list[Stored]]:
+            def rows(db: sqlite3.Connection) -> list[Stored]:
+                marks = ",".join("?" * len(chunk))
+                found = db.execute(
+                    f"SELECT i.ref, {_STORED} FROM incidents i WHERE i.ref IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+                by_ref = {row[0]: self._stored(row[1:]) for row in found}
+                return [s for s in (by_ref.get(ref) for ref in chunk) if s is not None]
+
+            return rows
+
+        loaded: list[Stored] = []
+        for start in range(0, len(refs), IN_LIST_MAX):  # SQLite caps a statement's parameters
+            loaded += await self._run(read(refs[start : start + IN_LIST_MAX]))
+        return loaded
 
     async def looks_due(self, before: float, limit: int) -> list[str]:
         rows = await self._run(
