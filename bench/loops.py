@@ -163,6 +163,9 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
             per = (await redis_used(store) - used_before) / size
             line += f" {per / 1024:11.1f} KB"
         print(line, flush=True)
+    if outbox.silencer is not None:
+        for cluster in outbox.silencer.alertmanagers.values():
+            await cluster.close()
     await store.close()
 
 
