@@ -47,10 +47,11 @@ class Scheduler:
         self.stale_after = timedelta(seconds=stale_after) if stale_after else None
         self._looked_at_all = False
 
-    async def tick(self) -> int:
-        """Do what is due now; returns how many things were recorded."""
+    async def tick(self, progress: Callable[[], None] = lambda: None) -> int:
+        """Do what is due now; returns how many things were recorded. `progress` hears of
+        each page of incidents looked at (a long first tick is alive, not stalled)."""
         now = self.clock()
-        done = await self._look_at_due(now)
+        done = await self._look_at_due(now, progress)
         for due in digests_due(self.rules, now):
             done += await self._contained(f"digest {due.key}", self._digest(due, now))
         schedules = self.inbox.render_options.schedules  # with the chat's swaps laid over
@@ -62,13 +63,13 @@ class Scheduler:
                 )
         return done
 
-    async def _look_at_due(self, now: datetime) -> int:
+    async def _look_at_due(self, now: datetime, progress: Callable[[], None]) -> int:
         """Look at the open incidents due for it (changed since the last look, or their time
         came), a page at a time. At the first tick, at every open incident: the times were
         set under the rules of an earlier start, or by a version that kept none."""
         if not self._looked_at_all:
             done = 0
-            async for page in open_pages(self.store):
+            async for page in open_pages(self.store, progress=progress):
                 for incident in page:
                     done += await self._look(incident, now)
             self._looked_at_all = True
@@ -84,6 +85,7 @@ class Scheduler:
                 stored = await self.store.load_by_ref(ref)
                 if stored is not None and not stored.incident.finished:
                     done += await self._look(stored.incident, now)
+            progress()
             if len(refs) < limit or not fresh:
                 return done
 
@@ -195,7 +197,7 @@ class Scheduler:
     async def run(self, interval: float, pulse: Pulse) -> None:
         while True:
             try:
-                await self.tick()
+                await self.tick(progress=lambda: pulse.excuse(0))
             except StoreError as exc:
                 log.warning("scheduler: store unavailable, will retry: %s", exc)
             pulse.beat(interval)

@@ -85,14 +85,15 @@ class Silencer:
         if item.actor is not None:
             await self.inbox.silence_failed(item.ref, item.actor, failure)
 
-    async def check_once(self, store: Store) -> int:
+    async def check_once(self, store: Store, progress: Callable[[], None] = lambda: None) -> int:
         """One look at each Alertmanager that has open incidents, then through those
-        incidents a page at a time (see `open_pages`); returns how many changed."""
+        incidents a page at a time (see `open_pages`: `progress` hears of each); returns how
+        many changed."""
         views: dict[str, View | None] = {}  # by source; None: it could not be asked
         looked: set[str] = set()
         changed = 0
         now = self.clock()
-        async for page in open_pages(store):
+        async for page in open_pages(store, progress=progress):
             for incident in page:
                 looked.add(incident.ref)
                 cluster = self.alertmanagers.get(incident.source)
@@ -165,7 +166,9 @@ class Silencer:
     async def watch(self, store: Store, interval: float, pulse: Pulse) -> None:
         while True:
             try:
-                await self.check_once(store)
+                # a pass over many open incidents may outlast BRIDGE_STALL_AFTER: each page
+                # done shows it is alive
+                await self.check_once(store, progress=lambda: pulse.excuse(0))
             except StoreError as exc:
                 log.warning("silence check failed, will retry: %s", exc)
             pulse.beat(interval)

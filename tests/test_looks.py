@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bridge.store.base as store_base
 from bridge.incidents import close_unreported, tell_refires
 from bridge.looks import next_look
 from bridge.model import Incident, IncidentState
@@ -18,7 +19,8 @@ from bridge.rules import EscalationStep, RouteConfig
 from bridge.scheduler import Scheduler
 from bridge.silences import drop_stale_silence
 from bridge.store import Store
-from bridge.web.state import INBOX, RULES
+from bridge.tasks import Pulse
+from bridge.web.state import INBOX, OUTBOX, RULES
 from tests.conftest import BridgeFactory, group
 from tests.test_store_contract import incident
 
@@ -147,3 +149,33 @@ async def test_a_tick_reads_only_what_changed_or_came_due(
     assert await scheduler.tick() == 39
     assert counting.bulk == 1 and counting.loaded == 1 + 39
     assert len(await bridge.store.open_incidents()) == 1  # #99, seen 57 minutes ago
+
+
+async def test_a_long_pass_over_open_incidents_is_alive_not_stalled(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first tick and the silence check-back walk every open incident a page at a time;
+    at a hundred thousand a pass outlasts BRIDGE_STALL_AFTER, so each page tells the loop's
+    pulse it is alive (else /healthz would call a busy loop stalled)."""
+    monkeypatch.setattr(store_base, "OPEN_PAGE", 2)
+    bridge = await make_bridge(ALERTMANAGER_URL="http://127.0.0.1:9")  # nobody answers there
+    for n in range(5):
+        await bridge.post(group(n))
+    clock = [0.0]
+    pulse = Pulse(stall_after=10.0, clock=lambda: clock[0])
+    stalled: list[float] = []
+
+    def page_done() -> None:  # each page takes 8 s: three outlast stall_after
+        clock[0] += 8.0
+        pulse.excuse(0)
+        stalled.append(pulse.stalled_for())
+
+    scheduler = Scheduler(bridge.store, bridge.app[INBOX], bridge.app[RULES])
+    await scheduler.tick(progress=page_done)
+    assert stalled == [0.0, 0.0, 0.0]
+    silencer = bridge.app[OUTBOX].silencer
+    assert silencer is not None
+    await silencer.check_once(bridge.store, progress=page_done)
+    assert stalled == [0.0] * 6
+    clock[0] += 11.0  # and without a word for longer than stall_after, it is stalled
+    assert pulse.stalled_for() > 0

@@ -7,7 +7,7 @@ and finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -243,10 +243,15 @@ class Store(Protocol):
 OPEN_PAGE = 500
 
 
-async def open_pages(store: Store, size: int = OPEN_PAGE) -> AsyncIterator[list[Incident]]:
-    """Every open incident, `size` at a time: a pass over a hundred thousand holds one page
-    (and their refs) in memory, not all of them."""
+async def open_pages(
+    store: Store, size: int | None = None, progress: Callable[[], None] = lambda: None
+) -> AsyncIterator[list[Incident]]:
+    """Every open incident, `size` (OPEN_PAGE) at a time: a pass over a hundred thousand holds
+    one page (and their refs) in memory, not all of them. `progress` hears of each page done,
+    so a long pass tells its supervisor it is alive (see `Pulse.excuse`)."""
     refs = await store.open_refs()
-    for start in range(0, len(refs), size):
-        page = await store.load_many(refs[start : start + size])
+    step = size or OPEN_PAGE
+    for start in range(0, len(refs), step):
+        page = await store.load_many(refs[start : start + step])
         yield [s.incident for s in page if not s.incident.finished]
+        progress()
