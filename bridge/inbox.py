@@ -101,6 +101,17 @@ def body_id(source: str, body: bytes) -> bytes:
     return hashed.digest()
 
 
+def _log_accepted(source: str, group_key: str, status: str, alerts: int, what: list[str]) -> None:
+    log.info(
+        "accepted %s notification %s (%s, %d alerts): %s",
+        source,
+        group_key,
+        status,
+        alerts,
+        "; ".join(what) if what else "no change (a repeat or a copy)",
+    )
+
+
 @dataclass(frozen=True)
 class ClickOutcome:
     action: str  # for metrics: the button's action, or "malformed"
@@ -177,26 +188,20 @@ class Inbox:
             self._locks[key] = lock
         return lock
 
-    def repeat_of(self, source: str, body: bytes) -> Accepted | None:
-        """The answer to a byte-identical copy of a body this process recorded, if every
-        incident it was routed to still holds what it said: the repeat `accept` would find
-        (same metrics, same log line), without parsing the body again. None: parse the body
-        and `accept` it. A body read by when it arrived (a status derived from `endsAt`) is
-        never remembered, and `_seen` ages as it does for `accept` (dedup TTL, last_seen)."""
-        known = self._bodies.get(body_id(source, body))
+    def repeat_of(self, source: str, body_key: bytes) -> Accepted | None:
+        """The answer to a byte-identical copy (`body_key`: see `body_id`) of a body this
+        process recorded, if every incident it was routed to still holds what it said: the
+        repeat `accept` would find (same metrics, same log line), without parsing the body
+        again. None: parse the body and `accept` it. A body read by when it arrived (a status
+        derived from `endsAt`) is never remembered, and `_seen` ages as it does for `accept`
+        (dedup TTL, last_seen)."""
+        known = self._bodies.get(body_key)
         if known is None or any(self._seen.get(key) != known.digest for key in known.keys):
             return None
         self._count(source, known.status, known.alert_statuses)
         for key in known.keys:
-            self._repeats[key] = self._repeats.get(key, 0) + 1
-            self.metrics.deduplicated.labels(source).inc()
-        log.info(
-            "accepted %s notification %s (%s, %d alerts): no change (a repeat or a copy)",
-            source,
-            known.group_key,
-            known.status,
-            len(known.alert_statuses),
-        )
+            self._repeated(key, source)
+        _log_accepted(source, known.group_key, known.status, len(known.alert_statuses), [])
         return Accepted([], len(known.keys))
 
     def _count(self, source: str, status: str, alert_statuses: Iterable[str]) -> None:
@@ -204,10 +209,15 @@ class Inbox:
         for alert_status in alert_statuses:
             self.metrics.alerts.labels(source, alert_status).inc()
 
-    async def accept(self, note: Notification, body: bytes | None = None) -> Accepted:
+    def _repeated(self, key: str, source: str) -> None:
+        """A notification changed nothing for incident `key` (counted for its next write)."""
+        self._repeats[key] = self._repeats.get(key, 0) + 1
+        self.metrics.deduplicated.labels(source).inc()
+
+    async def accept(self, note: Notification, body_key: bytes | None = None) -> Accepted:
         """Record `note` durably. Returns only once every change is committed; raises
         StoreError if it could not be (the caller answers 5xx so the sender retries).
-        `body`, the request's bytes, lets its byte-identical repeats skip parsing."""
+        `body_key` (see `body_id`) lets its byte-identical repeats skip parsing."""
         self._count(note.source, note.status, [a.status for a in note.alerts])
         digest = notification_digest(note)
         changed: list[str] = []
@@ -234,9 +244,8 @@ class Inbox:
                 self._seen[key] = digest  # routed elsewhere now: its repeats change nothing
         for key, (route, chat_id) in targets.items():
             if self._seen.get(key) == digest:
-                self._repeats[key] = self._repeats.get(key, 0) + 1
+                self._repeated(key, note.source)
                 unchanged += 1
-                self.metrics.deduplicated.labels(note.source).inc()
                 continue
             in_flight = self._in_flight.get(key)
             if in_flight is not None and in_flight[0] == digest:
@@ -256,24 +265,17 @@ class Inbox:
                 what.append(change[1])
         if changed:
             self.on_commit()
-        if body is not None and not note.read_at_arrival:
-            self._remember(body, note, digest, tuple(routed))
-        log.info(
-            "accepted %s notification %s (%s, %d alerts): %s",
-            note.source,
-            note.group_key,
-            note.status,
-            len(note.alerts),
-            "; ".join(what) if what else "no change (a repeat or a copy)",
-        )
+        if body_key is not None and not note.read_at_arrival:
+            self._remember(body_key, note, digest, tuple(routed))
+        _log_accepted(note.source, note.group_key, note.status, len(note.alerts), what)
         return Accepted(changed, unchanged)
 
     def _remember(
-        self, body: bytes, note: Notification, digest: str, keys: tuple[str, ...]
+        self, body_key: bytes, note: Notification, digest: str, keys: tuple[str, ...]
     ) -> None:
-        """Keep what `body` said once all its incidents hold it (see `repeat_of`)."""
+        """Keep what the body said once all its incidents hold it (see `repeat_of`)."""
         if all(self._seen.get(key) == digest for key in keys):
-            self._bodies[body_id(note.source, body)] = KnownBody(
+            self._bodies[body_key] = KnownBody(
                 digest, keys, note.group_key, note.status, tuple(a.status for a in note.alerts)
             )
 

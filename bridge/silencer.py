@@ -15,9 +15,9 @@ from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Fail
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
 from bridge.inbox import Inbox
-from bridge.model import AlertStatus, Incident
+from bridge.model import Incident
 from bridge.render import incident_title
-from bridge.silences import absence_evidence, check_back, drop_stale_silence, silence_matchers
+from bridge.silences import absence_evidence, check_back, silence_matchers
 from bridge.store import OutboxItem, Store, open_pages
 from bridge.tasks import Pulse
 from bridge.users import UserNames
@@ -125,21 +125,18 @@ class Silencer:
         through the inbox, which decides again under compare-and-set, so a pass writes what
         changed, not every open incident. Without a view, only a silence long past its end
         is dropped."""
-        if view is None:
-            if drop_stale_silence(incident, now)[1]:
-                return await self._follow(incident.ref, None, {})
-            return False
-        firing = frozenset(
-            a.fingerprint for a in incident.alerts.values() if a.status is AlertStatus.FIRING
-        )
-        gone, self._missing[incident.ref] = absence_evidence(
-            firing, view.alerts, view.settled, self._missing.get(incident.ref, frozenset())
-        )
+        alerts, silences, gone = None, {}, frozenset[str]()
+        if view is not None:
+            alerts, silences = view.alerts, view.silences
+            firing = frozenset(a.fingerprint for a in incident.firing)
+            gone, self._missing[incident.ref] = absence_evidence(
+                firing, alerts, view.settled, self._missing.get(incident.ref, frozenset())
+            )
         touch_every = self.inbox.touch_every
-        after, _ = check_back(incident, view.alerts, view.silences, now, gone, touch_every)
+        after, _ = check_back(incident, alerts, silences, now, gone, touch_every)
         if after is incident:
             return False
-        return await self._follow(incident.ref, view.alerts, view.silences, gone)
+        return await self._follow(incident.ref, alerts, silences, gone)
 
     def forget(self, open_refs: set[str]) -> None:
         """Drop what was noted about incidents no longer open (bounded memory)."""

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 import bridge.sources.alertmanager as alertmanager
+from bridge.inbox import body_id
 from bridge.web.state import INBOX, METRICS
 from tests.conftest import Bridge, BridgeFactory, fixture_bytes, fixture_json
 from tests.test_grafana import sign
@@ -91,7 +92,7 @@ async def test_a_body_read_by_its_arrival_time_is_read_again(bridge: Bridge) -> 
     body = arriving_with_end(datetime.now(UTC) + timedelta(seconds=1.5))
     first = await bridge.post(body)
     assert (await first.json())["changed"], "firing: endsAt is still ahead"
-    assert bridge.app[INBOX].repeat_of("alertmanager", body) is None
+    assert bridge.app[INBOX].repeat_of("alertmanager", body_id("alertmanager", body)) is None
     time.sleep(1.6)
     again = await bridge.post(body)  # the same bytes, now past endsAt: resolved
     assert (await again.json())["changed"], "answered from memory as a repeat"
@@ -105,7 +106,7 @@ async def test_a_repeat_still_needs_its_signature(make_bridge: BridgeFactory) ->
     headers = {"X-Grafana-Alerting-Signature": sign(body)}
     for _ in range(2):
         assert (await bridge.post(body, headers, "/webhook/grafana")).status == 200
-    assert bridge.app[INBOX].repeat_of("grafana", body) is not None
+    assert bridge.app[INBOX].repeat_of("grafana", body_id("grafana", body)) is not None
     forged = {"X-Grafana-Alerting-Signature": "0" * 64}
     assert (await bridge.post(body, forged, "/webhook/grafana")).status == 401
     assert (await bridge.post(body, path="/webhook/grafana")).status == 401

@@ -49,6 +49,7 @@ from bridge.store.base import (
     OutboxItem,
     Stored,
     SwapRecord,
+    open_pages,
 )
 from bridge.timeline import MAX_EVENTS, Event
 
@@ -652,12 +653,7 @@ class RedisStore:
         return found
 
     async def open_incidents(self) -> list[Incident]:
-        refs = await self.open_refs()
-        out = []
-        for start in range(0, len(refs), 500):
-            page = await self.load_many(refs[start : start + 500])
-            out += [s.incident for s in page if not s.incident.finished]
-        return out
+        return [incident async for page in open_pages(self) for incident in page]
 
     async def looks_due(self, before: float, limit: int) -> list[str]:
         refs = await self._do(

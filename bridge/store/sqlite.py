@@ -24,6 +24,7 @@ from bridge.store.base import (
     Stored,
     SwapRecord,
     coalesced,
+    open_pages,
 )
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 from bridge.timeline import MAX_EVENTS, Event
@@ -238,7 +239,7 @@ class SQLiteStore:
         return str(row[0]) if row else None
 
     async def open_incidents(self) -> list[Incident]:
-        return [s.incident for s in await self.load_many(await self.open_refs())]
+        return [incident async for page in open_pages(self) for incident in page]
 
     async def open_refs(self) -> list[str]:
         rows = await self._run(

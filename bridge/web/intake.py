@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from bridge.errors import PayloadError, StoreError
-from bridge.inbox import Accepted
+from bridge.inbox import Accepted, body_id
 from bridge.model import Notification
 from bridge.web.body import CLOSE_AFTER, read_body
 from bridge.web.state import AUTH, INBOX, METRICS, SETTINGS
@@ -57,7 +57,8 @@ def intake_handler(
             body = await read_body(request, settings.BRIDGE_MAX_BODY, settings.BRIDGE_READ_TIMEOUT)
             if check_body is not None:
                 check_body(request, body)
-            repeat = app[INBOX].repeat_of(source, body)  # a copy of a body already recorded
+            body_key = body_id(source, body)
+            repeat = app[INBOX].repeat_of(source, body_key)  # a copy of a body recorded
             if repeat is not None:
                 return accepted_response(repeat)
             note = parse(body)
@@ -68,7 +69,7 @@ def intake_handler(
             )
             return json_error(exc.status, exc.message, exc.details)
         try:
-            accepted = await app[INBOX].accept(note, body)
+            accepted = await app[INBOX].accept(note, body_key)
         except StoreError as exc:
             metrics.store_errors.inc()
             metrics.rejected.labels(source, "503").inc()
