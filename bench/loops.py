@@ -2,9 +2,12 @@
 
 One pass of each background loop, timed at 1,000, 10,000 and 100,000 open incidents of 10
 firing alerts each (1,000,000 alerts at the top), on the SQLite store and on a real
-redis-server: the scheduler's tick (a route with reminders, so it looks at incidents every
-tick), the silence check-back against an Alertmanager that reports every alert, pruning, and
-the outbox gauges. Also the process's RSS after each pass, and Redis memory per incident.
+redis-server: the scheduler's tick (a route with reminders) with nothing due, after 100
+incidents changed, the first tick after a restart under the same rules and under new ones
+(that one looks at every open incident); the silence check-back against an Alertmanager that
+holds every alert, the last 100 groups under a silence made in its UI (the first pass shows
+them silenced, the next is the steady state); pruning, and the outbox gauges. Also the
+process's RSS after each pass, and Redis memory per incident.
 
 The incidents are recorded through the inbox itself (the same writes a webhook makes), without
 HTTP, in this process; the Alertmanager is a small server in another process that answers
@@ -40,7 +43,7 @@ from bridge.housekeeping import prune_once  # noqa: E402
 from bridge.metrics import Metrics  # noqa: E402
 from bridge.pachca import DryRunPachca  # noqa: E402
 from bridge.rules import load_rules  # noqa: E402
-from bridge.scheduler import Scheduler  # noqa: E402
+from bridge.scheduler import LOOKS_BASIS, Scheduler  # noqa: E402
 from bridge.settings import Settings  # noqa: E402
 from bridge.sources.alertmanager import parse  # noqa: E402
 from bridge.store import Store, open_store  # noqa: E402
@@ -56,41 +59,71 @@ routes:
 """
 
 FAKE_ALERTMANAGER = """
+import json
 import sys
 from pathlib import Path
 from aiohttp import web
-alerts = Path(sys.argv[2])
+state = Path(sys.argv[2])
+def read(name):
+    return (state / name).read_bytes()
 async def answer(request):
     if request.path == "/api/v2/alerts":
-        return web.Response(body=alerts.read_bytes(), content_type="application/json")
+        if request.query.get("active") == "false":
+            return web.Response(body=read("suppressed.json"), content_type="application/json")
+        wanted = [f.split("=", 1) for f in request.query.getall("filter", [])]
+        if not wanted:
+            return web.Response(body=read("alerts.json"), content_type="application/json")
+        alerts = json.loads(read("alerts.json"))
+        return web.json_response(
+            [a for a in alerts if all(json.dumps(a["labels"].get(k, "")) == v for k, v in wanted)]
+        )
     if request.path == "/api/v2/silences":
-        return web.json_response([])
+        return web.Response(body=read("silences.json"), content_type="application/json")
     return web.json_response({"uptime": "2026-01-01T00:00:00Z", "cluster": {"peers": []}})
 app = web.Application()
 app.router.add_get("/{tail:.*}", answer)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
+# groups silenced in Alertmanager's UI at each size (the last ones: the first hundred change)
+SILENCED_GROUPS = 100
+SILENCE = {
+    "id": "5e1e9ce0-0000-4000-8000-000000000001",
+    "status": {"state": "active"},
+    "createdBy": "bench",
+    "endsAt": "2099-01-01T00:00:00Z",
+}
 
 
-def alertmanager_view(groups: int) -> list[dict[str, Any]]:
-    """What an Alertmanager holding every alert of `groups` groups answers to GET alerts."""
-    view = []
+def alertmanager_view(groups: int, state: Path) -> None:
+    """What an Alertmanager holding every alert of `groups` groups answers to GET alerts
+    (alerts.json), the last SILENCED_GROUPS of them under one silence; and to
+    ?active=false (suppressed.json): those."""
+    view, suppressed = [], []
     for group in range(groups):
+        silenced = group >= groups - SILENCED_GROUPS
+        by = [SILENCE["id"]] if silenced else []
         for alert in notification(group, ALERTS_PER_INCIDENT)["alerts"]:
-            view.append(
-                {
-                    "labels": alert["labels"],
-                    "annotations": alert["annotations"],
-                    "fingerprint": alert["fingerprint"],
-                    "startsAt": alert["startsAt"],
-                    "endsAt": "2099-01-01T00:00:00Z",
-                    "updatedAt": alert["startsAt"],
-                    "generatorURL": alert["generatorURL"],
-                    "receivers": [{"name": "pachca"}],
-                    "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
-                }
-            )
-    return view
+            held = {
+                "labels": alert["labels"],
+                "annotations": alert["annotations"],
+                "fingerprint": alert["fingerprint"],
+                "startsAt": alert["startsAt"],
+                "endsAt": "2099-01-01T00:00:00Z",
+                "updatedAt": alert["startsAt"],
+                "generatorURL": alert["generatorURL"],
+                "receivers": [{"name": "pachca"}],
+                "status": {
+                    "state": "suppressed" if silenced else "active",
+                    "silencedBy": by,
+                    "inhibitedBy": [],
+                },
+            }
+            view.append(held)
+            if silenced:
+                suppressed.append(held)
+    (state / "alerts.json").write_text(json.dumps(view))
+    (state / "suppressed.json").write_text(json.dumps(suppressed))
+    (state / "silences.json").write_text(json.dumps([SILENCE]))
 
 
 async def timed(what: Callable[[], Awaitable[Any]]) -> float:
@@ -127,22 +160,22 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         settings, load_rules(rules_path), store, DryRunPachca(), Metrics(), run_outbox=False
     )
     inbox, outbox = app[INBOX], app[OUTBOX]
-    scheduler = Scheduler(store, inbox, inbox.rules)
     redis = store_url.startswith("redis")
     used_before = await redis_used(store) if redis else 0
     print(f"\n   {kind} store")
     print(
-        f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'1st tick':>10s} "
-        f"{'silences':>9s} "
+        f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'restart':>9s} "
+        f"{'new rules':>10s} {'silences':>9s} {'1st silc':>9s} "
         f"{'prune':>8s} {'gauges':>8s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
     )
     done = 0
     for size in sizes:
         rate = await fill(app, done, size)
         done = size
-        (state / "alerts.json").write_text(json.dumps(alertmanager_view(size)))
-        scheduler._looked_at_all = False  # the first pass after a start looks at all
-        with_stale = await timed(scheduler.tick)
+        alertmanager_view(size, state)
+        await store.put_setting(LOOKS_BASIS, "other rules")
+        scheduler = Scheduler(store, inbox, inbox.rules)
+        new_rules = await timed(scheduler.tick)  # a start under new rules looks at all
         tick = await timed(scheduler.tick)
         # a hundred incidents change (one more alert each, a new one at each size): the next
         # tick looks at those
@@ -150,13 +183,15 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         changes = [parse(json.dumps(notification(g, more)).encode()) for g in range(100)]
         await asyncio.gather(*(inbox.accept(n) for n in changes))
         tick_changed = await timed(scheduler.tick)
+        restarted = await timed(Scheduler(store, inbox, inbox.rules).tick)  # same rules
         assert outbox.silencer is not None
+        first_check = await timed(partial(outbox.silencer.check_once, store))  # shows them
         check = await timed(partial(outbox.silencer.check_once, store))
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
         line = (
-            f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {with_stale:8.0f}ms "
-            f"{check:7.0f}ms "
+            f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
+            f"{new_rules:8.0f}ms {check:7.1f}ms {first_check:7.0f}ms "
             f"{prune:6.1f}ms {gauges:6.1f}ms {rss_mb_self():5.0f}MB"
         )
         if redis:
@@ -184,7 +219,7 @@ def main(quick: bool) -> None:
     sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
     state = Path(tempfile.mkdtemp(prefix="bridge-loops-"))
     am_port = free_port()
-    (state / "alerts.json").write_text("[]")
+    alertmanager_view(0, state)
     am = subprocess.Popen(
         [sys.executable, "-c", FAKE_ALERTMANAGER, str(am_port), str(state / "alerts.json")]
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -93,9 +95,12 @@ class AlertmanagerClient:
         if self._session is not None:
             await self._session.close()
 
-    async def _call(self, method: str, path: str, body: Any = None) -> tuple[int, str]:
+    async def _call(
+        self, method: str, path: str, body: Any = None, query: Query = ()
+    ) -> tuple[int, str]:
         try:
-            async with self._http().request(method, self.base_url + path, json=body) as resp:
+            url = self.base_url + path
+            async with self._http().request(method, url, json=body, params=query) as resp:
                 # a proxy's error page in front of Alertmanager may not be UTF-8
                 return resp.status, (await resp.read()).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -160,9 +165,10 @@ class AlertmanagerClient:
             return False
         raise self._fail("expire the silence", status, text)
 
-    async def alerts(self) -> list[dict[str, Any]]:
-        """Every alert Alertmanager holds now, with `status.silencedBy`."""
-        status, text = await self._call("GET", "/api/v2/alerts")
+    async def alerts(self, query: Query = ()) -> list[dict[str, Any]]:
+        """The alerts Alertmanager holds now (all, or those `query` asks for: see
+        `SUPPRESSED`, `group_query`), with `status.silencedBy`."""
+        status, text = await self._call("GET", "/api/v2/alerts", query=query)
         if status != 200:
             raise self._fail("list alerts", status, text)
         data = _json_list(text, "alerts")
@@ -189,6 +195,34 @@ class AlertmanagerClient:
         if started.tzinfo is None:
             raise AlertmanagerError(f"the status uptime has no UTC offset: {uptime}", True)
         return started
+
+
+# the query string of GET /api/v2/alerts: (name, value) pairs, a name may repeat
+Query = Sequence[tuple[str, str]]
+
+# alerts under a silence or an inhibition (not active, not yet unprocessed): the silence
+# check-back's question each pass; Alertmanager's answer is as long as what is suppressed,
+# not as everything it holds
+SUPPRESSED: Query = (("active", "false"), ("unprocessed", "false"))
+
+
+def group_query(labels: dict[str, str]) -> Query:
+    """The alerts whose labels equal all of `labels` (an incident's group labels: every alert
+    of the group has them); with none, every alert."""
+    return [
+        ("filter", f'{_name(name)}="{_quoted(value)}"') for name, value in sorted(labels.items())
+    ]
+
+
+def _name(name: str) -> str:
+    """A label name in a matcher: quoted unless a classic one (UTF-8 names, Alertmanager
+    0.27+)."""
+    return name if re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) else f'"{_quoted(name)}"'
+
+
+def _quoted(value: str) -> str:
+    """A label value inside a matcher's double quotes (Go string escapes)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class View(NamedTuple):
@@ -249,16 +283,19 @@ class AlertmanagerCluster:
     async def expire_silence(self, silence_id: str) -> bool:
         return bool(await self._first(lambda c: c.expire_silence(silence_id)))
 
-    async def view(self, settle_seconds: float, now: datetime, silences: bool = False) -> View:
-        """The union of what the replicas that answer hold; AlertmanagerError if none does.
-        Silences are read when asked for, or when some alert is silenced."""
+    async def view(
+        self, settle_seconds: float, now: datetime, silences: bool = False, query: Query = ()
+    ) -> View:
+        """The union of what the replicas that answer hold (their alerts `query` asks for);
+        AlertmanagerError if none does. Silences are read when asked for, or when some alert
+        is silenced."""
         alerts: dict[str, dict[str, Any]] = {}
         by_id: dict[str, dict[str, Any]] = {}
         settled = False
         failures: list[AlertmanagerError] = []
         for client in self.clients:
             try:
-                own = await client.alerts()
+                own = await client.alerts(query)
                 wanted = silences or any((a.get("status") or {}).get("silencedBy") for a in own)
                 own_silences = await client.silences() if wanted else []
                 started = await client.started_at()

@@ -10,12 +10,14 @@ asks again); late is a missed reminder, so every rule the tick applies has its t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 
 from bridge.incidents import REFIRE_WINDOW
 from bridge.model import Incident, IncidentState
 from bridge.oncall import needs_attention
-from bridge.rules import RouteConfig
+from bridge.rules import RouteConfig, Rules
 from bridge.silences import STALE_SILENCE
 
 
@@ -43,3 +45,18 @@ def next_look(
     if incident.silence_id is not None and incident.silenced_until is not None:
         times.append(incident.silenced_until + STALE_SILENCE + timedelta(seconds=1))
     return min(times, default=None)
+
+
+# the version of `next_look`'s arithmetic: changing it re-times every open incident once
+LOOKS_VERSION = 1
+
+
+def looks_basis(rules: Rules, stale_after: timedelta | None) -> str:
+    """What the recorded look times were computed from: the routes' rules, BRIDGE_STALE_AFTER
+    and `next_look` itself. A start under another basis (new rules, an upgrade, a database
+    that kept no times) looks at every open incident once; one under the same basis trusts
+    the times in the store."""
+    routes = [(r.name, r.config.model_dump(mode="json")) for r in rules.routes]
+    stale = stale_after.total_seconds() if stale_after is not None else None
+    text = json.dumps([LOOKS_VERSION, stale, routes], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

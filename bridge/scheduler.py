@@ -15,7 +15,7 @@ from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
-from bridge.looks import next_look
+from bridge.looks import looks_basis, next_look
 from bridge.model import Incident, IncidentState
 from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # incidents due for a look are read this many at a time
 LOOKS_PER_READ = 500
+# the store setting naming the basis of the recorded look times (see `looks_basis`)
+LOOKS_BASIS = "looks"
+# an incident due to close as unreported whose Alertmanager cannot be asked is looked at
+# again this much later
+STALE_RETRY = timedelta(minutes=5)
 
 
 class Scheduler:
@@ -39,13 +44,17 @@ class Scheduler:
         rules: Rules,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stale_after: float = 13 * 3600,
+        look_for: Callable[[Incident], Awaitable[bool | None]] | None = None,
     ) -> None:
         self.store = store
         self.inbox = inbox
         self.rules = rules
         self.clock = clock
         self.stale_after = timedelta(seconds=stale_after) if stale_after else None
-        self._looked_at_all = False
+        # asks Alertmanager about an incident before it is closed as unreported (see
+        # `Silencer.look_for`)
+        self.look_for = look_for
+        self._started = False
 
     async def tick(self, progress: Callable[[], None] = lambda: None) -> int:
         """Do what is due now; returns how many things were recorded. `progress` hears of
@@ -65,16 +74,18 @@ class Scheduler:
 
     async def _look_at_due(self, now: datetime, progress: Callable[[], None]) -> int:
         """Look at the open incidents due for it (changed since the last look, or their time
-        came), a page at a time. At the first tick, at every open incident: the times were
-        set under the rules of an earlier start, or by a version that kept none."""
-        if not self._looked_at_all:
-            done = 0
-            async for page in open_pages(self.store, progress=progress):
-                for incident in page:
-                    done += await self._look(incident, now)
-            self._looked_at_all = True
-            return done
+        came), a page at a time. At the first tick after a start under other rules (see
+        `looks_basis`), at every open incident first: their times were set under the old
+        ones."""
         done = 0
+        if not self._started:
+            basis = looks_basis(self.rules, self.stale_after)
+            if await self.store.setting(LOOKS_BASIS) != basis:
+                async for page in open_pages(self.store, progress=progress):
+                    for incident in page:
+                        done += await self._look(incident, now)
+                await self.store.put_setting(LOOKS_BASIS, basis)
+            self._started = True
         seen: set[str] = set()  # looked at in this tick (one may be due again at once)
         while True:
             limit = LOOKS_PER_READ + len(seen)
@@ -109,9 +120,7 @@ class Scheduler:
             and close_unreported(incident, now, self.stale_after).changed
         ):
             acted = True
-            done += await self._contained(
-                what, self.inbox.close_if_unreported(incident.ref, self.stale_after)
-            )
+            done += await self._contained(what, self._close_unreported(incident, now))
         elif drop_stale_silence(incident, now)[1]:
             # a silence shown long past its end that no check-back will drop (no
             # Alertmanager configured any more): dropped, so the incident can finish
@@ -125,6 +134,18 @@ class Scheduler:
                 incident.ref, incident.version, at.timestamp() if at is not None else None
             )
         return done
+
+    async def _close_unreported(self, incident: Incident, now: datetime) -> bool:
+        """Close an incident nothing reported for BRIDGE_STALE_AFTER, unless Alertmanager
+        still holds it (`look_for` renews it then, and the inbox, deciding again, finds it
+        reported). While Alertmanager cannot be asked, nobody can say it ended: it stays
+        open, looked at again after STALE_RETRY."""
+        assert self.stale_after is not None
+        if self.look_for is not None and await self.look_for(incident) is None:
+            at = (now + STALE_RETRY).timestamp()
+            await self.store.look_again(incident.ref, incident.version, at)
+            return False
+        return await self.inbox.close_if_unreported(incident.ref, self.stale_after)
 
     async def _announce(self, name: str, schedule: Schedule, now: datetime) -> bool:
         """At each handoff, who is now on duty and until when, with what still fires on the

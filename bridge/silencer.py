@@ -11,18 +11,32 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.alertmanager_api import AlertmanagerCluster, AlertmanagerError, Failure, View, Why
+from bridge.alertmanager_api import (
+    SUPPRESSED,
+    AlertmanagerCluster,
+    AlertmanagerError,
+    Failure,
+    Query,
+    View,
+    Why,
+    group_query,
+)
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
 from bridge.inbox import Inbox
-from bridge.model import Incident
+from bridge.model import Incident, IncidentState
 from bridge.render import incident_title
 from bridge.silences import absence_evidence, check_back, silence_matchers
-from bridge.store import OutboxItem, Store, open_pages
+from bridge.store import OutboxItem, Store
+from bridge.store.base import OPEN_PAGE
 from bridge.tasks import Pulse
 from bridge.users import UserNames
 
 log = logging.getLogger(__name__)
+
+# in a pass, at most this many incidents are looked up by their own group's alerts; past it,
+# Alertmanager is asked once for every alert it holds
+GROUP_READS_MAX = 20
 
 
 class Silencer:
@@ -86,31 +100,79 @@ class Silencer:
             await self.inbox.silence_failed(item.ref, item.actor, failure)
 
     async def check_once(self, store: Store, progress: Callable[[], None] = lambda: None) -> int:
-        """One look at each Alertmanager that has open incidents, then through those
-        incidents a page at a time (see `open_pages`: `progress` hears of each); returns how
-        many changed."""
-        views: dict[str, View | None] = {}  # by source; None: it could not be asked
-        looked: set[str] = set()
-        changed = 0
+        """One pass of the check-back; returns how many incidents changed.
+
+        Its cost follows what Alertmanager suppresses and what shows a silence, not what is
+        open: each Alertmanager is asked for its silenced and inhibited alerts only
+        (`SUPPRESSED`), and the incidents read are those that hold one of them or show a
+        silence (`Store.holding`, `Store.shown_silenced`): no other open incident can change
+        by a look (see `silences.follow_alertmanager`). An incident whose alerts are not all
+        in that answer is looked up with its own group's alerts (`group_query`); when more
+        than GROUP_READS_MAX are, Alertmanager is asked once for everything instead. Open
+        incidents Alertmanager does not suppress are renewed when they would go stale
+        (`look_for`, from the scheduler). `progress` hears of each page of incidents."""
         now = self.clock()
-        async for page in open_pages(store, progress=progress):
-            for incident in page:
-                looked.add(incident.ref)
+        views = {source: await self._view(c) for source, c in self.alertmanagers.items()}
+        suppressed = sorted({fp for view in views.values() if view for fp in view.alerts})
+        refs = sorted(set(await store.shown_silenced()) | set(await store.holding(suppressed)))
+        reads = _Reads(self, views)
+        changed = 0
+        for start in range(0, len(refs), OPEN_PAGE):
+            page = await store.load_many(refs[start : start + OPEN_PAGE])
+            followed = [s.incident for s in page if not s.incident.finished]
+            for incident in followed:
+                if incident.source in self.alertmanagers:
+                    reads.want(incident)
+            for incident in followed:
                 cluster = self.alertmanagers.get(incident.source)
-                if cluster is None:
-                    continue
-                if incident.source not in views:
-                    views[incident.source] = await self._view(cluster)
-                changed += await self._check(incident, views[incident.source], now)
-        self.forget(looked)
+                if cluster is not None:
+                    view = await reads.view_for(incident, cluster)
+                    changed += await self._check(incident, view, now)
+            progress()
+        self.forget(set(refs))
         return changed
 
-    async def _view(self, cluster: AlertmanagerCluster) -> View | None:
+    async def look_for(self, incident: Incident) -> bool | None:
+        """The check-back of one incident, outside the pass: the scheduler asks before it
+        closes an incident nothing has reported for BRIDGE_STALE_AFTER (Alertmanager sends
+        nothing for an inhibited alert, nor again before its repeat_interval): one still in
+        Alertmanager has its `last_seen` renewed here. False: no Alertmanager to ask; None:
+        it could not be asked (so nobody can say it ended)."""
+        cluster = self.alertmanagers.get(incident.source)
+        if cluster is None:
+            return False
+        view = await self._group_view(cluster, incident)
+        if view is None:
+            return None
+        await self._check(incident, view, self.clock())
+        return True
+
+    async def _group_view(self, cluster: AlertmanagerCluster, incident: Incident) -> View | None:
+        """The alerts of the incident's group (all it needs); every alert if Alertmanager
+        refuses the group's matchers (an older one and a UTF-8 label name)."""
         try:
-            view = await cluster.view(self.settle_seconds, self.clock(), silences=True)
+            return self._noted(
+                cluster, await self._ask(cluster, group_query(incident.group_labels))
+            )
+        except AlertmanagerError as exc:
+            if exc.retryable:
+                log.warning("cannot ask Alertmanager about silences: %s", exc)
+                return None
+            log.info("Alertmanager refused a group's matchers, asking for every alert: %s", exc)
+        return await self._view(cluster, ())
+
+    async def _ask(self, cluster: AlertmanagerCluster, query: Query) -> View:
+        return await cluster.view(self.settle_seconds, self.clock(), True, query)
+
+    async def _view(self, cluster: AlertmanagerCluster, query: Query = SUPPRESSED) -> View | None:
+        try:
+            view = await self._ask(cluster, query)
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
             return None
+        return self._noted(cluster, view)
+
+    def _noted(self, cluster: AlertmanagerCluster, view: View) -> View:
         if not view.settled:
             log.info(
                 "Alertmanager %s started less than %.0fs ago: alerts it lacks are not taken "
@@ -123,8 +185,8 @@ class Silencer:
     async def _check(self, incident: Incident, view: View | None, now: datetime) -> bool:
         """Decided first on the copy just read (pure): only an incident the look changes goes
         through the inbox, which decides again under compare-and-set, so a pass writes what
-        changed, not every open incident. Without a view, only a silence long past its end
-        is dropped."""
+        changed, not every incident it reads. `view` holds every alert of the incident that
+        Alertmanager holds; without one, only a silence long past its end is dropped."""
         alerts, silences, gone = None, {}, frozenset[str]()
         if view is not None:
             alerts, silences = view.alerts, view.silences
@@ -170,3 +232,42 @@ class Silencer:
                 log.warning("silence check failed, will retry: %s", exc)
             pulse.beat(interval)
             await asyncio.sleep(interval)
+
+
+class _Reads:
+    """Where one pass finds each incident's alerts: the answer about suppressed alerts when it
+    holds all of the incident's (see `needs_own_read`), else its group's own alerts, or every
+    alert when many incidents need their own (one read instead of many)."""
+
+    def __init__(self, silencer: Silencer, views: dict[str, View | None]) -> None:
+        self.ask = silencer._view
+        self.group_view = silencer._group_view
+        self.views = views
+        self.wanted: dict[str, int] = {}  # by source: incidents needing their own read
+        self.everything: dict[str, View | None] = {}  # by source: every alert, once asked
+
+    def want(self, incident: Incident) -> None:
+        view = self.views.get(incident.source)
+        if view is not None and needs_own_read(incident, view):
+            self.wanted[incident.source] = self.wanted.get(incident.source, 0) + 1
+
+    async def view_for(self, incident: Incident, cluster: AlertmanagerCluster) -> View | None:
+        view = self.views.get(incident.source)
+        if view is None or not needs_own_read(incident, view):
+            return view
+        if self.wanted.get(incident.source, 0) > GROUP_READS_MAX:
+            if incident.source not in self.everything:
+                self.everything[incident.source] = await self.ask(cluster, ())
+            return self.everything[incident.source]
+        return await self.group_view(cluster, incident)
+
+
+def needs_own_read(incident: Incident, view: View) -> bool:
+    """Whether the answer about suppressed alerts may lack some of the incident's alerts that
+    Alertmanager holds (its firing ones; all of a resolved one's, a re-fire is looked for):
+    one not there may be active, or gone, and the look must tell which."""
+    if incident.state is IncidentState.RESOLVED:
+        watched = list(incident.alerts)
+    else:
+        watched = [a.fingerprint for a in incident.firing]
+    return any(fp not in view.alerts for fp in watched)

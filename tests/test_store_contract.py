@@ -5,12 +5,21 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.housekeeping import prune_once
-from bridge.model import Delivery, Incident, IncidentState, group_prefix, incident_key
+from bridge.model import (
+    Alert,
+    AlertStatus,
+    Delivery,
+    Incident,
+    IncidentState,
+    group_prefix,
+    incident_key,
+)
 from bridge.store import NewOutboxItem, Store, Stored, open_pages, open_store
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SCHEMA, SQLiteStore
@@ -464,3 +473,113 @@ async def test_many_incidents_are_read_past_a_statements_limit(tmp_path: Path) -
         assert len(await store.open_incidents()) == 1_200
     finally:
         await store.close()
+
+
+def holding_alerts(ref: str, key: str, *fingerprints: str, **update: object) -> Incident:
+    alerts = {
+        fp: Alert(fingerprint=fp, status=AlertStatus.FIRING, labels={"fp": fp}, starts_at=T0)
+        for fp in fingerprints
+    }
+    return incident(ref=ref, key=key).model_copy(update={"alerts": alerts, **update})
+
+
+async def test_the_check_back_finds_incidents_by_their_alerts_and_silences(store: Store) -> None:
+    """`holding` and `shown_silenced` are the silence check-back's index: an open incident
+    is found by any of its alerts, and while it shows a silence; a finished or replaced one
+    is not (ref order, each once)."""
+    resolved = IncidentState.RESOLVED
+    await store.save_incident(holding_alerts("r1", "k1", "a", "b"), None, [], 1.0)
+    await store.save_incident(holding_alerts("r2", "k2", "b", "c"), None, [], 1.0)
+    shown = holding_alerts("r3", "k3", "d", silence_id="s1")
+    await store.save_incident(shown, None, [], 1.0)
+    assert await store.holding(["b"]) == ["r1", "r2"]
+    assert await store.holding(["c", "a", "zz", "a"]) == ["r1", "r2"]
+    assert await store.holding([]) == []
+    assert await store.shown_silenced() == ["r3"]
+    # an alert joins an open incident: found by it too
+    await store.save_incident(
+        holding_alerts("r1", "k1", "a", "b", "e", version=2), ("r1", 1), [], 2.0
+    )
+    assert await store.holding(["e"]) == ["r1"]
+    # resolved under its silence: still followed; once the silence leaves, finished
+    under = shown.model_copy(update={"state": resolved, "version": 2})
+    await store.save_incident(under, ("r3", 1), [], 3.0)
+    assert await store.shown_silenced() == ["r3"] and await store.holding(["d"]) == ["r3"]
+    done = under.model_copy(update={"silence_id": None, "version": 3})
+    await store.save_incident(done, ("r3", 2), [], 4.0)
+    assert await store.shown_silenced() == [] and await store.holding(["d"]) == []
+    # replaced by a new incident of its key: only the new one holds its alerts
+    await store.save_incident(holding_alerts("r4", "k2", "f"), ("r2", 1), [], 5.0)
+    assert await store.holding(["b", "c", "f"]) == ["r1", "r4"]
+    # the silence shown, then taken off an open incident
+    await store.save_incident(
+        holding_alerts("r4", "k2", "f", silence_id="s2", version=2), ("r4", 1), [], 6.0
+    )
+    assert await store.shown_silenced() == ["r4"]
+    await store.save_incident(holding_alerts("r4", "k2", "f", version=3), ("r4", 2), [], 7.0)
+    assert await store.shown_silenced() == []
+
+
+async def test_settings_are_kept_and_replaced(store: Store) -> None:
+    assert await store.setting("looks") is None
+    await store.put_setting("looks", "a")
+    await store.put_setting("looks", "b")
+    assert await store.setting("looks") == "b"
+
+
+async def test_an_sqlite_database_of_an_older_version_gets_its_alerts_indexed(
+    tmp_path: Path,
+) -> None:
+    """A state file made before the check-back's index existed: its open incidents are found
+    by their alerts and silences after the upgrade; finished and replaced ones are not."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.split("-- the alerts of open incidents")[0])
+    rows = [
+        (holding_alerts("r1", "k1", "a", silence_id="s1"), None),
+        (holding_alerts("r2", "k2", "b"), 1.0),  # finished
+        (holding_alerts("r3", "k3", "c"), None),  # replaced by r4
+        (holding_alerts("r4", "k3", "d"), None),
+    ]
+    for old, finished_at in rows:
+        db.execute(
+            "INSERT INTO incidents (ref, key, version, body, finished_at) VALUES (?, ?, 1, ?, ?)",
+            (old.ref, old.key, old.model_dump_json(), finished_at),
+        )
+    db.executemany(
+        "INSERT INTO current_incidents (key, ref) VALUES (?, ?)",
+        [("k1", "r1"), ("k2", "r2"), ("k3", "r4")],
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert await store.holding(["a", "b", "c", "d"]) == ["r1", "r4"]
+        assert await store.shown_silenced() == ["r1"]
+    finally:
+        await store.close()
+
+
+async def test_redis_data_of_an_older_version_gets_its_alerts_indexed(
+    redis_server: Any,
+) -> None:
+    """Data written before the index existed (no `indexed` mark): the first start indexes
+    the open incidents."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    await store.save_incident(holding_alerts("r1", "k1", "a", silence_id="s1"), None, [], 1.0)
+    await store.save_incident(holding_alerts("r2", "k2", "b"), None, [], 1.0)
+    raw = store._redis
+    for key in await raw.keys(f"{prefix}fp*") + await raw.keys(f"{prefix}silenced"):
+        await raw.delete(key)
+    await raw.delete(f"{prefix}indexed")
+    await store.close()
+    again = RedisStore(redis_server.url, prefix=prefix)
+    await again.open()
+    try:
+        assert await again.holding(["a", "b"]) == ["r1", "r2"]
+        assert await again.shown_silenced() == ["r1"]
+    finally:
+        await again.close()

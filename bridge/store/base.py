@@ -124,6 +124,20 @@ class Store(Protocol):
     async def load_many(self, refs: list[str]) -> list[Stored]:
         """The incidents with these refs still held, in the order asked (one read)."""
 
+    async def shown_silenced(self) -> list[str]:
+        """Refs of open incidents that show a silence (see `shows_silence`), in ref order:
+        the silence check-back follows each of them."""
+
+    async def holding(self, fingerprints: Sequence[str]) -> list[str]:
+        """Refs of open incidents holding any of these alerts (see `watched_alerts`), in ref
+        order: which incidents the alerts Alertmanager reports belong to. May name one that
+        no longer holds it (a spare candidate, never a missed one)."""
+
+    async def setting(self, name: str) -> str | None:
+        """A value kept across restarts and shared by replicas (see `put_setting`)."""
+
+    async def put_setting(self, name: str, value: str) -> None: ...
+
     async def looks_due(self, before: float, limit: int) -> list[str]:
         """Refs of open incidents the scheduler should look at before `before`, earliest
         first: those saved since it last looked (a save of an open incident makes it due at
@@ -237,6 +251,16 @@ class Store(Protocol):
 
     async def outbox_stats(self, now: float) -> Backlog:
         """The outbox's backlog now: cheap enough to compute at every metrics scrape."""
+
+
+def watched_alerts(incident: Incident) -> list[str]:
+    """The fingerprints a store indexes for `Store.holding`: an open incident's alerts."""
+    return [] if incident.finished else sorted(incident.alerts)
+
+
+def shows_silence(incident: Incident) -> bool:
+    """What `Store.shown_silenced` lists: open, with a silence on its message."""
+    return not incident.finished and incident.silence_id is not None
 
 
 # open incidents held in memory at once by a pass over all of them

@@ -16,6 +16,8 @@ from bridge.store.base import (
     Stored,
     SwapRecord,
     coalesced,
+    shows_silence,
+    watched_alerts,
 )
 from bridge.timeline import MAX_EVENTS, Event
 
@@ -33,6 +35,7 @@ class MemoryStore:
         self._events: dict[str, float] = {}
         self._swaps: dict[str, SwapRecord] = {}
         self._calendars: dict[str, str] = {}
+        self._settings: dict[str, str] = {}
         self._timeline: dict[str, list[Event]] = {}
         self._dropped: dict[str, int] = {}
         self._next_id = 1
@@ -99,14 +102,30 @@ class MemoryStore:
         ]
 
     async def open_incidents(self) -> list[Incident]:
-        current = (self._incidents[ref] for ref in self._current.values())
-        return [i for i in current if not i.finished]
+        return self._current_open()
 
     async def open_refs(self) -> list[str]:
         return sorted(i.ref for i in await self.open_incidents())
 
     async def load_many(self, refs: list[str]) -> list[Stored]:
         return [s for s in [await self.load_by_ref(ref) for ref in refs] if s is not None]
+
+    def _current_open(self) -> list[Incident]:
+        current = (self._incidents[ref] for ref in self._current.values())
+        return [i for i in current if not i.finished]
+
+    async def shown_silenced(self) -> list[str]:
+        return sorted(i.ref for i in self._current_open() if shows_silence(i))
+
+    async def holding(self, fingerprints: Sequence[str]) -> list[str]:
+        wanted = set(fingerprints)
+        return sorted(i.ref for i in self._current_open() if wanted & set(watched_alerts(i)))
+
+    async def setting(self, name: str) -> str | None:
+        return self._settings.get(name)
+
+    async def put_setting(self, name: str, value: str) -> None:
+        self._settings[name] = value
 
     async def looks_due(self, before: float, limit: int) -> list[str]:
         due = sorted((at, ref) for ref, at in self._looks.items() if at < before)

@@ -12,7 +12,9 @@ lapses after `claim_ttl` and another replica takes the item.
 Keys (prefix `pab:`): inc:<ref> (hash), cur:<key> -> ref, curkeys (zset of the keys, for a
 group's lookup by lexical range), open (set), finished (zset),
 q:<ref> (list of item ids), item:<id> (hash), seq, due:create / due:other (zsets),
-claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit).
+claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit),
+looks (zset: when the scheduler looks next), fp:<fingerprint> / fps:<ref> / silenced (sets:
+which open incidents hold an alert, which show a silence), indexed, settings (hash).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from bridge.store.base import (
     Stored,
     SwapRecord,
     open_pages,
+    shows_silence,
 )
 from bridge.timeline import MAX_EVENTS, Event
 
@@ -64,6 +67,8 @@ LANES = (
     "due:other",
 )
 EVENT_TTL_SECONDS = 86400
+# alerts looked up in one round trip by `holding`
+HOLDING_PER_TRIP = 1000
 
 # Shared Lua: queue items for an incident (an edit already waiting behind the head absorbs
 # new edits, as in the SQLite store), and put the incident's head item on a due list.
@@ -134,6 +139,26 @@ local function taken(ref, owner)
   local holder = redis.call('GET', P..'claim:'..ref)
   return holder and holder ~= owner
 end
+-- which open incidents hold an alert (fp:<fingerprint>: set of refs; fps:<ref>: what was
+-- indexed for the ref, so all of it leaves when the incident does), and which show a silence
+local function unindex(ref)
+  local own = P..'fps:'..ref
+  for _, fp in ipairs(redis.call('SMEMBERS', own)) do
+    redis.call('SREM', P..'fp:'..fp, ref)
+  end
+  redis.call('DEL', own)
+  redis.call('SREM', P..'silenced', ref)
+end
+local function index(ref, silenced, fingerprints)
+  for _, fp in ipairs(cjson.decode(fingerprints)) do
+    if redis.call('SADD', P..'fps:'..ref, fp) == 1 then redis.call('SADD', P..'fp:'..fp, ref) end
+  end
+  if silenced == '1' then
+    redis.call('SADD', P..'silenced', ref)
+  else
+    redis.call('SREM', P..'silenced', ref)
+  end
+end
 local function record_delivery(ref, message_id, thread_id, rendered, sent_at, digest)
   redis.call('HSET', P..'inc:'..ref, 'message_id', message_id, 'thread_id', thread_id,
     'rendered_version', rendered, 'create_attempted', sent_at, 'create_digest', digest)
@@ -147,8 +172,9 @@ end
 )
 
 # ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
-#       event_id, then the items (count, then kind/content/actor triples), then the timeline
-#       events (JSON each)
+#       event_id, shows a silence ('1' or ''), its alerts' fingerprints (a JSON list), then
+#       the items (count, then kind/content/actor/priority), then the timeline events (JSON
+#       each)
 _SAVE = (
     _LIB
     + """
@@ -167,20 +193,23 @@ if ARGV[6] == '' then
   redis.call('SADD', P..'open', ref)
   redis.call('ZREM', P..'finished', ref)
   redis.call('ZADD', P..'looks', ARGV[9], ref)  -- the scheduler looks at what changed
+  index(ref, ARGV[11], ARGV[12])
 else
   redis.call('HSET', P..'inc:'..ref, 'finished_at', ARGV[6])
   redis.call('SREM', P..'open', ref)
   redis.call('ZADD', P..'finished', ARGV[6], ref)
   redis.call('ZREM', P..'looks', ref)
+  unindex(ref)
 end
 if cur and cur ~= ref then
   redis.call('SREM', P..'open', cur)
   redis.call('ZREM', P..'looks', cur)
+  unindex(cur)
 end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
-add_items(ref, ARGV[9], 11)
-add_events(ref, {unpack(ARGV, 12 + tonumber(ARGV[11]) * 4)})
+add_items(ref, ARGV[9], 13)
+add_events(ref, {unpack(ARGV, 14 + tonumber(ARGV[13]) * 4)})
 return 'OK'
 """
 )
@@ -284,6 +313,16 @@ else
 end
 return 1
 """
+
+# ARGV: P, ref, shows a silence ('1' or ''), fingerprints (JSON list): an incident saved by a
+# version that kept no index, indexed if still open
+_INDEX = (
+    _LIB
+    + """
+if redis.call('SISMEMBER', P..'open', ARGV[2]) == 1 then index(ARGV[2], ARGV[3], ARGV[4]) end
+return 1
+"""
+)
 
 # ARGV: P, owner, claim_ms, refs... -> the refs still held (their claims extended)
 _HOLD = """
@@ -589,6 +628,7 @@ class RedisStore:
                 ("record", _RECORD),
                 ("hold", _HOLD),
                 ("look", _LOOK),
+                ("index", _INDEX),
             )
         }
 
@@ -606,6 +646,41 @@ class RedisStore:
 
     async def open(self) -> None:
         await self.ping()
+        if not await self._do("open", self._redis.exists(self._k("indexed"))):
+            await self._index_open()
+
+    async def _index_open(self) -> None:
+        """Data written by a version that kept no alert index: index the open incidents once
+        (replicas starting together may each do it: indexing is idempotent)."""
+        async for page in open_pages(self):
+            for incident in page:
+                await self._eval(
+                    "index",
+                    incident.ref,
+                    "1" if shows_silence(incident) else "",
+                    json.dumps(sorted(incident.alerts)),
+                )
+        await self._do("open", self._redis.set(self._k("indexed"), "1"))
+
+    async def shown_silenced(self) -> list[str]:
+        return sorted(await self._do("silenced", self._redis.smembers(self._k("silenced"))))
+
+    async def holding(self, fingerprints: Sequence[str]) -> list[str]:
+        refs: set[str] = set()
+        for start in range(0, len(fingerprints), HOLDING_PER_TRIP):
+            pipe = self._redis.pipeline(transaction=False)
+            for fingerprint in fingerprints[start : start + HOLDING_PER_TRIP]:
+                pipe.smembers(self._k("fp", fingerprint))
+            for members in await self._do("holding", pipe.execute()):
+                refs.update(members)
+        return sorted(refs)
+
+    async def setting(self, name: str) -> str | None:
+        value = await self._do("setting", self._redis.hget(self._k("settings"), name))
+        return str(value) if value is not None else None
+
+    async def put_setting(self, name: str, value: str) -> None:
+        await self._do("setting", self._redis.hset(self._k("settings"), name, value))
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -701,6 +776,8 @@ class RedisStore:
             str(replaces[1]) if replaces else "",
             str(now),
             event_id or "",
+            "1" if shows_silence(incident) else "",
+            json.dumps(sorted(incident.alerts)),
             *_items_argv(items),
             *(event.to_json() for event in timeline),
         )

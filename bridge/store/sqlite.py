@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident
@@ -25,6 +25,8 @@ from bridge.store.base import (
     SwapRecord,
     coalesced,
     open_pages,
+    shows_silence,
+    watched_alerts,
 )
 from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
 from bridge.timeline import MAX_EVENTS, Event
@@ -98,6 +100,17 @@ CREATE TABLE IF NOT EXISTS processed_events (
 CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (ref, id);
 CREATE INDEX IF NOT EXISTS outbox_by_kind ON outbox (kind, id);
 CREATE INDEX IF NOT EXISTS incidents_finished ON incidents (finished_at);
+-- the alerts of open incidents: which incidents an alert Alertmanager reports belongs to
+CREATE TABLE IF NOT EXISTS alert_refs (
+    fingerprint TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    PRIMARY KEY (fingerprint, ref)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_refs_by_ref ON alert_refs (ref);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     ref TEXT NOT NULL,
@@ -149,8 +162,11 @@ class SQLiteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
+            indexed = _has_table(db, "alert_refs")
             db.executescript(SCHEMA)
             _add_missing_columns(db)
+            if not indexed:
+                _index_open_alerts(db)
             db.isolation_level = "IMMEDIATE"
             self._db = db
 
@@ -250,23 +266,51 @@ class SQLiteStore:
         )
         return [ref for (ref,) in rows]
 
+    async def _rows_in(self, query: str, values: Sequence[str]) -> list[Any]:
+        """The rows `query` selects for all of `values` (its `{marks}`: their IN list), read
+        in chunks: SQLite caps a statement's parameters."""
+
+        def read(chunk: Sequence[str]) -> Callable[[sqlite3.Connection], list[Any]]:
+            marks = ",".join("?" * len(chunk))
+            return lambda db: db.execute(query.format(marks=marks), chunk).fetchall()
+
+        rows: list[Any] = []
+        for start in range(0, len(values), IN_LIST_MAX):
+            rows += await self._run(read(values[start : start + IN_LIST_MAX]))
+        return rows
+
     async def load_many(self, refs: list[str]) -> list[Stored]:
-        def read(chunk: list[str]) -> Callable[[sqlite3.Connection], list[Stored]]:
-            def rows(db: sqlite3.Connection) -> list[Stored]:
-                marks = ",".join("?" * len(chunk))
-                found = db.execute(
-                    f"SELECT i.ref, {_STORED} FROM incidents i WHERE i.ref IN ({marks})",  # noqa: S608
-                    chunk,
-                ).fetchall()
-                by_ref = {row[0]: self._stored(row[1:]) for row in found}
-                return [s for s in (by_ref.get(ref) for ref in chunk) if s is not None]
+        query = f"SELECT i.ref, {_STORED} FROM incidents i WHERE i.ref IN ({{marks}})"  # noqa: S608
+        rows = await self._rows_in(query, refs)
+        by_ref = {row[0]: self._stored(row[1:]) for row in rows}
+        return [s for s in (by_ref.get(ref) for ref in refs) if s is not None]
 
-            return rows
+    async def shown_silenced(self) -> list[str]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT ref FROM incidents WHERE silenced IS NOT NULL ORDER BY ref"
+            ).fetchall()
+        )
+        return [ref for (ref,) in rows]
 
-        loaded: list[Stored] = []
-        for start in range(0, len(refs), IN_LIST_MAX):  # SQLite caps a statement's parameters
-            loaded += await self._run(read(refs[start : start + IN_LIST_MAX]))
-        return loaded
+    async def holding(self, fingerprints: Sequence[str]) -> list[str]:
+        query = "SELECT DISTINCT ref FROM alert_refs WHERE fingerprint IN ({marks})"
+        return sorted({ref for (ref,) in await self._rows_in(query, fingerprints)})
+
+    async def setting(self, name: str) -> str | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        )
+        return str(row[0]) if row else None
+
+    async def put_setting(self, name: str, value: str) -> None:
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+        )
 
     async def looks_due(self, before: float, limit: int) -> list[str]:
         rows = await self._run(
@@ -307,13 +351,18 @@ class SQLiteStore:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
             _record_event(db, event_id, now)
             finished_at = incident.changed_at.timestamp() if incident.finished else None
-            if found is not None and found[0] != incident.ref:  # replaced: no longer looked at
-                db.execute("UPDATE incidents SET look_at = NULL WHERE ref = ?", (found[0],))
+            if found is not None and found[0] != incident.ref:  # replaced: no longer followed
+                db.execute(
+                    "UPDATE incidents SET look_at = NULL, silenced = NULL WHERE ref = ?",
+                    (found[0],),
+                )
+                db.execute("DELETE FROM alert_refs WHERE ref = ?", (found[0],))
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body, finished_at, look_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "INSERT INTO incidents (ref, key, version, body, finished_at, look_at, silenced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
                 "version = excluded.version, body = excluded.body, "
-                "finished_at = excluded.finished_at, look_at = excluded.look_at",
+                "finished_at = excluded.finished_at, look_at = excluded.look_at, "
+                "silenced = excluded.silenced",
                 (
                     incident.ref,
                     incident.key,
@@ -321,8 +370,10 @@ class SQLiteStore:
                     incident.model_dump_json(),
                     finished_at,
                     None if incident.finished else now,
+                    1 if shows_silence(incident) else None,
                 ),
             )
+            _index_alerts(db, incident)
             db.execute(
                 "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
@@ -583,6 +634,37 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
     )
 
 
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
+
+def _index_alerts(db: sqlite3.Connection, incident: Incident) -> None:
+    """Keep `alert_refs` true for one incident: the alerts of an open one, none of a finished
+    one (an alert that left an open incident stays until it finishes: a spare candidate)."""
+    if incident.finished:
+        db.execute("DELETE FROM alert_refs WHERE ref = ?", (incident.ref,))
+        return
+    db.executemany(
+        "INSERT OR IGNORE INTO alert_refs (fingerprint, ref) VALUES (?, ?)",
+        [(fingerprint, incident.ref) for fingerprint in watched_alerts(incident)],
+    )
+
+
+def _index_open_alerts(db: sqlite3.Connection) -> None:
+    """A database made before `alert_refs` existed: index the open incidents' alerts once."""
+    db.execute(
+        "INSERT OR IGNORE INTO alert_refs (fingerprint, ref) "
+        "SELECT a.key, i.ref FROM incidents i JOIN current_incidents c ON c.ref = i.ref, "
+        "json_each(i.body, '$.alerts') a WHERE i.finished_at IS NULL"
+    )
+    db.execute(
+        "UPDATE incidents SET silenced = 1 WHERE finished_at IS NULL "
+        "AND json_extract(body, '$.silence_id') IS NOT NULL "
+        "AND ref IN (SELECT ref FROM current_incidents)"
+    )
+
+
 # columns added after the first release: (table, column, declaration)
 ADDED_COLUMNS = [
     ("incidents", "create_digest", "TEXT"),
@@ -590,6 +672,9 @@ ADDED_COLUMNS = [
     # when the scheduler looks at the incident next (NULL: not until it changes); an older
     # database's incidents get theirs at the scheduler's first pass after the start
     ("incidents", "look_at", "REAL"),
+    # 1 while the incident is open and shows a silence (the check-back follows each); set for
+    # an older database's incidents when `alert_refs` is first made
+    ("incidents", "silenced", "INTEGER"),
 ]
 
 
@@ -606,6 +691,10 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS incidents_by_look ON incidents (look_at) "
         "WHERE look_at IS NOT NULL"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS incidents_silenced ON incidents (silenced) "
+        "WHERE silenced IS NOT NULL"
     )
 
 

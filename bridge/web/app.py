@@ -131,11 +131,17 @@ def start_background(
             store, settings.retention, settings.BRIDGE_DEAD_LETTER_RETENTION, pulse
         ),
     )
-    scheduler = Scheduler(store, inbox, rules, stale_after=settings.BRIDGE_STALE_AFTER)
+    silencer = outbox.silencer
+    scheduler = Scheduler(
+        store,
+        inbox,
+        rules,
+        stale_after=settings.BRIDGE_STALE_AFTER,
+        look_for=silencer.look_for if silencer is not None else None,
+    )
     supervisor.start(
         "scheduler", lambda pulse: scheduler.run(settings.BRIDGE_SCHEDULER_INTERVAL, pulse)
     )
-    silencer = outbox.silencer
     if silencer is not None:
         interval = settings.BRIDGE_SILENCE_CHECK_INTERVAL
         supervisor.start("silence-watch", lambda pulse: silencer.watch(store, interval, pulse))
