@@ -220,9 +220,7 @@ def main(quick: bool) -> None:
     state = Path(tempfile.mkdtemp(prefix="bridge-loops-"))
     am_port = free_port()
     alertmanager_view(0, state)
-    am = subprocess.Popen(
-        [sys.executable, "-c", FAKE_ALERTMANAGER, str(am_port), str(state)]
-    )
+    am = subprocess.Popen([sys.executable, "-c", FAKE_ALERTMANAGER, str(am_port), str(state)])
     time.sleep(1.0)
     am_url = f"http://127.0.0.1:{am_port}"
     print(

@@ -41,6 +41,7 @@ from bridge.incidents import Effect
 from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.pachca import PachcaApi
+from bridge.ratelimit import urgency
 from bridge.render import (
     ACTOR_SLOT,
     LINK_SLOT,
@@ -52,6 +53,7 @@ from bridge.render import (
 )
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
+from bridge.store.base import PRESS
 from bridge.tasks import Pulse
 from bridge.timeline import Event, called
 from bridge.users import UserNames
@@ -295,7 +297,8 @@ class Outbox:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with
         backoff or dead-lettered. Only StoreError passes (the store is the caller's concern)."""
         try:
-            await self._deliver(item)
+            with urgency(item.priority == PRESS):  # someone waits for it: its calls go first
+                await self._deliver(item)
         except ClaimLost as exc:
             log.warning(
                 "outbox: %s of incident %s: %s; its result is dropped", item.kind, item.ref, exc

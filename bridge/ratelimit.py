@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,6 +96,21 @@ class Limiter(Protocol):
     on_pause: Callable[[float], None]
 
 
+# set by the outbox for the calls of a delivery someone waits for (a press's edit and DM): they
+# take the next free call before everyone queued, not after them
+URGENT: ContextVar[bool] = ContextVar("pachca_call_urgent", default=False)
+
+
+@contextmanager
+def urgency(urgent: bool) -> Iterator[None]:
+    """Pachca calls made inside go ahead of the queued ones when `urgent` (see URGENT)."""
+    token = URGENT.set(urgent)
+    try:
+        yield
+    finally:
+        URGENT.reset(token)
+
+
 class RateLimiter:
     """This process's pace: a token bucket (`burst` calls at once, then one per 1/pace s) that
     also never lets more calls start in a window than the pace allows (`window`), so a bucket
@@ -118,31 +135,44 @@ class RateLimiter:
         self._busy_until = 0.0
         self._started: deque[float] = deque()  # when the calls of the last 2 s started
         self._lock = asyncio.Lock()
+        self._urgent = 0  # URGENT callers waiting: the caller being served lets them go first
         self.on_pause: Callable[[float], None] = no_report
 
     async def acquire(self) -> None:
-        """Wait for a token. Callers are served one at a time, in arrival order."""
+        """Wait for a token. Callers are served one at a time, in arrival order, except
+        `URGENT` ones: they take the next token before the caller being served."""
+        if URGENT.get():
+            self._urgent += 1
+            try:
+                await self._take(urgent=True)
+            finally:
+                self._urgent -= 1
+            return
         async with self._lock:
-            while True:
-                now = self._clock()
-                if now < self._paused_until:
-                    self.on_pause(self._paused_until - now)
-                    await asyncio.sleep(self._paused_until - now)
-                    continue
-                self._refill(now)
-                calls, seconds = window(self.rate)
-                while self._started and self._started[0] <= now - STARTS_KEPT_FOR:
-                    self._started.popleft()
-                recent = [t for t in self._started if t > now - seconds]
-                if self._tokens >= 1 and len(recent) < calls:
-                    self._tokens -= 1
-                    self._started.append(now)
-                    return
-                self._busy_until = now + BUSY_FOR  # the pace is what holds calls back
-                wait = (1 - self._tokens) / self.rate
-                if len(recent) >= calls:
-                    wait = max(wait, recent[0] + seconds - now)
-                await asyncio.sleep(max(wait, 0.001))
+            await self._take(urgent=False)
+
+    async def _take(self, urgent: bool) -> None:
+        while True:
+            now = self._clock()
+            if now < self._paused_until:
+                self.on_pause(self._paused_until - now)
+                await asyncio.sleep(self._paused_until - now)
+                continue
+            self._refill(now)
+            calls, seconds = window(self.rate)
+            while self._started and self._started[0] <= now - STARTS_KEPT_FOR:
+                self._started.popleft()
+            recent = [t for t in self._started if t > now - seconds]
+            free = self._tokens >= 1 and len(recent) < calls
+            if free and (urgent or not self._urgent):
+                self._tokens -= 1
+                self._started.append(now)
+                return
+            self._busy_until = now + BUSY_FOR  # the pace is what holds calls back
+            wait = (1 - self._tokens) / self.rate
+            if len(recent) >= calls:
+                wait = max(wait, recent[0] + seconds - now)
+            await asyncio.sleep(max(wait, 0.001))
 
     def _refill(self, now: float) -> None:
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)

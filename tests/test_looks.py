@@ -171,9 +171,9 @@ async def test_a_long_pass_over_open_incidents_is_alive_not_stalled(
     bridge = await make_bridge(ALERTMANAGER_URL="http://127.0.0.1:9")  # nobody answers there
     for n in range(5):
         await bridge.post(group(n))
-    for incident in await bridge.store.open_incidents():
+    for opened in await bridge.store.open_incidents():
         until = datetime.now(UTC) + timedelta(hours=1)
-        await bridge.app[INBOX].silence_created(incident.ref, 1, "s1", until, "Оля")
+        await bridge.app[INBOX].silence_created(opened.ref, 1, "s1", until, "Оля")
     clock = [0.0]
     pulse = Pulse(stall_after=10.0, clock=lambda: clock[0])
     stalled: list[float] = []

@@ -72,3 +72,38 @@ async def test_a_press_goes_ahead_of_queued_edits(make_bridge: BridgeFactory) ->
     edits = [i for i, c in enumerate(ok) if c.method == "PUT"]
     # the pressed incident's own queue (its edit) and the answer come before the others' edits
     assert dm < edits[2], (dm, edits)
+
+
+async def test_a_press_calls_pachca_ahead_of_the_rate_limiters_queue(
+    make_bridge: BridgeFactory,
+) -> None:
+    """The calls a press's answer makes (its incident's edit, the DM) are URGENT for the rate
+    limiter, so they take the next free call rather than wait behind every call queued; the
+    storm's other calls are not."""
+    from bridge.ratelimit import URGENT
+    from bridge.web.state import PACHCA
+
+    bridge = await make_bridge()
+    bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
+    response = await bridge.post(group(1, "warning"))
+    (ref,) = (await response.json())["changed"]
+    await bridge.post(group(2, "warning"))
+    await bridge.deliver()
+    limiter = bridge.app[PACHCA].limiter
+    assert limiter is not None
+    asked: list[bool] = []
+    acquire = limiter.acquire
+
+    async def recorded() -> None:
+        asked.append(URGENT.get())
+        await acquire()
+
+    limiter.acquire = recorded  # type: ignore[method-assign]
+    await bridge.post(group(2, "warning", "resolved"))  # an edit and a comment, not urgent
+    await one_at_a_time(bridge)
+    assert asked and not any(asked)
+    asked.clear()
+    await press(bridge, click_body(f"ack:{ref}"))
+    await one_at_a_time(bridge)
+    assert len(asked) >= 2 and all(asked)  # the edit and the DM
+    assert URGENT.get() is False

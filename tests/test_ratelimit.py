@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from bridge.ratelimit import Pace, RateLimiter
+from bridge.ratelimit import Limiter, Pace, RateLimiter, urgency
 from bridge.store.redis import RedisStore, SharedRateLimiter
 from bridge.web.state import METRICS, PACHCA
 from tests.conftest import BridgeFactory, fixture_json
@@ -172,5 +172,39 @@ async def test_replicas_share_one_adaptive_pace_through_redis(redis_server: Redi
         a._busy_until = float("inf")
         await a.succeeded()
         assert a.rate == 29  # one pace for both
+    finally:
+        await store.close()
+
+
+async def wait_order(limiter: Limiter, queued: int) -> list[str]:
+    """`queued` callers wait for the limiter, then one urgent caller (a press's call): the
+    order in which they got their tokens."""
+    order: list[str] = []
+
+    async def call(name: str, urgent: bool) -> None:
+        with urgency(urgent):
+            await limiter.acquire()
+        order.append(name)
+
+    waiting = [asyncio.create_task(call(f"q{n}", False)) for n in range(queued)]
+    await asyncio.sleep(0.01)  # they queue first
+    await asyncio.gather(call("press", True), *waiting)
+    return order
+
+
+async def test_a_press_takes_the_next_call_before_the_queue() -> None:
+    """A press's edit and DM (URGENT) go ahead of the calls queued before them: at most the
+    ones already under way (the burst, and the caller being served) come first."""
+    order = await wait_order(RateLimiter(rate=50, burst=2), 12)
+    assert order.index("press") <= 3, order
+    assert [n for n in order if n != "press"] == [f"q{n}" for n in range(12)]
+
+
+async def test_a_press_goes_first_in_its_replica_through_redis(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix=f"urgent-{uuid.uuid4().hex[:8]}:")
+    await store.open()
+    try:
+        order = await wait_order(SharedRateLimiter(store, rate=50, burst=2), 12)
+        assert order.index("press") <= 3, order
     finally:
         await store.close()

@@ -38,6 +38,7 @@ from bridge.ratelimit import (
     BUSY_FOR,
     PAUSE_REPORT_THRESHOLD,
     STARTS_KEPT_FOR,
+    URGENT,
     Pace,
     no_report,
 )
@@ -493,6 +494,7 @@ class SharedRateLimiter:
         self.rate = rate
         self._burst = max(1, burst)
         self._busy_until = 0.0
+        self._urgent = 0  # URGENT callers of this replica waiting
         self._rate = store._redis.register_script(_RATE)
         self._pause = store._redis.register_script(_PAUSE)
         self._grow = store._redis.register_script(_GROW)
@@ -502,7 +504,20 @@ class SharedRateLimiter:
         return [self.pace.least, self.pace.most, self.pace.start]
 
     async def acquire(self) -> None:
+        """A shared token; in this replica, `URGENT` callers go before the others (across
+        replicas, calls are not ranked)."""
+        urgent = URGENT.get()
+        self._urgent += urgent
+        try:
+            await self._take(urgent)
+        finally:
+            self._urgent -= urgent
+
+    async def _take(self, urgent: bool) -> None:
         while True:
+            if not urgent and self._urgent:
+                await asyncio.sleep(1 / self.rate)  # the next token is an urgent caller's
+                continue
             try:
                 wait_ms = int(
                     await self._rate(args=[self._store.prefix, self._burst, *self._bounds()])
