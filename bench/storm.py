@@ -2,8 +2,7 @@
 
 Starts the bridge (`python -m bridge serve`, SQLite store) against a local fake Pachca that
 allows 50 requests/s (429 + Retry-After above it) and answers slowly, and a bare aiohttp server
-that only parses the same JSON; notifications at a fixed rate come from a process of their own
-(as Alertmanager is not Pachca's neighbour), then prints:
+that only parses the same JSON, then prints:
 
   1. intake: requests/s and p50/p99 latency at a fixed 500 notifications/s, bridge vs bare
   2. storm: N alerts in G groups, every notification sent twice (a split HA pair): Pachca
@@ -147,35 +146,6 @@ async def fixed_rate(
     return len(bodies) / elapsed, latencies
 
 
-async def fixed_rate_apart(
-    url: str, bodies: list[bytes], rate: float, sent: list[float] | None = None
-) -> tuple[float, list[float]]:
-    """`fixed_rate` from a process of its own: Alertmanager is not the fake Pachca's
-    neighbour, and a load generator busy in this process would make Pachca see the bridge's
-    calls late and bunched (its rate limit counting them so). `sent` as in `fixed_rate`
-    (time.monotonic is one clock for every process of the machine)."""
-    with tempfile.TemporaryDirectory(prefix="bridge-bench-send-") as folder:
-        given, answer = Path(folder) / "bodies", Path(folder) / "answer.json"
-        given.write_bytes(b"\n".join(bodies))
-        sender = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--send", url, str(rate), str(given), str(answer)
-        )
-        if await sender.wait() != 0:
-            raise RuntimeError("the load generator failed")
-        result = json.loads(answer.read_text())
-    if sent is not None:
-        sent.extend(result["sent"])
-    return result["rate"], result["latencies"]
-
-
-def send(url: str, rate: float, given: Path, answer: Path) -> None:
-    """The load generator's process (`--send`): `fixed_rate`, its figures written as JSON."""
-    bodies = given.read_bytes().split(b"\n")
-    sent: list[float] = []
-    achieved, latencies = asyncio.run(fixed_rate(url, bodies, rate, sent))
-    answer.write_text(json.dumps({"rate": achieved, "latencies": latencies, "sent": sent}))
-
-
 async def flat_out(url: str, body: bytes, count: int, clients: int = 16) -> float:
     """Send the same body `count` times from `clients` concurrent clients, each waiting for
     its answer (closed loop); returns requests/s."""
@@ -290,8 +260,7 @@ async def phase_intake(bench: Bench) -> None:
     )
     bridge, bridge_port = await bench.bridge("intake")
     for name, port in (("bare aiohttp + json.loads", bare_port), ("bridge", bridge_port)):
-        url = f"http://127.0.0.1:{port}/webhook/alertmanager"
-        rate, lat = await fixed_rate_apart(url, bodies, 500)
+        rate, lat = await fixed_rate(f"http://127.0.0.1:{port}/webhook/alertmanager", bodies, 500)
         print(
             f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
             f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms"
@@ -391,13 +360,13 @@ async def phase_storm(bench: Bench) -> None:
     sent: list[float] = []
     pressed: list[tuple[float, int]] = []
     presser = asyncio.create_task(press_during_storm(bench, bridge_port, presses, pressed))
-    rate, lat = await fixed_rate_apart(
+    began = time.monotonic()
+    rate, lat = await fixed_rate(
         f"http://127.0.0.1:{bridge_port}/webhook/alertmanager",
         [b for body in storm for b in (body, body)],
         500,
         sent,
     )
-    began = sent[0]  # the storm's first notification (the load generator's start aside)
     intake_done = time.monotonic() - began
     wanted = {f"Storm{n}" for n in range(groups)}
 
@@ -510,9 +479,6 @@ async def main(quick: bool, phases: list[str], smoke: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--send"]:
-        send(sys.argv[2], float(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5]))
-        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller numbers, about 1 minute")
     parser.add_argument("--smoke", action="store_true", help="storm of 60 groups (the tests')")
