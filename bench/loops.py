@@ -6,14 +6,15 @@ redis-server: the scheduler's tick (a route with reminders) with nothing due, af
 incidents changed, the first tick after a restart under the same rules and under new ones
 (that one looks at every open incident); the silence check-back against an Alertmanager that
 holds every alert, the last 100 groups under a silence made in its UI (the first pass shows
-them silenced, the next is the steady state); pruning, and the outbox gauges. Also the
+them silenced, the next is the steady state); pruning, and the outbox gauges; and the inbox's
+time to record a notification (200 new groups, then 200 repeats, one at a time). Also the
 process's RSS after each pass, and Redis memory per incident.
 
 The incidents are recorded through the inbox itself (the same writes a webhook makes), without
 HTTP, in this process; the Alertmanager is a small server in another process that answers
-with a prepared list of all the alerts, so its memory is not counted here.
+with prepared lists of the alerts, so its memory is not counted here.
 
-Run: python3 bench/loops.py            (1k, 10k, 100k; about 15 minutes)
+Run: python3 bench/loops.py            (1k, 10k, 100k; about 25 minutes)
      python3 bench/loops.py --quick    (1k, 10k; about 2 minutes)
 Not a test: it asserts nothing, it measures.
 """
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from storm import free_port, notification, rss_mb  # noqa: E402
+from storm import free_port, notification, pct, rss_mb  # noqa: E402
 
 from bridge.housekeeping import prune_once  # noqa: E402
 from bridge.metrics import Metrics  # noqa: E402
@@ -51,6 +52,7 @@ from bridge.web.app import create_app  # noqa: E402
 from bridge.web.state import INBOX, OUTBOX  # noqa: E402
 
 ALERTS_PER_INCIDENT = 10
+ACCEPTED = 200  # notifications timed one by one at each size (new groups, then repeats)
 RULES = """\
 routes:
   - name: default
@@ -126,6 +128,19 @@ def alertmanager_view(groups: int, state: Path) -> None:
     (state / "silences.json").write_text(json.dumps([SILENCE]))
 
 
+async def accept_latency(inbox: Any, first: int) -> tuple[float, float]:
+    """p50 / p99 in ms of recording 200 new groups one after another, and 200 repeats of
+    groups already open (the inbox's share of intake latency: parse and HTTP aside)."""
+    times = []
+    for group in range(first, first + ACCEPTED):
+        note = parse(json.dumps(notification(group, ALERTS_PER_INCIDENT)).encode())
+        times.append(await timed(partial(inbox.accept, note)))
+    for group in range(100, 100 + ACCEPTED):
+        note = parse(json.dumps(notification(group, ALERTS_PER_INCIDENT)).encode())
+        times.append(await timed(partial(inbox.accept, note)))
+    return pct(times, 50), pct(times, 99)
+
+
 async def timed(what: Callable[[], Awaitable[Any]]) -> float:
     started = time.perf_counter()
     await what()
@@ -165,7 +180,7 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
     print(f"\n   {kind} store")
     print(
         f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'restart':>9s} "
-        f"{'new rules':>10s} {'silences':>9s} {'1st silc':>9s} "
+        f"{'new rules':>10s} {'silences':>9s} {'1st silc':>9s} {'accept p50/p99':>15s} "
         f"{'prune':>8s} {'gauges':>8s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
     )
     done = 0
@@ -187,11 +202,13 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         assert outbox.silencer is not None
         first_check = await timed(partial(outbox.silencer.check_once, store))  # shows them
         check = await timed(partial(outbox.silencer.check_once, store))
+        accept_p50, accept_p99 = await accept_latency(inbox, 1_000_000 + size)
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
         line = (
             f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
             f"{new_rules:8.0f}ms {check:7.1f}ms {first_check:7.0f}ms "
+            f"{accept_p50:5.1f}/{accept_p99:5.1f}ms "
             f"{prune:6.1f}ms {gauges:6.1f}ms {rss_mb_self():5.0f}MB"
         )
         if redis:
