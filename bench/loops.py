@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from storm import free_port, notification, pct, rss_mb  # noqa: E402
 
-from bridge.housekeeping import prune_once  # noqa: E402
+from bridge.housekeeping import checkpoint_forever, prune_once  # noqa: E402
 from bridge.metrics import Metrics  # noqa: E402
 from bridge.pachca import DryRunPachca  # noqa: E402
 from bridge.rules import load_rules  # noqa: E402
@@ -48,6 +48,7 @@ from bridge.scheduler import LOOKS_BASIS, Scheduler  # noqa: E402
 from bridge.settings import Settings  # noqa: E402
 from bridge.sources.alertmanager import parse  # noqa: E402
 from bridge.store import Store, open_store  # noqa: E402
+from bridge.tasks import Pulse  # noqa: E402
 from bridge.web.app import create_app  # noqa: E402
 from bridge.web.state import INBOX, OUTBOX  # noqa: E402
 
@@ -175,6 +176,8 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         settings, load_rules(rules_path), store, DryRunPachca(), Metrics(), run_outbox=False
     )
     inbox, outbox = app[INBOX], app[OUTBOX]
+    # the store's upkeep runs as in the bridge (the other loops are what is timed here)
+    upkeep = asyncio.create_task(checkpoint_forever(store, Pulse(stall_after=3600)))
     redis = store_url.startswith("redis")
     used_before = await redis_used(store) if redis else 0
     print(f"\n   {kind} store")
@@ -218,6 +221,7 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
     if outbox.silencer is not None:
         for cluster in outbox.silencer.alertmanagers.values():
             await cluster.close()
+    upkeep.cancel()
     await store.close()
 
 

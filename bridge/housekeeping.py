@@ -45,3 +45,22 @@ async def prune_forever(
             log.warning("pruning failed, will try again: %s", exc)
         pulse.beat(PRUNE_EVERY_SECONDS)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+
+CHECKPOINT_EVERY_SECONDS = 1.0
+# a checkpoint failing every second is logged once a minute
+CHECKPOINT_LOG_EVERY_SECONDS = 60.0
+
+
+async def checkpoint_forever(store: Store, pulse: Pulse) -> None:
+    """The store's upkeep off the write path (`Store.checkpoint`), every second."""
+    logged_at = -CHECKPOINT_LOG_EVERY_SECONDS
+    while True:
+        try:
+            await store.checkpoint()
+        except StoreError as exc:
+            if time.monotonic() - logged_at >= CHECKPOINT_LOG_EVERY_SECONDS:
+                logged_at = time.monotonic()
+                log.warning("store checkpoint failed, will try again: %s", exc)
+        pulse.beat(CHECKPOINT_EVERY_SECONDS)
+        await asyncio.sleep(CHECKPOINT_EVERY_SECONDS)

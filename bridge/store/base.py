@@ -104,6 +104,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError if the store cannot be used right now."""
 
+    async def checkpoint(self) -> None:
+        """Upkeep kept off the write path, called every second (see
+        `housekeeping.checkpoint_forever`): SQLite moves its write-ahead log into the database
+        file here, so no write waits for that; nothing for the other stores."""
+
     async def load_incident(self, key: str) -> Stored | None:
         """The current incident with this key (see `model.incident_key`)."""
 

@@ -75,6 +75,9 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
+    async def checkpoint(self) -> None:
+        return None
+
     def _stored(self, ref: str | None) -> Stored | None:
         if ref is None or ref not in self._incidents:
             return None

@@ -703,6 +703,9 @@ class RedisStore:
     async def ping(self) -> None:
         await self._do("ping", self._redis.ping())
 
+    async def checkpoint(self) -> None:
+        return None  # Redis persists on its own
+
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 

@@ -14,7 +14,7 @@ from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.calendar_feeds import CalendarFeeds
 from bridge.chat_events import ChatEvents
 from bridge.errors import PachcaError, StoreError
-from bridge.housekeeping import prune_forever
+from bridge.housekeeping import checkpoint_forever, prune_forever
 from bridge.inbox import Inbox
 from bridge.logs import QuietAcceptErrors
 from bridge.metrics import Metrics
@@ -125,6 +125,7 @@ def start_background(
 ) -> None:
     """Every background loop, each supervised (restarted if it fails, watched by /healthz)."""
     supervisor.start("outbox", outbox.run)
+    supervisor.start("checkpoint", lambda pulse: checkpoint_forever(store, pulse))
     supervisor.start(
         "prune",
         lambda pulse: prune_forever(
