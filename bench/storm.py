@@ -437,8 +437,23 @@ async def phase_storm(bench: Bench) -> None:
     )
     print(f"   {await server_side(bridge_port)}")
     print("   Pachca calls: " + ", ".join(f"{k}: {v}" for k, v in sorted(calls.items())))
+    print(f"   where the time went: {per_second(bench.fake.calls, began, intake_done)}")
     print(f"   bridge peak RSS: {rss_mb(bridge.pid):.0f} MB")
     await stop(bridge)
+
+
+def per_second(calls: list[Call], began: float, intake_done: float) -> str:
+    """Calls Pachca accepted in each second of the storm, `/n` where it answered n with 429,
+    `|` where the intake ended."""
+    ok: Counter[int] = Counter()
+    refused: Counter[int] = Counter()
+    for call in calls:
+        second = int(call.at - began)
+        (refused if call.status == 429 else ok)[second] += 1
+    seconds = range(max([*ok, *refused], default=0) + 1)
+    marks = [f"{ok[n]}/{refused[n]}" if refused[n] else str(ok[n]) for n in seconds]
+    cut = int(intake_done) + 1
+    return " ".join(marks[:cut]) + " | " + " ".join(marks[cut:])
 
 
 async def phase_scale(bench: Bench) -> None:
