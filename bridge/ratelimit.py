@@ -6,7 +6,8 @@ The pace adapts (AIMD): it starts at the configured rate; while calls wait for i
 accepts them, it grows, never beyond the configured maximum, nor for ten minutes past one
 call under what a 429 refused; a 429 pauses every caller until Retry-After has passed and
 sets the pace a tenth below the calls made in the second before the refused one (what Pachca
-counted). One 429 event cuts once, however many calls in flight it answers.
+counted). One 429 event cuts once, however many calls in flight it answers. Calls someone
+waits for (`URGENT`: a press's edit and DM) take the next free call ahead of the queue.
 """
 
 from __future__ import annotations

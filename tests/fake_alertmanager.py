@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,8 @@ def matches(alert: dict[str, Any], matcher: str) -> bool:
 def api_alert(
     fingerprint: str,
     labels: dict[str, str],
-    silenced_by: list[str] = (),  # type: ignore[assignment]
-    inhibited_by: list[str] = (),  # type: ignore[assignment]
+    silenced_by: Sequence[str] = (),
+    inhibited_by: Sequence[str] = (),
     starts_at: str = "2026-12-01T03:00:00Z",
 ) -> dict[str, Any]:
     """An alert as `GET /api/v2/alerts` shows it."""
