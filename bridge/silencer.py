@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 # in a pass, at most this many incidents are looked up by their own group's alerts; past it,
 # Alertmanager is asked once for every alert it holds
 GROUP_READS_MAX = 20
+# `look_for` asked about more incidents than GROUP_READS_MAX within this many seconds reads
+# every alert once, and answers from that read for EVERYTHING_KEPT seconds
+BURST_SECONDS = 10.0
+EVERYTHING_KEPT = 60.0
 
 
 class Silencer:
@@ -56,6 +62,10 @@ class Silencer:
         self.settle_seconds = settle_seconds
         # per incident: its firing alerts missing from Alertmanager at the last check
         self._missing: dict[str, frozenset[str]] = {}
+        # `look_for`, by source: when its last group reads were made, and a read of every
+        # alert (when it was made) while it serves a burst
+        self._group_reads: dict[str, deque[float]] = {}
+        self._everything: dict[str, tuple[float, View]] = {}
 
     async def silence(self, item: OutboxItem, incident: Incident) -> None:
         """Create the silence a press asked for. AlertmanagerError if it could not be made."""
@@ -141,11 +151,31 @@ class Silencer:
         cluster = self.alertmanagers.get(incident.source)
         if cluster is None:
             return False
-        view = await self._group_view(cluster, incident)
+        view = await self._view_for_one(cluster, incident)
         if view is None:
             return None
         await self._check(incident, view, self.clock())
         return True
+
+    async def _view_for_one(self, cluster: AlertmanagerCluster, incident: Incident) -> View | None:
+        """Its group's alerts; but when more than GROUP_READS_MAX were read in the last
+        BURST_SECONDS (many incidents due together, after a long stop say), one read of every
+        alert serves them all for EVERYTHING_KEPT: the scheduler is not held up for hours by a
+        round trip per incident."""
+        now = time.monotonic()
+        kept = self._everything.get(incident.source)
+        if kept is not None and now - kept[0] < EVERYTHING_KEPT:
+            return kept[1]
+        reads = self._group_reads.setdefault(incident.source, deque())
+        while reads and reads[0] <= now - BURST_SECONDS:
+            reads.popleft()
+        if len(reads) < GROUP_READS_MAX:
+            reads.append(now)
+            return await self._group_view(cluster, incident)
+        view = await self._view(cluster, ())
+        if view is not None:
+            self._everything[incident.source] = (time.monotonic(), view)
+        return view
 
     async def _group_view(self, cluster: AlertmanagerCluster, incident: Incident) -> View | None:
         """The alerts of the incident's group (all it needs); every alert if Alertmanager

@@ -374,3 +374,35 @@ async def test_before_closing_an_incident_as_unreported_alertmanager_is_asked(
     await scheduler.tick()
     assert await bridge.store.open_incidents() == []
     await server.close()
+
+
+async def test_many_incidents_going_stale_together_share_one_read_of_everything(
+    make_bridge: BridgeFactory,
+) -> None:
+    """After a long stop, every open incident is due to close at once: the first 20 are looked
+    up by their group, the rest answered from one read of every alert, not a round trip each
+    (at 100,000 incidents that would hold the scheduler for hours)."""
+    fake, server = await fake_alertmanager()
+    clock = Clock()
+    bridge = await make_bridge(ALERTMANAGER_URL=str(server.make_url("")))
+    bridge.app[INBOX].clock = clock
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    silencer.clock = clock
+    scheduler = Scheduler(
+        bridge.store, bridge.app[INBOX], bridge.app[RULES], clock, 13 * 3600, silencer.look_for
+    )
+    for n in range(30):
+        assert (await bridge.post(own_alerts(n))).status == 200
+    opened = await bridge.store.open_incidents()
+    fake.alerts = [  # all still firing, inhibited: no notification came for 14 hours
+        api_alert(fp, a.labels, inhibited_by=["x"]) for i in opened for fp, a in i.alerts.items()
+    ]
+    clock.now = T0 + timedelta(hours=14)
+    await scheduler.tick()
+    reads = [q for q in fake.queries if not q or q[0][0] == "filter"]
+    assert len([q for q in reads if q]) == GROUP_READS_MAX
+    assert len([q for q in reads if not q]) == 1
+    kept = await bridge.store.open_incidents()
+    assert len(kept) == 30 and all(i.last_seen == clock.now for i in kept)
+    await server.close()
