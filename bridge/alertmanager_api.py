@@ -283,6 +283,23 @@ class AlertmanagerCluster:
     async def expire_silence(self, silence_id: str) -> bool:
         return bool(await self._first(lambda c: c.expire_silence(silence_id)))
 
+    async def alerts(self, query: Query = ()) -> dict[str, dict[str, Any]]:
+        """The union of the alerts `query` asks for, from the replicas that answer (by
+        fingerprint, silencedBy merged); AlertmanagerError if none does."""
+        merged: dict[str, dict[str, Any]] = {}
+        failures: list[AlertmanagerError] = []
+        for client in self.clients:
+            try:
+                own = await client.alerts(query)
+            except AlertmanagerError as exc:
+                failures.append(exc)
+                continue
+            for alert in own:
+                _merge(merged, alert)
+        if len(failures) == len(self.clients):
+            raise failures[0]
+        return merged
+
     async def view(
         self, settle_seconds: float, now: datetime, silences: bool = False, query: Query = ()
     ) -> View:

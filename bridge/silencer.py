@@ -131,8 +131,7 @@ class Silencer:
             page = await store.load_many(refs[start : start + OPEN_PAGE])
             followed = [s.incident for s in page if not s.incident.finished]
             for incident in followed:
-                if incident.source in self.alertmanagers:
-                    reads.want(incident)
+                reads.want(incident)
             for incident in followed:
                 cluster = self.alertmanagers.get(incident.source)
                 if cluster is not None:
@@ -177,30 +176,38 @@ class Silencer:
             self._everything[incident.source] = (time.monotonic(), view)
         return view
 
-    async def _group_view(self, cluster: AlertmanagerCluster, incident: Incident) -> View | None:
+    async def _group_view(
+        self, cluster: AlertmanagerCluster, incident: Incident, base: View | None = None
+    ) -> View | None:
         """The alerts of the incident's group (all it needs); every alert if Alertmanager
-        refuses the group's matchers (an older one and a UTF-8 label name)."""
+        refuses the group's matchers (an older one and a UTF-8 label name). With `base` (the
+        pass's view), its silences and settledness serve: only alerts are asked for."""
         try:
-            return self._noted(
-                cluster, await self._ask(cluster, group_query(incident.group_labels))
-            )
+            return await self._ask(cluster, group_query(incident.group_labels), base)
         except AlertmanagerError as exc:
             if exc.retryable:
                 log.warning("cannot ask Alertmanager about silences: %s", exc)
                 return None
             log.info("Alertmanager refused a group's matchers, asking for every alert: %s", exc)
-        return await self._view(cluster, ())
+        return await self._view(cluster, (), base)
 
-    async def _ask(self, cluster: AlertmanagerCluster, query: Query) -> View:
-        return await cluster.view(self.settle_seconds, self.clock(), True, query)
+    async def _ask(
+        self, cluster: AlertmanagerCluster, query: Query, base: View | None = None
+    ) -> View:
+        if base is not None:
+            return View(await cluster.alerts(query), base.silences, base.settled)
+        return self._noted(
+            cluster, await cluster.view(self.settle_seconds, self.clock(), True, query)
+        )
 
-    async def _view(self, cluster: AlertmanagerCluster, query: Query = SUPPRESSED) -> View | None:
+    async def _view(
+        self, cluster: AlertmanagerCluster, query: Query = SUPPRESSED, base: View | None = None
+    ) -> View | None:
         try:
-            view = await self._ask(cluster, query)
+            return await self._ask(cluster, query, base)
         except AlertmanagerError as exc:
             log.warning("cannot ask Alertmanager about silences: %s", exc)
             return None
-        return self._noted(cluster, view)
 
     def _noted(self, cluster: AlertmanagerCluster, view: View) -> View:
         if not view.settled:
@@ -267,7 +274,8 @@ class Silencer:
 class _Reads:
     """Where one pass finds each incident's alerts: the answer about suppressed alerts when it
     holds all of the incident's (see `needs_own_read`), else its group's own alerts, or every
-    alert when many incidents need their own (one read instead of many)."""
+    alert when many incidents need their own (one read instead of many); the silences and
+    settledness read with the suppressed alerts serve them all."""
 
     def __init__(self, silencer: Silencer, views: dict[str, View | None]) -> None:
         self.ask = silencer._view
@@ -287,9 +295,9 @@ class _Reads:
             return view
         if self.wanted.get(incident.source, 0) > GROUP_READS_MAX:
             if incident.source not in self.everything:
-                self.everything[incident.source] = await self.ask(cluster, ())
+                self.everything[incident.source] = await self.ask(cluster, (), view)
             return self.everything[incident.source]
-        return await self.group_view(cluster, incident)
+        return await self.group_view(cluster, incident, view)
 
 
 def needs_own_read(incident: Incident, view: View) -> bool:

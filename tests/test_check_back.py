@@ -23,7 +23,7 @@ from bridge.silences import absence_evidence, check_back
 from bridge.store import Store, Stored
 from bridge.store.memory import MemoryStore
 from bridge.web.state import INBOX, RULES, SILENCER
-from tests.conftest import BridgeFactory, group
+from tests.conftest import Bridge, BridgeFactory, group
 from tests.fake_alertmanager import FakeAlertmanager, api_alert
 from tests.test_store_contract import incident as bare_incident
 
@@ -333,6 +333,23 @@ class Clock:
         return self.now
 
 
+async def stale_bridge(
+    make_bridge: BridgeFactory, alertmanager_url: str
+) -> tuple[Bridge, Clock, Scheduler]:
+    """A bridge asking this Alertmanager, its inbox and check-back on one clock, and a
+    scheduler closing incidents unreported for 13 h that asks it first."""
+    clock = Clock()
+    bridge = await make_bridge(ALERTMANAGER_URL=alertmanager_url)
+    bridge.app[INBOX].clock = clock
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    silencer.clock = clock
+    scheduler = Scheduler(
+        bridge.store, bridge.app[INBOX], bridge.app[RULES], clock, 13 * 3600, silencer.look_for
+    )
+    return bridge, clock, scheduler
+
+
 async def test_before_closing_an_incident_as_unreported_alertmanager_is_asked(
     make_bridge: BridgeFactory,
 ) -> None:
@@ -341,15 +358,7 @@ async def test_before_closing_an_incident_as_unreported_alertmanager_is_asked(
     Alertmanager for the group. Still held: kept open, `last_seen` renewed. Alertmanager
     down: kept open, asked again 5 minutes later. Gone: closed."""
     fake, server = await fake_alertmanager()
-    clock = Clock()
-    bridge = await make_bridge(ALERTMANAGER_URL=str(server.make_url("")))
-    bridge.app[INBOX].clock = clock
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
-    silencer.clock = clock
-    scheduler = Scheduler(
-        bridge.store, bridge.app[INBOX], bridge.app[RULES], clock, 13 * 3600, silencer.look_for
-    )
+    bridge, clock, scheduler = await stale_bridge(make_bridge, str(server.make_url("")))
     assert (await bridge.post(own_alerts(1))).status == 200
     (incident,) = await bridge.store.open_incidents()
     fake.alerts = [api_alert(fp, a.labels, inhibited_by=["x"]) for fp, a in incident.alerts.items()]
@@ -383,15 +392,7 @@ async def test_many_incidents_going_stale_together_share_one_read_of_everything(
     up by their group, the rest answered from one read of every alert, not a round trip each
     (at 100,000 incidents that would hold the scheduler for hours)."""
     fake, server = await fake_alertmanager()
-    clock = Clock()
-    bridge = await make_bridge(ALERTMANAGER_URL=str(server.make_url("")))
-    bridge.app[INBOX].clock = clock
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
-    silencer.clock = clock
-    scheduler = Scheduler(
-        bridge.store, bridge.app[INBOX], bridge.app[RULES], clock, 13 * 3600, silencer.look_for
-    )
+    bridge, clock, scheduler = await stale_bridge(make_bridge, str(server.make_url("")))
     for n in range(30):
         assert (await bridge.post(own_alerts(n))).status == 200
     opened = await bridge.store.open_incidents()
