@@ -144,11 +144,14 @@ async def test_a_cluster_reads_the_union_of_the_replicas_that_answer() -> None:
     assert set(view.alerts) == {"x", "y"}
     assert view.alerts["x"]["status"]["silencedBy"] == ["s1", "s2"]
     assert set(view.silences) == {"s1"} and view.settled
+    assert await cluster.alerts() == view.alerts  # alerts alone: the same union
     assert not (await AlertmanagerCluster(cluster.clients[:2]).view(120, NOW)).settled
     down = AlertmanagerCluster(cluster.clients[:1])
     with pytest.raises(AlertmanagerError) as failed:
         await down.view(120, NOW)
     assert failed.value.failure.why is Why.UNREACHABLE
+    with pytest.raises(AlertmanagerError):
+        await down.alerts()
     await cluster.close()
     for server in (b, c):
         await server.close()
