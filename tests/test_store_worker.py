@@ -1,13 +1,26 @@
 """The SQLite store's thread serves waiting webhooks before queued background work, but never
-starves it."""
+starves it; what queued while it was busy runs together, in one transaction."""
 
 import asyncio
+import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bridge.store.worker import BACKGROUND, BACKGROUND_WAIT, URGENT, PriorityWorker
+from bridge.errors import StoreError
+from bridge.store.sqlite import SQLiteStore
+from bridge.store.worker import (
+    BACKGROUND,
+    BACKGROUND_WAIT,
+    URGENT,
+    Outcome,
+    PriorityWorker,
+    one_by_one,
+)
 
 
 async def test_urgent_calls_overtake_queued_background_work() -> None:
@@ -74,3 +87,119 @@ async def test_errors_reach_the_caller() -> None:
         await worker.run(fail, URGENT)
     assert await worker.run(lambda: 42) == 42
     worker.stop()
+
+
+async def test_calls_queued_together_run_as_one_group_in_order() -> None:
+    """What queued while the thread was busy runs together (one `together` call), in priority
+    order, up to GROUP_MAX calls; a call that must run alone never joins a group."""
+    groups: list[list[str]] = []
+
+    def together(calls: Iterator[Callable[[], Any]]) -> list[Outcome]:
+        outcomes = one_by_one(calls)
+        groups.append([str(result) for result, _ in outcomes])
+        return outcomes
+
+    worker = PriorityWorker("test-store", background_wait=60, together=together, group_max=4)
+    gate = threading.Event()
+    busy = asyncio.ensure_future(worker.run(lambda: gate.wait(5) and "hold", BACKGROUND))
+    await asyncio.sleep(0.05)
+    names = ["b1", "u1", "u2", "alone", "u3", "u4", "u5", "u6"]
+    calls = []
+    for name in names:
+        priority = BACKGROUND if name.startswith("b") else URGENT
+        calls.append(
+            asyncio.ensure_future(
+                worker.run(lambda n=name: n, priority, alone=name == "alone")  # type: ignore[misc]
+            )
+        )
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(busy, *calls) == ["hold", *names]
+    # urgent calls first, "alone" by itself (not through `together`), at most 4 at a time
+    assert groups == [["hold", "u1", "u2"], ["u3", "u4", "u5", "u6"], ["b1"]]
+    worker.stop()
+
+
+async def test_a_failing_group_fails_each_of_its_calls_and_the_thread_lives_on() -> None:
+    def together(calls: Iterator[Callable[[], Any]]) -> list[Outcome]:
+        ran = [call() for call in calls]
+        raise OSError(f"commit of {len(ran)} failed")
+
+    worker = PriorityWorker("test-store", together=together)
+    gate = threading.Event()
+    held = asyncio.ensure_future(worker.run(lambda: gate.wait(5), URGENT))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(worker.run(lambda: 1, URGENT)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(held, *queued, return_exceptions=True)
+    assert [str(r) for r in results] == ["commit of 4 failed"] * 4
+    assert await worker.run(lambda: 42, alone=True) == 42
+    worker.stop()
+
+
+async def test_a_call_nobody_waits_for_any_more_is_skipped() -> None:
+    worker = PriorityWorker("test-store")
+    gate = threading.Event()
+    ran: list[str] = []
+    held = asyncio.ensure_future(worker.run(lambda: gate.wait(5), URGENT))
+    await asyncio.sleep(0.05)
+    gone = asyncio.ensure_future(worker.run(lambda: ran.append("gone"), URGENT))
+    kept = asyncio.ensure_future(worker.run(lambda: ran.append("kept"), URGENT))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    gate.set()
+    await asyncio.gather(held, kept)
+    assert ran == ["kept"]
+    worker.stop()
+
+
+async def test_sqlite_commits_a_group_once_and_undoes_a_failing_call_alone(
+    tmp_path: Path,
+) -> None:
+    """Writes queued together share one commit; one that raises after writing is undone by
+    itself (its caller gets the error, the others' writes stay); a call SQLite's transaction
+    ends under fails the group so far, with nothing of it kept (the calls after it run next)."""
+    store = SQLiteStore(str(tmp_path / "g.db"))
+    await store.open()
+    assert store._db is not None
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    gate = threading.Event()
+
+    def insert(name: str, fail: str = "") -> Callable[[sqlite3.Connection], None]:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO settings (name, value) VALUES (?, ?)", (name, "v"))
+            if fail == "raise":
+                raise ValueError(f"{name} changed its mind")
+            if fail == "end":
+                db.execute("ROLLBACK")  # as SQLite does itself on a full disk
+                raise sqlite3.OperationalError("database or disk is full")
+
+        return write
+
+    async def group(*writes: Callable[[sqlite3.Connection], None]) -> list[Any]:
+        held = asyncio.ensure_future(store._run(lambda db: gate.wait(5), URGENT))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(store._run(w, URGENT)) for w in writes]
+        await asyncio.sleep(0.01)
+        gate.set()
+        results = await asyncio.gather(held, *queued, return_exceptions=True)
+        gate.clear()
+        return results[1:]
+
+    statements.clear()
+    results = await group(insert("a"), insert("b", "raise"), insert("c"))
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ValueError)
+    assert statements.count("COMMIT") == 1, statements
+    assert {await store.setting(n) for n in "abc"} == {"v", None}
+    assert await store.setting("b") is None
+
+    results = await group(insert("d"), insert("e", "end"), insert("f"))
+    assert [type(r) for r in results] == [StoreError, StoreError, type(None)], results
+    assert [await store.setting(n) for n in "def"] == [None, None, "v"]
+    await store.put_setting("g", "after")  # the thread and its connection still serve
+    assert await store.setting("g") == "after"
+    await store.close()

@@ -9,9 +9,10 @@ transaction, which is what makes compare-and-set on incidents trivially safe. WA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from bridge.store.base import (
     shows_silence,
     watched_alerts,
 )
-from bridge.store.worker import BACKGROUND, URGENT, PriorityWorker
+from bridge.store.worker import BACKGROUND, URGENT, Outcome, PriorityWorker
 from bridge.timeline import MAX_EVENTS, Event
 
 T = TypeVar("T")
@@ -145,22 +146,72 @@ class SQLiteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._worker = PriorityWorker("sqlite-store")
+        self._worker = PriorityWorker("sqlite-store", together=self._together)
         self._db: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None  # used by `checkpoint` alone
         self._checkpointing = threading.Lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], priority: int = BACKGROUND) -> T:
+        """`fn` in a transaction of its own (a savepoint in the group's, see `_together`)."""
+
         def call() -> T:
             if self._db is None:
                 raise StoreError("store is not open")
-            try:
-                with self._db:  # one transaction: commit on success, roll back on error
-                    return fn(self._db)
-            except sqlite3.Error as exc:
-                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+            return fn(self._db)
 
         return await self._worker.run(call, priority)
+
+    def _together(self, calls: Iterator[Callable[[], Any]]) -> list[Outcome]:
+        """Calls queued together, in one transaction with one commit: each after the first in a
+        savepoint, so one that fails is undone alone. Raises StoreError if the commit fails or
+        SQLite ends the transaction itself (a full disk, an I/O error): none of their writes
+        stayed."""
+        db = self._db
+        if db is None:
+            raise StoreError("store is not open")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            outcomes = [self._first(db, next(calls))]  # most groups are of one call
+            outcomes += [self._in_savepoint(db, call) for call in calls]
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"sqlite {self.path}: {exc}") from exc
+            raise
+        return outcomes
+
+    def _first(self, db: sqlite3.Connection, call: Callable[[], Any]) -> Outcome:
+        """The group's first call: alone in the transaction so far, undone by rolling it back."""
+        try:
+            return call(), None
+        except BaseException as exc:  # handed to its caller
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")  # for the calls after it
+            return None, self._error(exc)
+
+    def _in_savepoint(self, db: sqlite3.Connection, call: Callable[[], Any]) -> Outcome:
+        db.execute("SAVEPOINT call")
+        try:
+            result = call()
+        except BaseException as exc:  # handed to its caller
+            if not db.in_transaction:  # SQLite rolled the whole transaction back
+                raise
+            db.execute("ROLLBACK TO call")
+            db.execute("RELEASE call")
+            return None, self._error(exc)
+        db.execute("RELEASE call")
+        return result, None
+
+    def _error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.Error):
+            error = StoreError(f"sqlite {self.path}: {exc}")
+            error.__cause__ = exc
+            return error
+        return exc
 
     async def open(self) -> None:
         def connect() -> None:
@@ -179,11 +230,10 @@ class SQLiteStore:
             _add_missing_columns(db)
             if not indexed:
                 _index_open_alerts(db)
-            db.isolation_level = "IMMEDIATE"
             self._db = db
 
         try:
-            await self._worker.run(connect, URGENT)
+            await self._worker.run(connect, URGENT, alone=True)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open sqlite store {self.path}: {exc}") from exc
 
@@ -193,7 +243,7 @@ class SQLiteStore:
                 self._db.close()
                 self._db = None
 
-        await self._worker.run(disconnect)
+        await self._worker.run(disconnect, alone=True)
         self._worker.stop()
         with self._checkpointing:  # not while a checkpoint runs in its thread
             if self._checkpointer is not None:
