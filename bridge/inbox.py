@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -206,8 +207,8 @@ class Inbox:
 
     def _count(self, source: str, status: str, alert_statuses: Iterable[str]) -> None:
         self.metrics.notifications.labels(source, status).inc()
-        for alert_status in alert_statuses:
-            self.metrics.alerts.labels(source, alert_status).inc()
+        for alert_status, n in Counter(alert_statuses).items():
+            self.metrics.alerts.labels(source, alert_status).inc(n)
 
     def _repeated(self, key: str, source: str) -> None:
         """A notification changed nothing for incident `key` (counted for its next write)."""
@@ -348,7 +349,7 @@ class Inbox:
                 resolved_ttl=self.resolved_ttl,
                 new_ref=new_ref(),
                 digest=digest,
-                noise=route.config.noise,
+                noise=route.noise,
             )
             if not transition.changed or transition.incident is None:
                 if current is not None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -372,6 +373,11 @@ class Route:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @cached_property
+    def noise(self) -> Noise:
+        """`config.noise`, parsed once (it is read for every notification)."""
+        return self.config.noise
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         plain = dict(labels)

@@ -105,7 +105,7 @@ class Store(Protocol):
         """Raise StoreError if the store cannot be used right now."""
 
     async def checkpoint(self) -> None:
-        """Upkeep kept off the write path, called every second (see
+        """Upkeep kept off the write path, called four times a second (see
         `housekeeping.checkpoint_forever`): SQLite moves its write-ahead log into the database
         file here, so no write waits for that; nothing for the other stores."""
 
