@@ -1,6 +1,7 @@
 """Storms (SPEC 6): what matters first. No timing here (bench/storm.py measures): the order in
 which Pachca receives work when much is queued at once."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -107,3 +108,56 @@ async def test_a_press_calls_pachca_ahead_of_the_rate_limiters_queue(
     await one_at_a_time(bridge)
     assert len(asked) >= 2 and all(asked)  # the edit and the DM
     assert URGENT.get() is False
+
+
+class HeldSaves:
+    """A store whose saves of the storm's incidents wait for `gate` (a slow disk), counted."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save_incident(self, incident: Any, *args: Any, **kwargs: Any) -> Any:
+        if "Storm1" in incident.key:  # the storm below, not the incident pressed
+            self.waiting += 1
+            await self.gate.wait()
+            self.waiting -= 1
+        return await self.inner.save_incident(incident, *args, **kwargs)
+
+
+async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_held_up(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A storm's notifications take INTAKE_AT_ONCE slots to be parsed and recorded; the rest
+    wait, unparsed, in arrival order. A press, and a repeat of a body already recorded, are
+    answered meanwhile."""
+    from bridge.web.app import INTAKE_AT_ONCE
+
+    held: list[HeldSaves] = []
+    bridge = await make_bridge(wrap_store=lambda s: held.append(HeldSaves(s)) or held[0])
+    store = held[0]
+    bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
+    known = json.dumps(group(0, "warning"))
+    response = await bridge.post(known)
+    (ref,) = (await response.json())["changed"]
+    storm = [
+        asyncio.create_task(bridge.post(group(100 + n, "warning")))
+        for n in range(INTAKE_AT_ONCE + 5)
+    ]
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if store.waiting >= INTAKE_AT_ONCE:
+            break
+    await asyncio.sleep(0.05)
+    assert store.waiting == INTAKE_AT_ONCE  # the others have not got as far as the store
+    assert (await press(bridge, click_body(f"ack:{ref}"))).status == 200
+    assert (await bridge.post(known)).status == 200  # a repeat: answered from memory
+    assert not any(task.done() for task in storm)
+    store.gate.set()
+    answers = await asyncio.gather(*storm)
+    assert [a.status for a in answers] == [200] * len(storm)
+    assert len(await bridge.store.open_incidents()) == 1 + len(storm)

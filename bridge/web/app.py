@@ -41,6 +41,7 @@ from bridge.web.state import (
     CLOCK,
     EVENTS,
     INBOX,
+    INTAKE_SLOTS,
     METRICS,
     OUTBOX,
     PACHCA,
@@ -100,6 +101,11 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
 
 
 SWAPS_REFRESH_SECONDS = 5.0
+# Notifications parsed and recorded at once; the rest wait their turn, in arrival order, before
+# any work. In a storm the intake can take every bit of the event loop: hundreds of requests
+# in flight would each get a slice in turn, and a button press, the outbox's calls to Pachca
+# and the first critical's create would wait behind all of them.
+INTAKE_AT_ONCE = 8
 
 
 async def follow_swaps(store: Store, schedules: LiveSchedules, pulse: Pulse) -> None:
@@ -223,6 +229,7 @@ def create_app(
     app[METRICS] = metrics
     app[AUTH] = IntakeAuth(settings.BRIDGE_WEBHOOK_TOKEN, settings.BRIDGE_WEBHOOK_BASIC_AUTH)
     app[OUTBOX] = outbox
+    app[INTAKE_SLOTS] = asyncio.Semaphore(INTAKE_AT_ONCE)
     app[INBOX] = inbox = Inbox(
         store,
         rules,

@@ -12,7 +12,7 @@ from bridge.errors import PayloadError, StoreError
 from bridge.inbox import Accepted, body_id
 from bridge.model import Notification
 from bridge.web.body import CLOSE_AFTER, read_body
-from bridge.web.state import AUTH, INBOX, METRICS, SETTINGS
+from bridge.web.state import AUTH, INBOX, INTAKE_SLOTS, METRICS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ def intake_handler(
 
     async def answer(request: web.Request) -> web.Response:
         app = request.app
-        metrics = app[METRICS]
         try:
             if not app[AUTH].allows(request.headers.get("Authorization")):
                 raise PayloadError(401, "missing or wrong credentials in the Authorization header")
@@ -61,21 +60,33 @@ def intake_handler(
             repeat = app[INBOX].repeat_of(source, body_key)  # a copy of a body recorded
             if repeat is not None:
                 return accepted_response(repeat)
+        except PayloadError as exc:
+            return refused(request, exc)
+        async with app[INTAKE_SLOTS]:
+            return await record(request, body, body_key)
+
+    async def record(request: web.Request, body: bytes, body_key: bytes) -> web.Response:
+        """Parse and record a body nothing answered from memory."""
+        app = request.app
+        try:
             note = parse(body)
         except PayloadError as exc:
-            metrics.rejected.labels(source, str(exc.status)).inc()
-            log.info(
-                "refused %s webhook from %s: %s %s", source, request.remote, exc.status, exc.message
-            )
-            return json_error(exc.status, exc.message, exc.details)
+            return refused(request, exc)
         try:
             accepted = await app[INBOX].accept(note, body_key)
         except StoreError as exc:
-            metrics.store_errors.inc()
-            metrics.rejected.labels(source, "503").inc()
+            app[METRICS].store_errors.inc()
+            app[METRICS].rejected.labels(source, "503").inc()
             log.error("could not record %s notification %s: %s", source, note.group_key, exc)
             return json_error(503, "could not record the notification; retry later")
         return accepted_response(accepted)
+
+    def refused(request: web.Request, exc: PayloadError) -> web.Response:
+        request.app[METRICS].rejected.labels(source, str(exc.status)).inc()
+        log.info(
+            "refused %s webhook from %s: %s %s", source, request.remote, exc.status, exc.message
+        )
+        return json_error(exc.status, exc.message, exc.details)
 
     return handle
 

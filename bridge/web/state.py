@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -28,6 +29,8 @@ PACHCA = web.AppKey("pachca", PachcaApi)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", IntakeAuth)
 INBOX = web.AppKey("inbox", Inbox)
+# notifications parsed and recorded at once (see web.app.INTAKE_AT_ONCE)
+INTAKE_SLOTS = web.AppKey("intake_slots", asyncio.Semaphore)
 EVENTS = web.AppKey("events", ChatEvents)
 OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
