@@ -661,3 +661,12 @@ async def test_a_failing_checkpoint_is_logged_and_tried_again(
     assert pulse.stalled_for() == 0
     warned = [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
     assert len(warned) == 1  # once a minute, not every second
+
+
+async def test_a_burst_of_concurrent_calls_is_served(store: Store) -> None:
+    """Three hundred calls at once (a storm's intake, outbox and pace together) are all
+    served: a store may make some wait, never refuse them (Redis: more than its connections)."""
+    await asyncio.gather(*(store.put_setting(f"s{n}", str(n)) for n in range(300)))
+    assert await asyncio.gather(*(store.setting(f"s{n}") for n in range(300))) == [
+        str(n) for n in range(300)
+    ]

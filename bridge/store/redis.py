@@ -36,6 +36,7 @@ from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import Delivery, Incident
 from bridge.ratelimit import (
     BUSY_FOR,
+    JITTER,
     PAUSE_REPORT_THRESHOLD,
     STARTS_KEPT_FOR,
     URGENT,
@@ -392,6 +393,11 @@ return removed
 
 
 # The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
+# Connections to Redis at most; a call beyond them waits for one to be free. (redis-py's own
+# pool refuses the 101st concurrent call at once: a storm's store calls failed with 503s, and
+# the shared rate limiter, which lets its caller go when Redis cannot answer, stopped pacing.)
+CONNECTIONS = 50
+
 # P..'pace' {r: requests/s now, kept within [least, most] of the configuration each script is
 # given; c: what the last remembered 429 refused, 0 if none; ct: when, in ms}.
 _PACE = """
@@ -421,7 +427,7 @@ local early = tat - now - interval * (burst - 1)
 if early > 0 then return math.ceil(early) end
 -- and never more calls in a window than the pace allows (bridge.ratelimit.window)
 local calls = math.max(1, math.floor(r))
-local span = calls * 1000 / r
+local span = calls * 1000 / r + JITTER_MS
 redis.call('ZREMRANGEBYSCORE', P..'win', '-inf', now - KEPT_MS)
 local since = '(' .. (now - span)
 if redis.call('ZCOUNT', P..'win', since, '+inf') >= calls then
@@ -432,7 +438,7 @@ redis.call('ZADD', P..'win', now, redis.call('INCR', P..'win-seq'))
 redis.call('PEXPIRE', P..'win', KEPT_MS + 1000)
 redis.call('SET', P..'rate', tat + interval, 'PX', math.ceil(interval * burst) + 1000)
 return 0
-""".replace("KEPT_MS", str(int(STARTS_KEPT_FOR * 1000)))
+""".replace("KEPT_MS", str(int(STARTS_KEPT_FOR * 1000))).replace("JITTER_MS", str(JITTER * 1000))
 )
 
 # a 429: ARGV P, pause_ms, least, most, start, cut, took_ms (the refused call's round trip).
@@ -624,13 +630,16 @@ class RedisStore:
         self.claim_ms = int(claim_ttl * 1000)
         # who holds a claim: unique per process
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._redis = aioredis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             password=password,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=5,
+            max_connections=CONNECTIONS,
+            timeout=5,  # waiting for a free connection, then a StoreError like any other
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: self._redis.register_script(source)
             for name, source in (
