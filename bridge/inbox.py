@@ -33,6 +33,7 @@ from bridge.incidents import (
     close_unreported,
     create_priority,
     notification_digest,
+    rank,
     reopenable,
     tell_refires,
     touched,
@@ -178,6 +179,10 @@ class Inbox:
         # key -> (digest, done) of the notification being recorded now
         self._in_flight: dict[str, tuple[str, asyncio.Future[None]]] = {}
         self._bodies: LRUCache[bytes, KnownBody] = LRUCache(maxsize=KNOWN_BODIES)
+
+    def rank(self, note: Notification) -> int:
+        """How urgent recording `note` is: its severity's rank (see incidents.rank)."""
+        return rank(note.common_labels, self.priority_label, self.priority_order)
 
     def _timestamp(self) -> float:
         return self.clock().timestamp()  # the cache ages by the inbox's clock (tests move it)

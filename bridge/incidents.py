@@ -7,7 +7,7 @@ grouping, dedup and resolution is a plain function call in the tests.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -125,9 +125,18 @@ DEFAULT_PRIORITY_ORDER = ("critical", "error", "warning", "info", "none")
 def create_priority(
     incident: Incident, label: str = "severity", order: tuple[str, ...] = DEFAULT_PRIORITY_ORDER
 ) -> int:
-    """The outbox lane of the incident's create: 1 + the rank of its `label` value in `order`
-    (critical first by default); a value not in `order` ranks as "none", or last."""
-    value = incident.common_labels.get(label, "").strip().lower() or "none"
+    """The outbox lane of the incident's create (see `rank`)."""
+    return rank(incident.common_labels, label, order)
+
+
+def rank(
+    labels: Mapping[str, str],
+    label: str = "severity",
+    order: tuple[str, ...] = DEFAULT_PRIORITY_ORDER,
+) -> int:
+    """1 + the rank of the `label` value in `order` (critical first by default); a value not
+    in `order` ranks as "none", or last."""
+    value = labels.get(label, "").strip().lower() or "none"
     if value not in order:
         value = "none" if "none" in order else order[-1]
     return 1 + order.index(value)

@@ -21,6 +21,8 @@ from bridge.errors import ConfigError
 from bridge.zones import known_zone
 
 DEFAULT_PACHCA_API_URL = "https://api.pachca.com/api/shared/v1"
+# requests/s: Pachca's documented limit per token ("about 50")
+PACHCA_LIMIT = 50.0
 SECRET_NAMES = (
     "PACHCA_TOKEN",
     "PACHCA_SIGNING_SECRET",
@@ -70,7 +72,8 @@ class Settings(BaseSettings):
     PACHCA_TIMEOUT: Duration = Field(default=10.0, gt=0)
     PACHCA_RATE_LIMIT: float = Field(default=40.0, gt=0)
     PACHCA_RATE_BURST: int = Field(default=5, ge=1)
-    # the adaptive pace starts at PACHCA_RATE_LIMIT and never goes past this (default 1.5x)
+    # the adaptive pace starts at PACHCA_RATE_LIMIT and never goes past this (default 1.5x, at
+    # most PACHCA_LIMIT)
     PACHCA_RATE_MAX: float | None = Field(default=None, gt=0)
     BRIDGE_WEBHOOK_TOKEN: SecretStr | None = None
     BRIDGE_WEBHOOK_BASIC_AUTH: SecretStr | None = None
@@ -237,9 +240,13 @@ class Settings(BaseSettings):
 
     @property
     def rate_max(self) -> float:
-        """The fastest pace the bridge may try: PACHCA_RATE_MAX, or 1.5x the starting rate
-        (never below it)."""
-        return max(self.PACHCA_RATE_LIMIT, self.PACHCA_RATE_MAX or 1.5 * self.PACHCA_RATE_LIMIT)
+        """The fastest pace the bridge may try: PACHCA_RATE_MAX, or 1.5x the starting rate up
+        to Pachca's documented limit (never below the starting rate). Probing past that limit
+        only ever found it: a 429, and a second's pause for every call (a press's answer, the
+        first critical's message) at the start of each storm."""
+        if self.PACHCA_RATE_MAX is not None:
+            return max(self.PACHCA_RATE_LIMIT, self.PACHCA_RATE_MAX)
+        return max(self.PACHCA_RATE_LIMIT, min(1.5 * self.PACHCA_RATE_LIMIT, PACHCA_LIMIT))
 
     @property
     def priority_order(self) -> tuple[str, ...]:

@@ -121,7 +121,7 @@ def test_the_pace_ceiling_reaches_the_bridge_only_when_set() -> None:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         return {e["name"]: e for e in container["env"]}
 
-    assert "PACHCA_RATE_MAX" not in env({})  # the bridge's default: 1.5 x rateLimit
+    assert "PACHCA_RATE_MAX" not in env({})  # the bridge's default: 1.5 x rateLimit, at most 50
     assert env({"pachca": {"rateMax": 40}})["PACHCA_RATE_MAX"]["value"] == "40"
 
 

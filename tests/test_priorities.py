@@ -111,12 +111,14 @@ async def test_a_press_calls_pachca_ahead_of_the_rate_limiters_queue(
 
 
 class HeldSaves:
-    """A store whose saves of the storm's incidents wait for `gate` (a slow disk), counted."""
+    """A store whose saves of the storm's incidents wait for `gate` (a slow disk), counted;
+    `saved`: the incidents' keys in the order they were saved."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.gate = asyncio.Event()
         self.waiting = 0
+        self.saved: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -126,15 +128,15 @@ class HeldSaves:
             self.waiting += 1
             await self.gate.wait()
             self.waiting -= 1
+        self.saved.append(incident.key)
         return await self.inner.save_incident(incident, *args, **kwargs)
 
 
 async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_held_up(
     make_bridge: BridgeFactory,
 ) -> None:
-    """A storm's notifications take INTAKE_AT_ONCE slots to be parsed and recorded; the rest
-    wait, unparsed, in arrival order. A press, and a repeat of a body already recorded, are
-    answered meanwhile."""
+    """A storm's notifications take INTAKE_AT_ONCE slots to be recorded; the rest wait. A
+    press, and a repeat of a body already recorded, are answered meanwhile."""
     from bridge.web.app import INTAKE_AT_ONCE
 
     held: list[HeldSaves] = []
@@ -161,3 +163,38 @@ async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_hel
     answers = await asyncio.gather(*storm)
     assert [a.status for a in answers] == [200] * len(storm)
     assert len(await bridge.store.open_incidents()) == 1 + len(storm)
+
+
+async def test_a_critical_is_recorded_before_the_warnings_waiting_ahead_of_it(
+    make_bridge: BridgeFactory,
+) -> None:
+    """With every intake slot taken, notifications wait: a critical that arrives after two
+    warnings is recorded first, and the warnings in the order they came."""
+    from bridge.web.app import INTAKE_AT_ONCE
+
+    held: list[HeldSaves] = []
+    bridge = await make_bridge(wrap_store=lambda s: held.append(HeldSaves(s)) or held[0])
+    store = held[0]
+    first = [
+        asyncio.create_task(bridge.post(group(100 + n, "warning"))) for n in range(INTAKE_AT_ONCE)
+    ]
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if store.waiting == INTAKE_AT_ONCE:
+            break
+    queued = []
+    for n in (200, 201):
+        queued.append(asyncio.create_task(bridge.post(group(n, "warning"))))
+        await asyncio.sleep(0.05)
+    queued.append(asyncio.create_task(bridge.post(group(300, "critical"))))
+    await asyncio.sleep(0.05)
+    store.gate.set()
+    answers = await asyncio.gather(*first, *queued)
+    assert {a.status for a in answers} == {200}
+    after = [
+        name
+        for key in store.saved
+        for name in ("Storm200", "Storm201", "Storm300")
+        if f'"{name}"' in key
+    ]
+    assert after == ["Storm300", "Storm200", "Storm201"]

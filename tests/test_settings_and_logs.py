@@ -19,6 +19,23 @@ def test_defaults() -> None:
     assert settings.intake_open
 
 
+@pytest.mark.parametrize(
+    ("start", "most", "expected"),
+    [
+        ("40", None, 50.0),  # 1.5 x 40 = 60: past Pachca's documented 50/s, so 50
+        ("20", None, 30.0),  # a token shared with others: 1.5 x its rate
+        ("60", None, 60.0),  # told it may go faster: never below the starting rate
+        ("40", "80", 80.0),  # PACHCA_RATE_MAX decides when set
+        ("40", "20", 40.0),
+    ],
+)
+def test_the_adaptive_pace_stops_at_pachcas_limit_unless_told(
+    start: str, most: str | None, expected: float
+) -> None:
+    env = {"PACHCA_RATE_LIMIT": start, **({"PACHCA_RATE_MAX": most} if most else {})}
+    assert Settings.from_environ(env).rate_max == expected
+
+
 def test_durations_accept_human_forms() -> None:
     settings = Settings.from_environ({"BRIDGE_DEDUP_TTL": "1h30m", "BRIDGE_RESOLVED_TTL": "90"})
     assert settings.BRIDGE_DEDUP_TTL == 5400

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from bridge.admission import Admission
 from bridge.alertmanager_api import AlertmanagerClient, AlertmanagerCluster
 from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.calendar_feeds import CalendarFeeds
@@ -101,10 +102,10 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
 
 
 SWAPS_REFRESH_SECONDS = 5.0
-# Notifications parsed and recorded at once; the rest wait their turn, in arrival order, before
-# any work. In a storm the intake can take every bit of the event loop: hundreds of requests
-# in flight would each get a slice in turn, and a button press, the outbox's calls to Pachca
-# and the first critical's create would wait behind all of them.
+# Notifications recorded at once; the rest wait, parsed, and the most severe of them (then the
+# earliest) goes next. In a storm the intake can take every bit of the event loop: hundreds
+# of requests in flight would each get a slice in turn, and a button press, the outbox's calls
+# to Pachca and a critical's create would wait behind all of them.
 INTAKE_AT_ONCE = 8
 
 
@@ -229,7 +230,7 @@ def create_app(
     app[METRICS] = metrics
     app[AUTH] = IntakeAuth(settings.BRIDGE_WEBHOOK_TOKEN, settings.BRIDGE_WEBHOOK_BASIC_AUTH)
     app[OUTBOX] = outbox
-    app[INTAKE_SLOTS] = asyncio.Semaphore(INTAKE_AT_ONCE)
+    app[INTAKE_SLOTS] = Admission(INTAKE_AT_ONCE)
     app[INBOX] = inbox = Inbox(
         store,
         rules,

@@ -60,18 +60,14 @@ def intake_handler(
             repeat = app[INBOX].repeat_of(source, body_key)  # a copy of a body recorded
             if repeat is not None:
                 return accepted_response(repeat)
-        except PayloadError as exc:
-            return refused(request, exc)
-        async with app[INTAKE_SLOTS]:
-            return await record(request, body, body_key)
-
-    async def record(request: web.Request, body: bytes, body_key: bytes) -> web.Response:
-        """Parse and record a body nothing answered from memory."""
-        app = request.app
-        try:
             note = parse(body)
         except PayloadError as exc:
             return refused(request, exc)
+        async with app[INTAKE_SLOTS].slot(app[INBOX].rank(note)):
+            return await record(request, note, body_key)
+
+    async def record(request: web.Request, note: Notification, body_key: bytes) -> web.Response:
+        app = request.app
         try:
             accepted = await app[INBOX].accept(note, body_key)
         except StoreError as exc:

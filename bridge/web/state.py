@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.admission import Admission
 from bridge.chat_events import ChatEvents
 from bridge.inbox import Inbox
 from bridge.metrics import Metrics
@@ -29,8 +29,8 @@ PACHCA = web.AppKey("pachca", PachcaApi)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH = web.AppKey("auth", IntakeAuth)
 INBOX = web.AppKey("inbox", Inbox)
-# notifications parsed and recorded at once (see web.app.INTAKE_AT_ONCE)
-INTAKE_SLOTS = web.AppKey("intake_slots", asyncio.Semaphore)
+# notifications recorded at once (see web.app.INTAKE_AT_ONCE)
+INTAKE_SLOTS = web.AppKey("intake_slots", Admission)
 EVENTS = web.AppKey("events", ChatEvents)
 OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
