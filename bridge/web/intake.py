@@ -45,6 +45,7 @@ def intake_handler(
 
     async def answer(request: web.Request) -> web.Response:
         app = request.app
+        metrics = app[METRICS]
         try:
             if not app[AUTH].allows(request.headers.get("Authorization")):
                 raise PayloadError(401, "missing or wrong credentials in the Authorization header")
@@ -62,27 +63,21 @@ def intake_handler(
                 return accepted_response(repeat)
             note = parse(body)
         except PayloadError as exc:
-            return refused(request, exc)
-        async with app[INTAKE_SLOTS].slot(app[INBOX].rank(note)):
-            return await record(request, note, body_key)
-
-    async def record(request: web.Request, note: Notification, body_key: bytes) -> web.Response:
-        app = request.app
+            metrics.rejected.labels(source, str(exc.status)).inc()
+            log.info(
+                "refused %s webhook from %s: %s %s", source, request.remote, exc.status, exc.message
+            )
+            return json_error(exc.status, exc.message, exc.details)
         try:
-            accepted = await app[INBOX].accept(note, body_key)
+            # a few at a time, the most severe waiting one next (see web.app.INTAKE_AT_ONCE)
+            async with app[INTAKE_SLOTS].slot(app[INBOX].rank(note)):
+                accepted = await app[INBOX].accept(note, body_key)
         except StoreError as exc:
-            app[METRICS].store_errors.inc()
-            app[METRICS].rejected.labels(source, "503").inc()
+            metrics.store_errors.inc()
+            metrics.rejected.labels(source, "503").inc()
             log.error("could not record %s notification %s: %s", source, note.group_key, exc)
             return json_error(503, "could not record the notification; retry later")
         return accepted_response(accepted)
-
-    def refused(request: web.Request, exc: PayloadError) -> web.Response:
-        request.app[METRICS].rejected.labels(source, str(exc.status)).inc()
-        log.info(
-            "refused %s webhook from %s: %s %s", source, request.remote, exc.status, exc.message
-        )
-        return json_error(exc.status, exc.message, exc.details)
 
     return handle
 
