@@ -34,7 +34,7 @@ class Admission:
             self._release()
 
     async def _acquire(self, rank: int) -> None:
-        if self.free > 0 and not self.waiting:
+        if self.free > 0:  # then nobody waits: a freed slot goes to a waiter first
             self.free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -37,7 +37,7 @@ STARTS_KEPT_FOR = 2.0
 # loop and Pachca's busy, the network), so the window is that much longer than the pace alone
 # would make it. A call's worth of slack is 20 ms at 50/s: without it, a pace a call under
 # Pachca's limit still met a 429 (a one-second pause for every caller) two or three times per
-# storm; with it, at 48-49/s, none but the first probe's.
+# storm; with it, at 48-49/s, none or one (when calls came more than 30 ms bunched).
 JITTER = 0.03
 
 
