@@ -9,7 +9,8 @@ that only parses the same JSON, then prints:
      calls by type, 429s, time until every group had its message, duplicates, lost, peak RSS
   3. scale: RSS with 100,000 active alerts in 10,000 incidents
 
-Run: python3 bench/storm.py [intake storm scale]   (about 4 minutes; --quick: smaller)
+Run: python3 bench/storm.py [intake storm scale]   (about 4 minutes; --quick: smaller;
+     --intake-rate N: the intake phase at N new groups/s instead of 500)
      python3 bench/storm.py --smoke storm            (seconds; run by tests/test_bench.py)
      python3 bench/loops.py                          (the periodic work at 1k/10k/100k open)
 Not a test: it asserts nothing, it measures.
@@ -200,8 +201,9 @@ def pct(values: list[float], q: float) -> float:
 class Bench:
     """The fake Pachca (50 req/s, 50 ms answers), the bare server, and fresh bridges."""
 
-    def __init__(self, quick: bool, smoke: bool = False) -> None:
+    def __init__(self, quick: bool, smoke: bool = False, intake_rate: float = 500) -> None:
         self.quick = quick
+        self.intake_rate = intake_rate  # the intake phase's fixed rate of new groups
         self.smoke = smoke  # the tests' version: a few groups, to show the bench still runs
         # the fake shares this process with the load generator: no spec checks here (the
         # tests do them), so its CPU does not delay the requests being timed
@@ -253,10 +255,13 @@ async def stop(proc: Any) -> None:
 
 
 async def phase_intake(bench: Bench) -> None:
-    """New groups at a fixed 500/s: every request is a commit; next to a bare server."""
+    """New groups at a fixed rate (500/s): every request is a commit; next to a bare server."""
     count = 2000 if bench.quick else 5000
+    rate = bench.intake_rate
     bodies = [json.dumps(notification(100_000 + n, 3)).encode() for n in range(count)]
-    print(f"\n1. intake, {count} notifications at a fixed 500/s (3 alerts each, all new groups)")
+    print(
+        f"\n1. intake, {count} notifications at a fixed {rate:g}/s (3 alerts each, all new groups)"
+    )
     bare_port = free_port()
     bare = await start(
         [sys.executable, "-c", BARE_SERVER, str(bare_port)],
@@ -271,10 +276,11 @@ async def phase_intake(bench: Bench) -> None:
         ("bridge", bridge_port, bridge),
     ):
         began = cpu_seconds(proc.pid)
-        rate, lat = await fixed_rate(f"http://127.0.0.1:{port}/webhook/alertmanager", bodies, 500)
+        url = f"http://127.0.0.1:{port}/webhook/alertmanager"
+        achieved, lat = await fixed_rate(url, bodies, rate)
         cpu[name] = (cpu_seconds(proc.pid) - began) / count * 1000
         print(
-            f"   {name:26s} {rate:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
+            f"   {name:26s} {achieved:7.0f} req/s   p50 {pct(lat, 50):6.2f} ms   "
             f"p99 {pct(lat, 99):6.2f} ms   max {max(lat):6.1f} ms"
         )
     # CPU time, unlike throughput, hardly depends on what else shares the cores
@@ -498,8 +504,10 @@ async def phase_scale(bench: Bench) -> None:
 PHASES = {"intake": phase_intake, "storm": phase_storm, "scale": phase_scale}
 
 
-async def main(quick: bool, phases: list[str], smoke: bool = False) -> None:
-    bench = Bench(quick, smoke)
+async def main(
+    quick: bool, phases: list[str], smoke: bool = False, intake_rate: float = 500
+) -> None:
+    bench = Bench(quick, smoke, intake_rate)
     await bench.start()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; fake Pachca: 50 req/s, "
@@ -514,9 +522,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller numbers, about 1 minute")
     parser.add_argument("--smoke", action="store_true", help="storm of 60 groups (the tests')")
+    parser.add_argument(
+        "--intake-rate", type=float, default=500, help="new groups/s of the intake phase (500)"
+    )
     parser.add_argument("phases", nargs="*", help=f"some of {', '.join(PHASES)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    asyncio.run(main(args.quick, args.phases or list(PHASES), args.smoke))
+    asyncio.run(main(args.quick, args.phases or list(PHASES), args.smoke, args.intake_rate))
