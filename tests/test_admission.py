@@ -69,3 +69,31 @@ async def test_a_waiter_that_gives_up_leaves_no_slot_lost() -> None:
         await late
     assert admission.free == 1
     assert await work() == "done"
+
+
+async def test_a_waiter_out_of_patience_goes_ahead_of_more_urgent_ones() -> None:
+    """A stream of criticals never holds a warning back for good: once the earliest waiter has
+    waited `patience`, it goes next, whatever its rank."""
+    now = [0.0]
+    admission = Admission(1, patience=1.0, clock=lambda: now[0])
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def work(name: str, rank: int) -> None:
+        async with admission.slot(rank):
+            order.append(name)
+            await gate.wait()
+
+    holder = asyncio.create_task(work("holder", 1))
+    await asyncio.sleep(0)
+    warning = asyncio.create_task(work("warning", 3))
+    await asyncio.sleep(0)
+    now[0] = 0.5
+    criticals = [asyncio.create_task(work(f"c{n}", 1)) for n in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.sleep(0)  # the holder leaves: c0 (the warning has waited 0.5 s)
+    now[0] = 1.2  # the warning has now waited 1.2 s: it goes before c1 and c2
+    await asyncio.gather(holder, warning, *criticals)
+    assert order == ["holder", "c0", "warning", "c1", "c2"]
+    assert admission.free == 1 and admission.waiting == 0
