@@ -5,7 +5,7 @@ the earliest of all has waited `patience` seconds: then it goes first, whatever 
 The intake holds one while it records a notification: in a storm the event loop serves a few
 notifications at a time instead of hundreds in turn, and a critical's notification goes
 ahead of the warnings queued before it (SPEC 6); a stream of criticals never holds a warning
-back for longer than `patience` plus its own turn (its sender would time out and retry).
+back for longer than `patience` plus its own turn.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-PATIENCE = 1.0  # seconds a waiter waits before it goes ahead of more urgent ones
+# seconds a waiter waits before it goes ahead of more urgent ones: longer than a storm's
+# usual wait for a slot (1-2 s on a 2-core VM), so severity keeps deciding then, and short
+# enough that a warning is recorded before its sender gives up and retries
+PATIENCE = 5.0
 
 
 class _Waiter:

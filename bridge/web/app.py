@@ -103,7 +103,7 @@ def grafana_signature(settings: Settings) -> BodyCheck | None:
 
 SWAPS_REFRESH_SECONDS = 5.0
 # Notifications recorded at once; the rest wait, parsed, and the most severe of them (then the
-# earliest) goes next, or one that has waited a second (bridge.admission). In a storm the
+# earliest) goes next, or one that has waited 5 s (bridge.admission). In a storm the
 # intake can take every bit of the event loop: hundreds of requests in flight would each get a
 # slice in turn, and a button press, the outbox's calls to Pachca and a critical's create
 # would wait behind all of them.
