@@ -162,7 +162,8 @@ class Call:
     template: str
     body: Any
     status: int
-    at: float
+    at: float  # when the answer was given
+    arrived: float = 0.0  # when the request came in (what the rate limit counts)
 
 
 @dataclass
@@ -251,6 +252,7 @@ class FakePachca:
         return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        request["arrived"] = time.monotonic()
         path = "/" + request.match_info["tail"]
         raw = await request.read()
         if self.down:
@@ -297,7 +299,7 @@ class FakePachca:
                 return web.Response(status=500)
             headers = {"Retry-After": failure.retry_after} if failure.retry_after else {}
             return self._answer(request, body, failure.status, failure.body, headers)
-        if self.rate_limit is not None and self._over_rate():
+        if self.rate_limit is not None and self._over_rate(request["arrived"]):
             return self._answer(request, body, 429, None, {"Retry-After": str(self.retry_after)})
         if self.history_refused and (request.method, path) == ("GET", "/messages"):
             refused = {"error": "insufficient_scope", "error_description": "messages:read"}
@@ -336,8 +338,7 @@ class FakePachca:
         await asyncio.sleep(delay)
         return self._operate(method, template, tail, body, query)
 
-    def _over_rate(self) -> bool:
-        now = time.monotonic()
+    def _over_rate(self, now: float) -> bool:
         self._window = [t for t in self._window if now - t < 1.0]
         assert self.rate_limit is not None
         if len(self._window) >= self.rate_limit:
@@ -362,6 +363,7 @@ class FakePachca:
                 body,
                 status,
                 time.monotonic(),
+                request.get("arrived", 0.0),
             )
         )
         if (
