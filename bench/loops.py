@@ -133,10 +133,7 @@ async def accept_latency(inbox: Any, first: int) -> tuple[float, float]:
     """p50 / p99 in ms of recording 200 new groups one after another, and 200 repeats of
     groups already open (the inbox's share of intake latency: parse and HTTP aside)."""
     times = []
-    for group in range(first, first + ACCEPTED):
-        note = parse(json.dumps(notification(group, ALERTS_PER_INCIDENT)).encode())
-        times.append(await timed(partial(inbox.accept, note)))
-    for group in range(100, 100 + ACCEPTED):
+    for group in [*range(first, first + ACCEPTED), *range(100, 100 + ACCEPTED)]:
         note = parse(json.dumps(notification(group, ALERTS_PER_INCIDENT)).encode())
         times.append(await timed(partial(inbox.accept, note)))
     return pct(times, 50), pct(times, 99)

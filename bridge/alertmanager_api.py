@@ -283,21 +283,27 @@ class AlertmanagerCluster:
     async def expire_silence(self, silence_id: str) -> bool:
         return bool(await self._first(lambda c: c.expire_silence(silence_id)))
 
+    async def _every(self, call: Any) -> list[Any]:
+        """`call(client)`'s answer from each replica that gives one (reads take the union);
+        AlertmanagerError if none does."""
+        answers: list[Any] = []
+        failures: list[AlertmanagerError] = []
+        for client in self.clients:
+            try:
+                answers.append(await call(client))
+            except AlertmanagerError as exc:
+                failures.append(exc)
+        if len(failures) == len(self.clients):
+            raise failures[0]
+        return answers
+
     async def alerts(self, query: Query = ()) -> dict[str, dict[str, Any]]:
         """The union of the alerts `query` asks for, from the replicas that answer (by
         fingerprint, silencedBy merged); AlertmanagerError if none does."""
         merged: dict[str, dict[str, Any]] = {}
-        failures: list[AlertmanagerError] = []
-        for client in self.clients:
-            try:
-                own = await client.alerts(query)
-            except AlertmanagerError as exc:
-                failures.append(exc)
-                continue
+        for own in await self._every(lambda c: c.alerts(query)):
             for alert in own:
                 _merge(merged, alert)
-        if len(failures) == len(self.clients):
-            raise failures[0]
         return merged
 
     async def view(
@@ -306,26 +312,21 @@ class AlertmanagerCluster:
         """The union of what the replicas that answer hold (their alerts `query` asks for);
         AlertmanagerError if none does. Silences are read when asked for, or when some alert
         is silenced."""
+
+        async def read(client: AlertmanagerClient) -> tuple[list[Any], list[Any], datetime]:
+            own = await client.alerts(query)
+            wanted = silences or any((a.get("status") or {}).get("silencedBy") for a in own)
+            return own, await client.silences() if wanted else [], await client.started_at()
+
         alerts: dict[str, dict[str, Any]] = {}
         by_id: dict[str, dict[str, Any]] = {}
         settled = False
-        failures: list[AlertmanagerError] = []
-        for client in self.clients:
-            try:
-                own = await client.alerts(query)
-                wanted = silences or any((a.get("status") or {}).get("silencedBy") for a in own)
-                own_silences = await client.silences() if wanted else []
-                started = await client.started_at()
-            except AlertmanagerError as exc:
-                failures.append(exc)
-                continue
+        for own, own_silences, started in await self._every(read):
             settled |= (now - started).total_seconds() >= settle_seconds
             for alert in own:
                 _merge(alerts, alert)
             for silence in own_silences:
                 by_id.setdefault(str(silence.get("id")), silence)
-        if len(failures) == len(self.clients):
-            raise failures[0]
         return View(alerts, by_id, settled)
 
 

@@ -131,6 +131,19 @@ class HeldSaves:
         self.saved.append(incident.key)
         return await self.inner.save_incident(incident, *args, **kwargs)
 
+    async def until_waiting(self, n: int) -> None:
+        """Until `n` saves wait for the gate (2 s at most)."""
+        for _ in range(200):
+            if self.waiting >= n:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def bridge_with_held_saves(make_bridge: BridgeFactory) -> tuple[Bridge, HeldSaves]:
+    bridge = await make_bridge(wrap_store=HeldSaves)
+    assert isinstance(bridge.store, HeldSaves)
+    return bridge, bridge.store
+
 
 async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_held_up(
     make_bridge: BridgeFactory,
@@ -139,9 +152,7 @@ async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_hel
     press, and a repeat of a body already recorded, are answered meanwhile."""
     from bridge.web.app import INTAKE_AT_ONCE
 
-    held: list[HeldSaves] = []
-    bridge = await make_bridge(wrap_store=lambda s: held.append(HeldSaves(s)) or held[0])
-    store = held[0]
+    bridge, store = await bridge_with_held_saves(make_bridge)
     bridge.fake.add_user(ALICE, "Алиса", "Петрова", "alice")
     known = json.dumps(group(0, "warning"))
     response = await bridge.post(known)
@@ -150,10 +161,7 @@ async def test_notifications_are_recorded_a_few_at_a_time_and_a_press_is_not_hel
         asyncio.create_task(bridge.post(group(100 + n, "warning")))
         for n in range(INTAKE_AT_ONCE + 5)
     ]
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if store.waiting >= INTAKE_AT_ONCE:
-            break
+    await store.until_waiting(INTAKE_AT_ONCE)
     await asyncio.sleep(0.05)
     assert store.waiting == INTAKE_AT_ONCE  # the others have not got as far as the store
     assert (await press(bridge, click_body(f"ack:{ref}"))).status == 200
@@ -172,16 +180,11 @@ async def test_a_critical_is_recorded_before_the_warnings_waiting_ahead_of_it(
     warnings is recorded first, and the warnings in the order they came."""
     from bridge.web.app import INTAKE_AT_ONCE
 
-    held: list[HeldSaves] = []
-    bridge = await make_bridge(wrap_store=lambda s: held.append(HeldSaves(s)) or held[0])
-    store = held[0]
+    bridge, store = await bridge_with_held_saves(make_bridge)
     first = [
         asyncio.create_task(bridge.post(group(100 + n, "warning"))) for n in range(INTAKE_AT_ONCE)
     ]
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if store.waiting == INTAKE_AT_ONCE:
-            break
+    await store.until_waiting(INTAKE_AT_ONCE)
     queued = []
     for n in (200, 201):
         queued.append(asyncio.create_task(bridge.post(group(n, "warning"))))

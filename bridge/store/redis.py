@@ -392,12 +392,12 @@ return removed
 )
 
 
-# The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
 # Connections to Redis at most; a call beyond them waits for one to be free. (redis-py's own
 # pool refuses the 101st concurrent call at once: a storm's store calls failed with 503s, and
 # the shared rate limiter, which lets its caller go when Redis cannot answer, stopped pacing.)
 CONNECTIONS = 50
 
+# The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
 # P..'pace' {r: requests/s now, kept within [least, most] of the configuration each script is
 # given; c: what the last remembered 429 refused, 0 if none; ct: when, in ms}.
 _PACE = """

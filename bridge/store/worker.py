@@ -41,7 +41,7 @@ Together = Callable[[Iterator[Callable[[], Any]]], list[Outcome]]
 
 
 class _Call:
-    __slots__ = ("alone", "fn", "future", "loop", "queued_at")
+    __slots__ = ("alone", "fn", "future", "loop", "outcome", "queued_at")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class _Call:
         self.future = future
         self.queued_at = time.monotonic()
         self.alone = alone  # run by itself, outside `together` (opening, closing)
+        self.outcome: Outcome = (None, None)  # set on the thread once it has run
 
 
 def one_by_one(fns: Iterable[Callable[[], Any]]) -> list[Outcome]:
@@ -68,9 +69,10 @@ def one_by_one(fns: Iterable[Callable[[], Any]]) -> list[Outcome]:
     return outcomes
 
 
-def _settle(calls: list[_Call], outcomes: list[Outcome]) -> None:
+def _settle(calls: list[_Call]) -> None:
     """On the callers' event loop: hand each caller its outcome (unless it stopped waiting)."""
-    for call, (result, error) in zip(calls, outcomes, strict=True):
+    for call in calls:
+        result, error = call.outcome
         future = call.future
         if future is None or future.cancelled():
             continue
@@ -146,15 +148,11 @@ class PriorityWorker:
                     outcomes = self.together(self._more(taken))
             except BaseException as exc:  # the whole group failed (the thread lives on)
                 outcomes = [(None, exc)] * len(taken)
-            by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Call], list[Outcome]]] = {}
             for call, outcome in zip(taken, outcomes, strict=True):
-                if call.loop is not None:
-                    mine = by_loop.setdefault(call.loop, ([], []))
-                    mine[0].append(call)
-                    mine[1].append(outcome)
-            for loop, (calls, results) in by_loop.items():
+                call.outcome = outcome
+            for loop in {call.loop for call in taken if call.loop is not None}:
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, calls, results)
+                    loop.call_soon_threadsafe(_settle, [c for c in taken if c.loop is loop])
 
     def _put(self, priority: int, call: _Call) -> None:
         with self._ready:
