@@ -54,7 +54,7 @@ from bridge.render import (
 from bridge.rules import Rules
 from bridge.store import OutboxItem, Store, Stored
 from bridge.store.base import PRESS
-from bridge.tasks import Pulse
+from bridge.tasks import Pulse, cancel_and_wait
 from bridge.timeline import Event, called
 from bridge.users import UserNames
 
@@ -157,8 +157,11 @@ class Outbox:
                 return
             if not delivered:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 that loses a cancellation coming as
+                # the inbox wakes it, and the loop would run on when stopped (CANCEL_AGAIN_AFTER)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                    async with asyncio.timeout(IDLE_POLL_SECONDS):
+                        await self._wake.wait()
 
     async def shutdown(self, task: asyncio.Task[None], grace: float) -> tuple[int, int]:
         """Deliver what is due for up to `grace` seconds, never cutting a send in half, then
@@ -167,12 +170,8 @@ class Outbox:
         handled_before = self.handled
         self._stop_by = time.monotonic() + grace
         self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), grace + 1)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait({task}, timeout=grace + 1)
+        await cancel_and_wait(task)  # nothing to do if it has ended
         depth = (await self.store.outbox_stats(self.clock())).depth
         return self.handled - handled_before, depth
 
@@ -209,10 +208,7 @@ class Outbox:
                 if pulse is not None:
                     pulse.beat()
         finally:
-            keeper.cancel()
-            for task in running.values():
-                task.cancel()
-            await asyncio.gather(keeper, *running.values(), return_exceptions=True)
+            await cancel_and_wait(keeper, *running.values())
         if failure is not None:
             raise failure
         return handled
@@ -267,23 +263,27 @@ class Outbox:
         stopped that way was recorded as sent first, so the next attempt looks for it."""
         if not self.store.claims_lapse:
             return
-        while True:
-            await asyncio.sleep(self.claim_ttl / 3)
-            refs = sorted(ref for ref, task in deliveries.items() if not task.done())
-            asked_at = time.monotonic()
-            try:
-                held = set(await self.store.hold(refs))
-            except StoreError as exc:
-                log.warning("outbox: could not renew claims: %s", exc)
-                held = set()
-            else:
+        stopping: set[asyncio.Task[None]] = set()  # abandoned deliveries being stopped
+        try:
+            while True:
+                await asyncio.sleep(self.claim_ttl / 3)
+                refs = sorted(ref for ref, task in deliveries.items() if not task.done())
+                asked_at = time.monotonic()
+                try:
+                    held = set(await self.store.hold(refs))
+                except StoreError as exc:
+                    log.warning("outbox: could not renew claims: %s", exc)
+                else:
+                    for ref in refs:
+                        held_until[ref] = asked_at + self.claim_ttl if ref in held else 0.0
+                # stop before the next renewal could come too late
+                deadline = time.monotonic() + self.claim_ttl / 2
                 for ref in refs:
-                    held_until[ref] = asked_at + self.claim_ttl if ref in held else 0.0
-            # stop before the next renewal could come too late
-            deadline = time.monotonic() + self.claim_ttl / 2
-            for ref in refs:
-                task = deliveries.get(ref)
-                if task is not None and held_until[ref] < deadline and not task.done():
+                    task = deliveries.get(ref)  # None: it ended during the renewal
+                    if task is None or task.done() or ref in abandoned:
+                        continue
+                    if held_until[ref] >= deadline:  # renewed in time
+                        continue
                     log.error(
                         "outbox: the claim on incident %s could not be kept; its delivery "
                         "stops and is taken up again by whoever holds the claim",
@@ -291,7 +291,13 @@ class Outbox:
                     )
                     self.metrics.deliveries_abandoned.inc()
                     abandoned.add(ref)
-                    task.cancel()
+                    # cancelled until it ends: a lost cancellation would let it send on
+                    # while another replica holds its claim
+                    stopper = asyncio.create_task(cancel_and_wait(task))
+                    stopping.add(stopper)
+                    stopper.add_done_callback(stopping.discard)
+        finally:
+            await cancel_and_wait(*stopping)
 
     async def deliver(self, item: OutboxItem) -> None:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with

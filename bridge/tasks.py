@@ -10,11 +10,11 @@ It is stalled once `BRIDGE_STALL_AFTER` has passed beyond what it announced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bridge.metrics import Metrics
 
@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
+
+# seconds: a task still running this long after it was cancelled is cancelled again. Python
+# 3.11's asyncio.wait_for (used by redis-py for every socket write) loses a cancellation that
+# arrives as the call it waits for completes: the task carries on, and a loop (`while True`)
+# then runs for ever while whoever stops it waits for it for ever (the outbox of a replica
+# being stopped did, and the claim keeper inside every outbox pass).
+CANCEL_AGAIN_AFTER = 0.1
 
 Loop = Callable[["Pulse"], Awaitable[None]]
 
@@ -51,6 +58,27 @@ class Pulse:
     def stalled_for(self) -> float:
         """Seconds past the deadline (0 while the loop keeps its word)."""
         return max(0.0, self.clock() - self.deadline)
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel `tasks` and return once every one has ended, cancelling again those that carry
+    on (see CANCEL_AGAIN_AFTER). Their outcomes are retrieved, not raised. Cancelled while
+    waiting, it still waits for them (a task left running could still send), then raises."""
+    pending = {task for task in tasks if not task.done()}
+    interrupted = False
+    while pending:
+        for task in pending:
+            task.cancel()
+        try:
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
+        except asyncio.CancelledError:
+            interrupted = True
+            pending = {task for task in pending if not task.done()}
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: asyncio would log it as never retrieved
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 class Supervisor:
@@ -125,6 +153,4 @@ class Supervisor:
             task = self._tasks.pop(name, None)
             if task is None:
                 continue
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

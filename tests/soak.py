@@ -208,6 +208,8 @@ async def run_soak(
         "BRIDGE_RETRY_MAX_DELAY": "2s",
         "BRIDGE_OUTBOX_CONCURRENCY": "32",
         "BRIDGE_CLAIM_TTL": "1s",
+        # a loop that hangs shows as down within the settle time (it was a silent backlog)
+        "BRIDGE_STALL_AFTER": "10s",
     }
     if redis_url:
         prefix = f"soak-{uuid.uuid4().hex[:8]}:"
