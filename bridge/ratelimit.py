@@ -3,10 +3,12 @@
 storm.
 
 The pace adapts (AIMD): it starts at the configured rate; while calls wait for it and Pachca
-accepts them, it grows, never beyond the configured maximum, nor for ten minutes past one
-call under what a 429 refused; a 429 pauses every caller until Retry-After has passed and
-sets the pace a tenth below the calls made in the second before the refused one (what Pachca
-counted). One 429 event cuts once, however many calls in flight it answers. Calls someone
+accepts them, it grows, never beyond the configured maximum; a 429 pauses every caller until
+Retry-After has passed and sets the pace a tenth below the calls made in the second before the
+refused one (what Pachca counted). One 429 event cuts once, however many calls in flight it
+answers. A lone 429 may be calls that reached Pachca bunched (see JITTER): the pace grows back
+past it. A second one within ten minutes confirms the limit: for ten minutes after it the pace
+stays a call under what it refused. Calls someone
 waits for (`URGENT`: a press's edit and DM) take the next free call ahead of the queue.
 """
 
@@ -64,8 +66,9 @@ class Pace:
     # not per call: Pachca's answer to a pace shows only after a second of it)
     fast: float = 0.1
     cut: float = 0.9  # a 429 sets the pace to this share of what Pachca refused
-    # for this long (seconds) after a 429 the pace stays a call under what was refused then;
-    # after it, it probes again (the limit may have been raised, or shared with another user)
+    # a 429 this long (seconds) after another confirms the limit: the pace stays a call under
+    # what it refused for this long; after it, it probes again (the limit may have been
+    # raised, or shared with another user)
     memory: float = 600.0
 
     @property
@@ -73,7 +76,7 @@ class Pace:
         return min(SLOWEST, self.start)
 
     def after_success(self, rate: float, ceiling: float) -> float:
-        """The pace after an accepted call; `ceiling`: what the last remembered 429 refused
+        """The pace after an accepted call; `ceiling`: what the last confirmed 429 refused
         (0: none)."""
         grown = min(self.most, rate + self.fast * self.start / rate)
         return min(grown, max(rate, ceiling - 1)) if ceiling else grown
@@ -136,6 +139,7 @@ class RateLimiter:
         self.pace = Pace(rate, max(rate, most or rate))
         self.rate = rate
         self.ceiling = 0.0  # what the last 429 refused (0: none remembered)
+        self.confirmed = False  # a 429 came within `memory` before that one: the pace stays under
         self._ceiling_at = 0.0
         self.burst = max(1, burst)
         self._clock = clock
@@ -196,6 +200,7 @@ class RateLimiter:
         if now >= self._paused_until:
             sent = now - took  # what Pachca counted: the calls of the second before this one
             observed = sum(1 for started in self._started if sent - 1.0 < started < sent)
+            self.confirmed = bool(self.ceiling) and now <= self._ceiling_at + self.pace.memory
             self.rate, self.ceiling = self.pace.after_429(self.rate, observed)
             self._ceiling_at = now
         self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
@@ -206,6 +211,7 @@ class RateLimiter:
         """Pachca accepted a call: a little faster, if the pace is what holds calls back."""
         now = self._clock()
         if self.ceiling and now > self._ceiling_at + self.pace.memory:
-            self.ceiling = 0.0  # probe again
+            self.ceiling, self.confirmed = 0.0, False  # probe again
         if now < self._busy_until:
-            self.rate = self.pace.after_success(self.rate, self.ceiling)
+            held = self.ceiling if self.confirmed else 0.0
+            self.rate = self.pace.after_success(self.rate, held)

@@ -81,20 +81,38 @@ def test_pace_grows_per_second_and_stays_a_call_under_what_a_429_refused() -> No
     assert Pace(start=40, most=60).after_429(1.05, 1) == (1.0, 1.0)
 
 
-async def test_the_limit_learnt_from_a_429_lapses_after_a_while() -> None:
+async def test_a_second_429_holds_the_pace_under_it_for_a_while() -> None:
+    """A lone 429 cuts the pace, which grows back past it (calls bunched on their way to
+    Pachca meet one now and then); a second within ten minutes holds the pace a call under
+    what it refused, for ten minutes; then the pace probes again."""
     now = [100.0]
     limiter = RateLimiter(rate=40, burst=5, clock=lambda: now[0], most=60)
     limiter._started.extend(100 - 0.02 * n for n in range(1, 46))  # 45 calls in the last second
     await limiter.rate_limited(retry_after=1, took=0.0)
     assert (limiter.rate, limiter.ceiling) == pytest.approx((36, 40))  # our pace was lower
+    assert not limiter.confirmed
     limiter._busy_until = float("inf")
     for _ in range(200):
         await limiter.succeeded()
-    assert limiter.rate == 39
-    now[0] += limiter.pace.memory + 1
+    assert limiter.rate > 45  # grew back past what the lone 429 refused
+    now[0] += 60
+    limiter._started.extend(now[0] - 0.02 * n for n in range(1, 46))
+    await limiter.rate_limited(retry_after=1, took=0.0)
+    assert limiter.confirmed and limiter.ceiling == 45
     for _ in range(200):
         await limiter.succeeded()
-    assert limiter.rate > 45  # probing again
+    assert limiter.rate == 44  # a call under what was refused
+    now[0] += limiter.pace.memory - 1
+    await limiter.succeeded()
+    assert limiter.rate == 44  # still held, ten minutes after the second 429
+    now[0] += 2
+    for _ in range(200):
+        await limiter.succeeded()
+    assert limiter.rate > 46  # probing again
+    # a 429 more than ten minutes after the last one is a lone one again
+    limiter._started.extend(now[0] - 0.02 * n for n in range(1, 46))
+    await limiter.rate_limited(retry_after=1, took=0.0)
+    assert not limiter.confirmed
 
 
 async def test_a_storm_runs_close_to_pachcas_limit_with_few_429s(
@@ -121,6 +139,7 @@ async def test_a_storm_runs_close_to_pachcas_limit_with_few_429s(
     assert 40 < limiter.rate <= 60, limiter.rate
     if limited:  # counted at this end, where calls start: within a call of Pachca's count
         assert 45 <= limiter.ceiling <= 51, limiter.ceiling
+    if limiter.confirmed:
         assert limiter.rate <= limiter.ceiling - 1
     assert bridge.app[METRICS].pachca_pace._value.get() == limiter.rate
     assert busiest_second(accepted) <= 50
@@ -151,7 +170,8 @@ async def test_storm_never_exceeds_the_limit_in_any_second(make_bridge: BridgeFa
 async def test_replicas_share_one_adaptive_pace_through_redis(redis_server: RedisServer) -> None:
     """Two replicas' limiters on one Redis: a 429 seen by one pauses both and cuts the pace
     they share to a tenth under what Pachca counted; the other grows it back, by the same
-    arithmetic as a lone bridge's (bridge.ratelimit.Pace), a call under what was refused."""
+    arithmetic as a lone bridge's (bridge.ratelimit.Pace), past it; after a second 429, a
+    call under what that one refused."""
     store = RedisStore(redis_server.url, prefix=f"pace-{uuid.uuid4().hex[:8]}:")
     await store.open()
     try:
@@ -166,13 +186,18 @@ async def test_replicas_share_one_adaptive_pace_through_redis(redis_server: Redi
         assert time.monotonic() - started >= 0.25
         b._busy_until = float("inf")  # as if calls were waiting for the pace
         await b.succeeded()
-        assert b.rate == pytest.approx(Pace(40, 60).after_success(27, ceiling=30))
+        assert b.rate == pytest.approx(Pace(40, 60).after_success(27, ceiling=0))
         for _ in range(100):
             await b.succeeded()
-        assert b.rate == 29  # a call under what was refused
+        assert b.rate > 31  # a lone 429: grown back past what it refused
+        await b.rate_limited(retry_after=0.01, took=0.0)  # a second: Pachca's limit
+        refused = float(await store._redis.hget(f"{store.prefix}pace", "c"))
+        for _ in range(200):
+            await b.succeeded()
+        assert b.rate == refused - 1  # a call under what was refused
         a._busy_until = float("inf")
         await a.succeeded()
-        assert a.rate == 29  # one pace for both
+        assert a.rate == refused - 1  # one pace for both
     finally:
         await store.close()
 

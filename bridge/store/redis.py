@@ -399,7 +399,8 @@ CONNECTIONS = 50
 
 # The adaptive pace all replicas share (bridge.ratelimit.Pace, the same arithmetic): hash
 # P..'pace' {r: requests/s now, kept within [least, most] of the configuration each script is
-# given; c: what the last remembered 429 refused, 0 if none; ct: when, in ms}.
+# given; c: what the last remembered 429 refused, 0 if none; ct: when, in ms; k: 1 if a 429
+# came within the memory before it (confirmed: the pace stays under c)}.
 _PACE = """
 local function pace(P, least, most, start)
   local r = tonumber(redis.call('HGET', P..'pace', 'r') or start)
@@ -441,7 +442,8 @@ return 0
 """.replace("KEPT_MS", str(int(STARTS_KEPT_FOR * 1000))).replace("JITTER_MS", str(JITTER * 1000))
 )
 
-# a 429: ARGV P, pause_ms, least, most, start, cut, took_ms (the refused call's round trip).
+# a 429: ARGV P, pause_ms, least, most, start, cut, took_ms (the refused call's round trip),
+# memory_ms.
 # Every replica stops until Redis' clock passes now + pause_ms; the pace is cut once per event
 # (not again while the pause lasts).
 _PAUSE = (
@@ -452,14 +454,17 @@ local now = now_ms()
 local until_ms = now + tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', P..'pause') or '0')
 local least = tonumber(ARGV[3])
-local r = pace(P, least, tonumber(ARGV[4]), ARGV[5])
+local r, before = pace(P, least, tonumber(ARGV[4]), ARGV[5])
 if now >= current then
+  local before_at = tonumber(redis.call('HGET', P..'pace', 'ct') or '0')
+  local confirmed = 0
+  if before > 0 and now <= before_at + tonumber(ARGV[8]) then confirmed = 1 end
   -- what Pachca refused: the calls of all replicas in the last second (or the pace, if lower)
   local sent = now - tonumber(ARGV[7])
   local observed = redis.call('ZCOUNT', P..'win', '(' .. (sent - 1000), '(' .. sent)
   local c = math.max(least, math.min(r, math.max(observed, r / 2)))
   r = math.max(least, c * tonumber(ARGV[6]))
-  redis.call('HSET', P..'pace', 'c', c, 'r', r, 'ct', now)
+  redis.call('HSET', P..'pace', 'c', c, 'r', r, 'ct', now, 'k', confirmed)
 end
 if until_ms > current then redis.call('SET', P..'pause', until_ms, 'PX', ARGV[2]) end
 return tostring(r)
@@ -476,10 +481,12 @@ local r, c = pace(P, least, most, ARGV[4])
 local set_at = tonumber(redis.call('HGET', P..'pace', 'ct') or '0')
 if c > 0 and now_ms() > set_at + tonumber(ARGV[6]) then
   c = 0  -- probe again
-  redis.call('HSET', P..'pace', 'c', 0)
+  redis.call('HSET', P..'pace', 'c', 0, 'k', 0)
 end
 local grown = math.min(most, r + tonumber(ARGV[5]) * start / r)
-if c > 0 then grown = math.min(grown, math.max(r, c - 1)) end
+if c > 0 and redis.call('HGET', P..'pace', 'k') == '1' then
+  grown = math.min(grown, math.max(r, c - 1))
+end
 redis.call('HSET', P..'pace', 'r', grown)
 return tostring(grown)
 """
@@ -544,7 +551,14 @@ class SharedRateLimiter:
         with contextlib.suppress(RedisError):
             self.rate = float(
                 await self._pause(
-                    args=[self._store.prefix, pause_ms, *self._bounds(), p.cut, int(took * 1000)]
+                    args=[
+                        self._store.prefix,
+                        pause_ms,
+                        *self._bounds(),
+                        p.cut,
+                        int(took * 1000),
+                        p.memory * 1000,
+                    ]
                 )
             )
 
