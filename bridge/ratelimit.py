@@ -8,8 +8,8 @@ Retry-After has passed and sets the pace a tenth below the calls made in the sec
 refused one (what Pachca counted). One 429 event cuts once, however many calls in flight it
 answers. A lone 429 may be calls that reached Pachca bunched (see JITTER): the pace grows back
 past it. A second one within ten minutes confirms the limit: for ten minutes after it the pace
-stays a call under what it refused. Calls someone
-waits for (`URGENT`: a press's edit and DM) take the next free call ahead of the queue.
+stays a call under what it refused. Calls someone waits for (`URGENT`: a press's edit and DM)
+take the next free call ahead of the queue.
 """
 
 from __future__ import annotations
