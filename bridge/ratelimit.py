@@ -8,8 +8,8 @@ Retry-After has passed and sets the pace a tenth below the calls made in the sec
 refused one (what Pachca counted). One 429 event cuts once, however many calls in flight it
 answers. A lone 429 may be calls that reached Pachca bunched (see JITTER): the pace grows back
 past it. A second one within ten minutes confirms the limit: for ten minutes after it the pace
-stays a call under what it refused. Calls someone waits for (`URGENT`: a press's edit and DM)
-take the next free call ahead of the queue.
+stays a call under what it refused, or at the configured rate if that is higher. Calls
+someone waits for (`URGENT`: a press's edit and DM) take the next free call ahead of the queue.
 """
 
 from __future__ import annotations
@@ -77,9 +77,12 @@ class Pace:
 
     def after_success(self, rate: float, ceiling: float) -> float:
         """The pace after an accepted call; `ceiling`: what the last confirmed 429 refused
-        (0: none)."""
+        (0: none). The pace always grows back to `start`, the rate the operator says Pachca
+        allows: a ceiling holds it only above that. (429s with few calls of ours before them,
+        Pachca's fault or another user of the token, had halved the pace down to 1/s and
+        held it there for ten minutes.)"""
         grown = min(self.most, rate + self.fast * self.start / rate)
-        return min(grown, max(rate, ceiling - 1)) if ceiling else grown
+        return min(grown, max(rate, ceiling - 1, self.start)) if ceiling else grown
 
     def after_429(self, rate: float, observed: int) -> tuple[float, float]:
         """(pace, ceiling) after a 429 that came when `observed` calls had started in the

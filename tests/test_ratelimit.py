@@ -73,6 +73,9 @@ def test_pace_grows_per_second_and_stays_a_call_under_what_a_429_refused() -> No
     assert pace.after_success(48.99, ceiling=50) == 49  # a call under what was refused
     assert pace.after_success(49.5, ceiling=50) == 49.5  # never lowered by a success
     assert pace.after_success(59.99, ceiling=0) == 60  # nor raised past PACHCA_RATE_MAX
+    # a ceiling under the configured rate does not hold the pace: it grows back to it
+    assert pace.after_success(1.0, ceiling=1.0) == pytest.approx(5.0)
+    assert pace.after_success(39.95, ceiling=20) == 40
     # a 429 when 50 calls had started in the second before: Pachca's limit is about 50
     assert pace.after_429(54, observed=50) == pytest.approx((45, 50))
     assert pace.after_429(30, observed=50) == pytest.approx((27, 30))  # not above our pace
@@ -113,6 +116,24 @@ async def test_a_second_429_holds_the_pace_under_it_for_a_while() -> None:
     limiter._started.extend(now[0] - 0.02 * n for n in range(1, 46))
     await limiter.rate_limited(retry_after=1, took=0.0)
     assert not limiter.confirmed
+
+
+async def test_429s_our_calls_did_not_cause_cut_the_pace_but_it_grows_back() -> None:
+    """429s with one call of ours in the second before each (Pachca's fault, or another user
+    of the token) halve the pace down to 1/s and confirm one another; once calls are accepted
+    it grows back to the configured rate (it had stayed at 1/s for ten minutes: a fault soak
+    left 2,376 items behind)."""
+    now = [100.0]
+    limiter = RateLimiter(rate=200, burst=20, clock=lambda: now[0], most=200)
+    for _ in range(12):
+        now[0] += 2  # after the last pause
+        limiter._started.append(now[0] - 0.5)
+        await limiter.rate_limited(retry_after=1, took=0.0)
+    assert limiter.rate == 1 and limiter.confirmed
+    limiter._busy_until = float("inf")
+    for _ in range(2000):
+        await limiter.succeeded()
+    assert limiter.rate == 200
 
 
 async def test_a_storm_runs_close_to_pachcas_limit_with_few_429s(
@@ -187,17 +208,31 @@ async def test_replicas_share_one_adaptive_pace_through_redis(redis_server: Redi
         b._busy_until = float("inf")  # as if calls were waiting for the pace
         await b.succeeded()
         assert b.rate == pytest.approx(Pace(40, 60).after_success(27, ceiling=0))
-        for _ in range(100):
+        for _ in range(300):
             await b.succeeded()
-        assert b.rate > 31  # a lone 429: grown back past what it refused
+        assert b.rate > 50  # a lone 429: grown back past what it refused
+        for limiter in (a, b) * 30:  # calls at that pace, for about a second
+            await limiter.acquire()
         await b.rate_limited(retry_after=0.01, took=0.0)  # a second: Pachca's limit
         refused = float(await store._redis.hget(f"{store.prefix}pace", "c"))
+        assert refused > 41  # above the configured rate: it holds the pace
         for _ in range(200):
             await b.succeeded()
         assert b.rate == refused - 1  # a call under what was refused
         a._busy_until = float("inf")
         await a.succeeded()
         assert a.rate == refused - 1  # one pace for both
+        # 429s with none of our calls before them halve the pace down to 1/s; it grows back
+        # to the configured rate, not a call under what they refused
+        await asyncio.sleep(1.05)  # the calls above out of the second before
+        for _ in range(10):
+            await a.rate_limited(retry_after=0.01, took=0.0)
+            await asyncio.sleep(0.02)
+        assert a.rate == 1
+        b._busy_until = float("inf")
+        for _ in range(2000):
+            await b.succeeded()
+        assert b.rate == 40
     finally:
         await store.close()
 

@@ -485,7 +485,7 @@ if c > 0 and now_ms() > set_at + tonumber(ARGV[6]) then
 end
 local grown = math.min(most, r + tonumber(ARGV[5]) * start / r)
 if c > 0 and redis.call('HGET', P..'pace', 'k') == '1' then
-  grown = math.min(grown, math.max(r, c - 1))
+  grown = math.min(grown, math.max(r, c - 1, start))
 end
 redis.call('HSET', P..'pace', 'r', grown)
 return tostring(grown)
