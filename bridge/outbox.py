@@ -282,22 +282,23 @@ class Outbox:
                     task = deliveries.get(ref)  # None: it ended during the renewal
                     if task is None or task.done() or ref in abandoned:
                         continue
-                    if held_until[ref] >= deadline:  # renewed in time
-                        continue
-                    log.error(
-                        "outbox: the claim on incident %s could not be kept; its delivery "
-                        "stops and is taken up again by whoever holds the claim",
-                        ref,
-                    )
-                    self.metrics.deliveries_abandoned.inc()
-                    abandoned.add(ref)
-                    # cancelled until it ends: a lost cancellation would let it send on
-                    # while another replica holds its claim
-                    stopper = asyncio.create_task(cancel_and_wait(task))
-                    stopping.add(stopper)
-                    stopper.add_done_callback(stopping.discard)
+                    if held_until[ref] < deadline:  # not renewed in time
+                        abandoned.add(ref)
+                        stopping.add(self._abandon(ref, task))
         finally:
             await cancel_and_wait(*stopping)
+
+    def _abandon(self, ref: str, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Stop the delivery of incident `ref`, whose claim could not be kept: cancelled until
+        it ends (a lost cancellation would let it send on while another replica holds its
+        claim). Returns the task doing that."""
+        log.error(
+            "outbox: the claim on incident %s could not be kept; its delivery "
+            "stops and is taken up again by whoever holds the claim",
+            ref,
+        )
+        self.metrics.deliveries_abandoned.inc()
+        return asyncio.create_task(cancel_and_wait(task))
 
     async def deliver(self, item: OutboxItem) -> None:
         """Deliver one item. Whatever goes wrong stays with this item: it is retried with
