@@ -4,7 +4,9 @@ or post again because the message is gone. The outbox carries these decisions ou
 
 The rule that keeps one message per incident: a create that may have been performed (the
 answer was lost: a timeout, a dropped connection, a 5xx) is never followed by another until
-it could have landed and the chat has been searched for it.
+it could have landed and the chat has been searched for it. A post found that way is recorded
+as the incident's message before anything is done to it: once edited, it may no longer look
+like what the create sent, and could not be found a second time.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ SETTLE_TIMEOUTS = 3.0
 
 
 class CreateStep(StrEnum):
-    UP_TO_DATE = "up_to_date"  # the message exists: nothing to post
+    UP_TO_DATE = "up_to_date"  # the message exists and shows the incident as it is
+    EDIT = "edit"  # the message exists (found and adopted) but shows an older version
     POST = "post"  # nothing is in doubt: post
     WAIT = "wait"  # an earlier create may still land: not before `not_before`
     SEARCH = "search"  # an earlier create may have landed: look for it in the chat first
@@ -40,10 +43,12 @@ class CreatePlan:
     not_before: float = 0.0
 
 
-def plan_create(delivery: Delivery, now: float, settle: float) -> CreatePlan:
-    """The next step towards the incident's message. `settle`: how long after it was sent a
-    create of unknown outcome may still land."""
+def plan_create(delivery: Delivery, version: int, now: float, settle: float) -> CreatePlan:
+    """The next step towards the message showing the incident at `version`. `settle`: how
+    long after it was sent a create of unknown outcome may still land."""
     if delivery.message_id is not None:
+        if delivery.rendered_version < version:
+            return CreatePlan(CreateStep.EDIT)
         return CreatePlan(CreateStep.UP_TO_DATE)
     if delivery.create_sent_at is None:
         return CreatePlan(CreateStep.POST)

@@ -543,9 +543,11 @@ class Outbox:
 
     async def _create(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
         incident, delivery = stored.incident, stored.delivery
-        plan = plan_create(delivery, self.clock(), self.create_settle)
+        plan = plan_create(delivery, incident.version, self.clock(), self.create_settle)
         if plan.step is CreateStep.UP_TO_DATE:
             return "coalesced", None
+        if plan.step is CreateStep.EDIT:  # adopted, and its edit did not get through
+            return "reconciled", await self._edit_to_latest(stored)
         if plan.step is CreateStep.WAIT:
             raise _NotYet(plan.not_before)
         if plan.step is CreateStep.SEARCH:
@@ -560,7 +562,11 @@ class Outbox:
                     incident.ref,
                     found,
                 )
-                adopted = delivery.model_copy(update={"message_id": found, "create_sent_at": None})
+                # recorded first: the edit may land with its answer lost, and the post would
+                # then match neither its button nor what the create said (version 0: what it
+                # shows is not known, so the edit is owed until it is answered)
+                adopted = Delivery(message_id=found, thread_id=delivery.thread_id)
+                await self.store.record_delivery(incident.ref, adopted)
                 return "reconciled", await self._edit_to_latest(Stored(incident, adopted))
         return "sent", await self._post(stored)
 

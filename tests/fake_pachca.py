@@ -106,6 +106,7 @@ class Failure:
     retry_after: str | None = None
     body: Any = None  # JSON, or raw bytes (e.g. a proxy's error page in another charset)
     hang: float = 0.0  # seconds to wait before answering (past the client's timeout = a hang)
+    method: str | None = None  # only a call with this method takes it (None: the next call)
 
 
 LATE = -1  # a Failure status: perform the call, answer only after `hang` seconds
@@ -242,8 +243,16 @@ class FakePachca:
         retry_after: str | None = None,
         body: Any = None,
         hang: float = 0.0,
+        method: str | None = None,
     ) -> None:
-        self.failures.extend(Failure(status, retry_after, body, hang) for _ in range(times))
+        self.failures.extend(Failure(status, retry_after, body, hang, method) for _ in range(times))
+
+    def _next_failure(self, method: str) -> Failure | None:
+        """The first failure set up for a call with this method, taken off the list."""
+        for n, failure in enumerate(self.failures):
+            if failure.method in (None, method):
+                return self.failures.pop(n)
+        return None
 
     # -- the server -----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -278,8 +287,8 @@ class FakePachca:
                 {"error": "invalid_token", "error_description": "Access token is invalid"},
             )
         failure = self.chaos.fault(request.method, body) if self.chaos else None
-        if failure is None and self.failures:
-            failure = self.failures.pop(0)
+        if failure is None:
+            failure = self._next_failure(request.method)
         if failure is not None and failure.status == LATE:
             query = dict(request.query)
             status, answer = self._operate(

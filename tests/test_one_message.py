@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+
 from bridge.attempts import (
     CreatePlan,
     CreateStep,
@@ -36,14 +38,18 @@ RESOLVED = "alertmanager/05-group-all-resolved.json"
 
 
 def test_plan_create() -> None:
-    assert plan_create(Delivery(message_id=5), 100.0, 30.0).step is CreateStep.UP_TO_DATE
-    assert plan_create(Delivery(), 100.0, 30.0).step is CreateStep.POST
-    assert plan_create(Delivery(create_sent_at=90.0), 100.0, 30.0) == CreatePlan(
+    shown = Delivery(message_id=5, rendered_version=3)
+    assert plan_create(shown, 3, 100.0, 30.0).step is CreateStep.UP_TO_DATE
+    # adopted (what it shows unknown), or shows an older version: edited, never posted again
+    assert plan_create(Delivery(message_id=5), 3, 100.0, 30.0).step is CreateStep.EDIT
+    assert plan_create(shown, 4, 100.0, 30.0).step is CreateStep.EDIT
+    assert plan_create(Delivery(), 1, 100.0, 30.0).step is CreateStep.POST
+    assert plan_create(Delivery(create_sent_at=90.0), 1, 100.0, 30.0) == CreatePlan(
         CreateStep.WAIT, 120.0
     )
-    assert plan_create(Delivery(create_sent_at=90.0), 120.0, 30.0).step is CreateStep.SEARCH
+    assert plan_create(Delivery(create_sent_at=90.0), 1, 120.0, 30.0).step is CreateStep.SEARCH
     # a record from an older version ("attempted", time unknown) is searched at once
-    assert plan_create(Delivery(create_sent_at=1.0), 100.0, 30.0).step is CreateStep.SEARCH
+    assert plan_create(Delivery(create_sent_at=1.0), 1, 100.0, 30.0).step is CreateStep.SEARCH
 
 
 def test_which_failures_leave_a_create_in_doubt() -> None:
@@ -125,6 +131,43 @@ async def test_a_lost_create_of_an_incident_already_resolved_is_recognised_by_it
     (stored,) = await bridge.store.all_incidents()
     assert stored.delivery.message_id == lost["id"]
     assert await bridge.store.dead_letters() == []
+
+
+@pytest.mark.parametrize("resolved_meanwhile", [True, False])
+async def test_an_adopted_post_whose_edit_answer_is_lost_is_not_posted_again(
+    make_bridge: BridgeFactory, resolved_meanwhile: bool
+) -> None:
+    """The create's answer is lost; the retry finds the post and adopts it, and its edit to
+    the incident as it is now (resolved: no buttons, other words) is performed but answered
+    too late. The post no longer looks like what the create sent, so the next attempt must
+    know it from the store, not look for it again (the large fault soak posted a second);
+    and the edit is still owed, even with no later change to bring it (not resolved)."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s")
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    await bridge.post_fixture(FIRING)
+    bridge.fake.fail_next(LATE, hang=0.6)  # the create: performed, answered too late
+    await bridge.deliver()
+    if resolved_meanwhile:
+        await bridge.post_fixture(RESOLVED)
+    await asyncio.sleep(0.4)
+    clock.now += 2  # time to look: the post is found and adopted
+    bridge.fake.fail_next(LATE, hang=0.6, method="PUT")  # its edit: performed, answer lost
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    assert ("РЕШЕНО" in message["content"].splitlines()[0]) is resolved_meanwhile
+    await asyncio.sleep(0.4)
+    for _ in range(3):
+        clock.now += 60
+        await bridge.deliver()
+    assert [m["id"] for m in bridge.fake.channel_messages()] == [message["id"]]
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.delivery.message_id == message["id"]
+    assert stored.delivery.rendered_version == stored.incident.version
+    comments = bridge.fake.thread_comments(message["id"])
+    assert len(comments) == int(resolved_meanwhile)  # "resolved", once
+    assert await bridge.store.dead_letters() == []
+    assert await pending(bridge) == 0
 
 
 def test_a_post_is_recognised_by_a_button_naming_the_incident_or_by_its_exact_content() -> None:
