@@ -90,14 +90,28 @@ def content_digest(content: str) -> str:
     return hashlib.sha256(content.strip().encode()).hexdigest()[:32]
 
 
-def is_post_of(message: dict[str, object], ref: str, digest: str | None) -> bool:
-    """Is this chat message the incident's own post: a button names the incident, or it says
-    exactly what the create in doubt posted."""
+def post_keys(message: dict[str, object]) -> set[str]:
+    """What a chat message could be recognised by: `ref:<ref>` for every incident a button
+    names (the parts of its data after the first colon), and `digest:<digest>` of what it
+    says. See is_post_of."""
+    keys: set[str] = set()
     buttons = message.get("buttons")
     for row in buttons if isinstance(buttons, list) else []:
         for button in row if isinstance(row, list) else []:
             data = str(button.get("data", "")) if isinstance(button, dict) else ""
-            if data.endswith(f":{ref}") or f":{ref}:" in data:
-                return True
+            keys.update(f"ref:{part}" for part in data.split(":")[1:] if part)
     content = message.get("content")
-    return digest is not None and isinstance(content, str) and content_digest(content) == digest
+    if isinstance(content, str):
+        keys.add(f"digest:{content_digest(content)}")
+    return keys
+
+
+def wanted_keys(ref: str, digest: str | None) -> list[str]:
+    """The keys (see post_keys) of the incident's own post: its button, or what it said."""
+    return [f"ref:{ref}"] + ([f"digest:{digest}"] if digest is not None else [])
+
+
+def is_post_of(message: dict[str, object], ref: str, digest: str | None) -> bool:
+    """Is this chat message the incident's own post: a button names the incident, or it says
+    exactly what the create in doubt posted."""
+    return not post_keys(message).isdisjoint(wanted_keys(ref, digest))

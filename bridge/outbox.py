@@ -23,10 +23,10 @@ from bridge.attempts import (
     CreateStep,
     content_digest,
     history_refused,
-    is_post_of,
     message_gone,
     outcome_unknown,
     plan_create,
+    wanted_keys,
 )
 from bridge.errors import (
     ClaimLost,
@@ -38,8 +38,9 @@ from bridge.errors import (
     StoreError,
 )
 from bridge.incidents import Effect
+from bridge.lookback import Lookback, LookbackCutShort
 from bridge.metrics import Metrics
-from bridge.model import Delivery
+from bridge.model import Delivery, Incident
 from bridge.pachca import PachcaApi
 from bridge.ratelimit import urgency
 from bridge.render import (
@@ -75,8 +76,6 @@ AUTH_PROBE_SECONDS = 30.0
 AUTH_LOG_EVERY_SECONDS = 60.0
 # tries of the store write that records a sent item, before the item counts as not sent
 FINISH_ATTEMPTS = 4
-# how far back (pages of 50) a lost post is looked for in its chat before posting again
-RECONCILE_PAGES = 20
 BASE_RETRY_DELAY = 1.0
 
 
@@ -88,15 +87,6 @@ class _NotYet(Exception):
 
     def __init__(self, not_before: float) -> None:
         self.not_before = not_before
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.random) -> float:
@@ -136,6 +126,7 @@ class Outbox:
         self._auth_refused_at: float | None = None  # clock time Pachca last refused the token
         self._auth_logged_at = float("-inf")
         self.handled = 0  # outbox items finished (sent, retried or dead), for the stop line
+        self.lookback = Lookback(self.pachca)  # chat history read for creates in doubt
 
     def wake(self) -> None:
         """Called by the inbox after a commit: deliver now rather than at the next poll."""
@@ -519,6 +510,11 @@ class Outbox:
         except PachcaRequestError as exc:
             if not message_gone(exc):
                 raise
+        return await self._post_missing(item, await self._forget_message(incident))
+
+    async def _forget_message(self, incident: Incident) -> Stored:
+        """Pachca says the incident's message is gone: recorded as having none, so that it
+        is posted again rather than every later edit and comment being lost."""
         log.warning(
             "outbox: the message of incident %s is gone from Pachca (deleted in the chat?); "
             "posting it again",
@@ -526,7 +522,7 @@ class Outbox:
         )
         self.metrics.messages_recreated.inc()
         await self.store.record_delivery(incident.ref, NO_MESSAGE)
-        return await self._post_missing(item, Stored(incident, NO_MESSAGE))
+        return Stored(incident, NO_MESSAGE)
 
     async def _post_missing(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
         """An edit or comment for an incident that has no message (its create was refused, or
@@ -547,7 +543,7 @@ class Outbox:
         if plan.step is CreateStep.UP_TO_DATE:
             return "coalesced", None
         if plan.step is CreateStep.EDIT:  # adopted, and its edit did not get through
-            return "reconciled", await self._edit_to_latest(stored)
+            return await self._adopt(item, stored)
         if plan.step is CreateStep.WAIT:
             raise _NotYet(plan.not_before)
         if plan.step is CreateStep.SEARCH:
@@ -565,10 +561,20 @@ class Outbox:
                 # recorded first: the edit may land with its answer lost, and the post would
                 # then match neither its button nor what the create said (version 0: what it
                 # shows is not known, so the edit is owed until it is answered)
-                adopted = Delivery(message_id=found, thread_id=delivery.thread_id)
+                adopted = Delivery(message_id=found)
                 await self.store.record_delivery(incident.ref, adopted)
-                return "reconciled", await self._edit_to_latest(Stored(incident, adopted))
+                return await self._adopt(item, Stored(incident, adopted))
         return "sent", await self._post(stored)
+
+    async def _adopt(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
+        """Edit a post found in the chat to the incident as it is; if it has been deleted
+        since it was found, the message is posted again."""
+        try:
+            return "reconciled", await self._edit_to_latest(stored)
+        except PachcaRequestError as exc:
+            if not message_gone(exc):
+                raise
+        return await self._create(item, await self._forget_message(stored.incident))
 
     async def _post(self, stored: Stored) -> Delivery:
         """Post the incident's message. The time is recorded first: if the answer is lost, the
@@ -630,15 +636,17 @@ class Outbox:
     async def _find_earlier_post(
         self, chat_id: int, ref: str, since: float, digest: str | None = None
     ) -> int | None:
-        """`_find_posted`, or None when this bot may not read the chat: then the create is
-        posted unchecked (it may appear twice) rather than never."""
+        """The id of the incident's own post in the chat (see attempts.is_post_of), if any:
+        the trace of a post whose answer was lost; looked for back to the time it was asked
+        for. None when this bot may not read the chat or the post is too far back to reach:
+        then the create is posted unchecked (it may appear twice) rather than never."""
         try:
-            return await self._find_posted(chat_id, ref, since, digest)
-        except PachcaError as exc:
-            if not history_refused(exc):
+            return await self.lookback.find(chat_id, wanted_keys(ref, digest), since)
+        except (PachcaError, LookbackCutShort) as exc:
+            if isinstance(exc, PachcaError) and not history_refused(exc):
                 raise
             log.warning(
-                "outbox: cannot read chat %d to look for an earlier post of incident %s (%s); "
+                "outbox: cannot read chat %d back to an earlier post of incident %s (%s); "
                 "posting without looking, so it may appear twice",
                 chat_id,
                 ref,
@@ -646,23 +654,6 @@ class Outbox:
             )
             self.metrics.creates_unverified.inc()
             return None
-
-    async def _find_posted(
-        self, chat_id: int, ref: str, since: float, digest: str | None = None
-    ) -> int | None:
-        """The id of the incident's own post in the chat (see attempts.is_post_of), if any: the
-        trace of a post whose answer was lost. Reads back page by page to the time the post
-        was asked for (at most RECONCILE_PAGES pages)."""
-        cursor: str | None = None
-        for _ in range(RECONCILE_PAGES):
-            messages, cursor = await self.pachca.messages_page(chat_id, cursor)
-            for message in messages:
-                if is_post_of(message, ref, digest):
-                    return int(message["id"])
-            oldest = _timestamp(messages[-1].get("created_at")) if messages else None
-            if cursor is None or (oldest is not None and oldest < since - 60):
-                return None
-        return None
 
     async def _send_post(self, item: OutboxItem, stored: Stored | None) -> str:
         """A message of its own to a chat; a link to the incident's message is put in."""

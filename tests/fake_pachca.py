@@ -236,6 +236,13 @@ class FakePachca:
         del self.messages[message_id]
         self.threads.pop(message_id, None)
 
+    def chatter(self, chat_id: int, count: int) -> None:
+        """People talk in the chat: `count` messages, newer than everything posted before."""
+        for n in range(count):
+            message = {"entity_type": "discussion", "entity_id": chat_id, "content": f"# {n}"}
+            status, _ = self._create(message)
+            assert status == 201
+
     def fail_next(
         self,
         status: int,

@@ -5,6 +5,7 @@ message, and a message deleted in the chat is posted again instead of losing eve
 import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -133,6 +134,25 @@ async def test_a_lost_create_of_an_incident_already_resolved_is_recognised_by_it
     assert await bridge.store.dead_letters() == []
 
 
+async def lost_create(make_bridge: BridgeFactory) -> tuple[Bridge, Clock, dict[str, Any]]:
+    """A bridge (PACHCA_TIMEOUT 0.3 s; its outbox on a clock the test moves) whose create of
+    FIRING Pachca performs but answers after the timeout; and that post."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s")
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    await bridge.post_fixture(FIRING)
+    bridge.fake.fail_next(LATE, hang=0.6)
+    await bridge.deliver()
+    (lost,) = bridge.fake.channel_messages()
+    return bridge, clock, lost
+
+
+async def time_to_look(clock: Clock) -> None:
+    """The late answer is gone, and 3 x PACHCA_TIMEOUT have passed: the retry looks."""
+    await asyncio.sleep(0.4)
+    clock.now += 2
+
+
 @pytest.mark.parametrize("resolved_meanwhile", [True, False])
 async def test_an_adopted_post_whose_edit_answer_is_lost_is_not_posted_again(
     make_bridge: BridgeFactory, resolved_meanwhile: bool
@@ -142,16 +162,10 @@ async def test_an_adopted_post_whose_edit_answer_is_lost_is_not_posted_again(
     too late. The post no longer looks like what the create sent, so the next attempt must
     know it from the store, not look for it again (the large fault soak posted a second);
     and the edit is still owed, even with no later change to bring it (not resolved)."""
-    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s")
-    clock = Clock()
-    bridge.app[OUTBOX].clock = clock
-    await bridge.post_fixture(FIRING)
-    bridge.fake.fail_next(LATE, hang=0.6)  # the create: performed, answered too late
-    await bridge.deliver()
+    bridge, clock, _ = await lost_create(make_bridge)
     if resolved_meanwhile:
         await bridge.post_fixture(RESOLVED)
-    await asyncio.sleep(0.4)
-    clock.now += 2  # time to look: the post is found and adopted
+    await time_to_look(clock)  # the post is found and adopted
     bridge.fake.fail_next(LATE, hang=0.6, method="PUT")  # its edit: performed, answer lost
     await bridge.deliver()
     (message,) = bridge.fake.channel_messages()
@@ -166,6 +180,88 @@ async def test_an_adopted_post_whose_edit_answer_is_lost_is_not_posted_again(
     assert stored.delivery.rendered_version == stored.incident.version
     comments = bridge.fake.thread_comments(message["id"])
     assert len(comments) == int(resolved_meanwhile)  # "resolved", once
+    assert await bridge.store.dead_letters() == []
+    assert await pending(bridge) == 0
+
+
+def incident_posts(bridge: Bridge) -> Counter[str]:
+    """How many posts in the chats each group has (people's messages aside)."""
+    return Counter(
+        m["content"].split("**")[3] for m in bridge.fake.channel_messages() if "**" in m["content"]
+    )
+
+
+async def test_a_create_in_doubt_behind_more_than_a_thousand_newer_posts_is_still_found(
+    make_bridge: BridgeFactory,
+) -> None:
+    """By the time a create in doubt is looked for, the chat has 1,100 newer messages (a
+    storm's other posts): the search reads back to the time it was sent, however many pages
+    that is, instead of giving up after a fixed number and posting again."""
+    bridge, clock, lost = await lost_create(make_bridge)
+    bridge.fake.chatter(lost["chat_id"], 1100)
+    await time_to_look(clock)
+    await bridge.deliver()
+    assert incident_posts(bridge) == Counter({"DiskFull": 1})
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.delivery.message_id == lost["id"]
+    assert bridge.app[METRICS].registry.get_sample_value("bridge_creates_unverified_total") == 0
+
+
+async def test_creates_in_doubt_in_one_chat_read_its_history_once(
+    make_bridge: BridgeFactory,
+) -> None:
+    """Twenty creates in one chat lose their answers; 500 messages come after them. The
+    twenty searches share what was read: about one pass over the chat's history (11 pages)
+    and a page each for what is newer, not eleven pages each."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s", BRIDGE_OUTBOX_CONCURRENCY="32")
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    for n in range(20):
+        assert (await bridge.post(group(n))).status == 200
+    bridge.fake.fail_next(LATE, times=20, hang=0.6, method="POST")
+    await bridge.deliver()
+    posted = bridge.fake.channel_messages()
+    assert len(posted) == 20
+    bridge.fake.chatter(posted[0]["chat_id"], 500)
+    await time_to_look(clock)
+    reads_before = bridge.fake.count("GET", "/messages")
+    await bridge.deliver()
+    reads = bridge.fake.count("GET", "/messages") - reads_before
+    assert incident_posts(bridge) == Counter({f"DiskFull{n}": 1 for n in range(20)})
+    assert 11 <= reads <= 11 + 20, reads
+    assert await pending(bridge) == 0
+
+
+async def test_a_search_too_deep_to_reach_posts_unverified_and_says_so(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_PAGES pages the search gives up: the message is posted (it may then appear
+    twice, and the metric says so) rather than never."""
+    monkeypatch.setattr("bridge.lookback.MAX_PAGES", 3)
+    bridge, clock, lost = await lost_create(make_bridge)
+    bridge.fake.chatter(lost["chat_id"], 200)
+    await time_to_look(clock)
+    await bridge.deliver()
+    assert incident_posts(bridge) == Counter({"DiskFull": 2})
+    assert bridge.app[METRICS].registry.get_sample_value("bridge_creates_unverified_total") == 1
+    assert await pending(bridge) == 0
+
+
+async def test_an_adopted_post_deleted_before_its_edit_is_posted_again(
+    make_bridge: BridgeFactory,
+) -> None:
+    """The post in doubt is found, then deleted in the chat before the edit that adopts it
+    gets there: the incident gets a new message, not a dead letter and no message."""
+    bridge, clock, lost = await lost_create(make_bridge)
+    await time_to_look(clock)
+    bridge.fake.fail_next(404, method="PUT")  # deleted between the search and the edit
+    await bridge.deliver()
+    bridge.fake.delete_message(lost["id"])
+    (message,) = bridge.fake.channel_messages()
+    assert message["id"] != lost["id"]
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.delivery.message_id == message["id"]
+    assert stored.delivery.rendered_version == stored.incident.version
     assert await bridge.store.dead_letters() == []
     assert await pending(bridge) == 0
 
