@@ -4,7 +4,9 @@ or post again because the message is gone. The outbox carries these decisions ou
 
 The rule that keeps one message per incident: a create that may have been performed (the
 answer was lost: a timeout, a dropped connection, a 5xx) is never followed by another until
-it could have landed and the chat has been searched for it. A post found that way is recorded
+it could have landed and the chat has been searched for it. The same wait keeps the message
+true: an edit whose answer was lost is retried only once it could have landed, so a late
+landing never shows an older state over the newer one. A post found that way is recorded
 as the incident's message before anything is done to it: once edited, it may no longer look
 like what the create sent, and could not be found a second time.
 """
@@ -65,6 +67,14 @@ def outcome_unknown(exc: PachcaError) -> bool:
     return isinstance(exc, PachcaUnavailable | PachcaServerError) and not isinstance(
         exc, PachcaRateLimited
     )
+
+
+def may_land_late(exc: PachcaError, creating: bool) -> bool:
+    """Might this failed call still be performed after a retry of it, undoing the retry? A
+    create whose answer was lost (a second message) or an edit of the message (the older
+    state shown over the newer: a live outage shown resolved). Their retries wait until the
+    call could have landed; a comment landing late only comes out of order."""
+    return outcome_unknown(exc) and (creating or exc.endpoint == "PUT /messages/{id}")
 
 
 def history_refused(exc: PachcaError) -> bool:

@@ -23,6 +23,7 @@ from bridge.attempts import (
     CreateStep,
     content_digest,
     history_refused,
+    may_land_late,
     message_gone,
     outcome_unknown,
     plan_create,
@@ -114,7 +115,7 @@ class Outbox:
     silencer: Silencer | None = None
     concurrency: int = 8
     max_retry_delay: float = 300.0
-    # how long after it was sent a create of unknown outcome may still land
+    # how long after it was sent a create or edit of unknown outcome may still land
     create_settle: float = 30.0
     # how long another replica waits before taking over a claimed item (BRIDGE_CLAIM_TTL)
     claim_ttl: float = 60.0
@@ -379,8 +380,8 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
-            if item.kind == Effect.CREATE and outcome_unknown(exc):
-                delay = max(delay, self.create_settle)  # until that create could have landed
+            if may_land_late(exc, creating=item.kind == Effect.CREATE):
+                delay = max(delay, self.create_settle)  # until that call could have landed
             await self._retry_later(item, str(exc), delay)
             return
         if result in ("sent", "reconciled"):

@@ -110,6 +110,7 @@ class Failure:
 
 
 LATE = -1  # a Failure status: perform the call, answer only after `hang` seconds
+SLOW = -2  # a Failure status: hold the call `hang` seconds, then perform it (client gone or not)
 
 
 @dataclass
@@ -296,6 +297,10 @@ class FakePachca:
         failure = self.chaos.fault(request.method, body) if self.chaos else None
         if failure is None:
             failure = self._next_failure(request.method)
+        if failure is not None and failure.status == SLOW:
+            operation = (request.method, template, request.match_info["tail"], body)
+            later = self._later(failure.hang, *operation, dict(request.query))
+            return self._answer(request, body, *await asyncio.shield(later))
         if failure is not None and failure.status == LATE:
             query = dict(request.query)
             status, answer = self._operate(

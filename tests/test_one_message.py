@@ -15,6 +15,7 @@ from bridge.attempts import (
     content_digest,
     history_refused,
     is_post_of,
+    may_land_late,
     message_gone,
     outcome_unknown,
     plan_create,
@@ -30,7 +31,7 @@ from bridge.model import Delivery
 from bridge.store import NewOutboxItem
 from bridge.web.state import METRICS, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
-from tests.fake_pachca import LATE, api_error
+from tests.fake_pachca import LATE, SLOW, api_error
 
 FIRING = "alertmanager/02-group-3-firing.json"
 RESOLVED = "alertmanager/05-group-all-resolved.json"
@@ -59,6 +60,13 @@ def test_which_failures_leave_a_create_in_doubt() -> None:
     assert outcome_unknown(PachcaServerError(endpoint, "HTTP 502", 502))
     assert not outcome_unknown(PachcaRateLimited(endpoint, 1.0))
     assert not outcome_unknown(PachcaRequestError(endpoint, 422, []))
+    # a retry waits until the call could have landed: a create, or an edit of the message
+    edit = "PUT /messages/{id}"
+    assert may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), creating=True)
+    assert may_land_late(PachcaServerError(edit, "HTTP 502", 502), creating=False)
+    assert not may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), creating=False)
+    assert not may_land_late(PachcaRateLimited(edit, 1.0), creating=False)
+    assert not may_land_late(PachcaRequestError(edit, 422, []), creating=False)
     assert history_refused(PachcaRequestError("GET /messages", 403, []))
     assert not history_refused(PachcaAuthError("GET /messages", 401, []))
     assert not history_refused(PachcaServerError("GET /messages", "HTTP 500", 500))
@@ -275,6 +283,45 @@ def test_a_post_is_recognised_by_a_button_naming_the_incident_or_by_its_exact_co
     assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull"}, "abc", digest)
     assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull\nтекст"}, "abc", None)
     assert not is_post_of({"buttons": "junk", "content": None}, "abc", digest)
+
+
+# -- an edit that lands late ------------------------------------------------------------------
+
+
+async def test_an_edit_pachca_performs_late_never_leaves_an_older_state_shown(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edit to "resolved" times out, and Pachca performs it 1.2 s later all the same (the
+    issue's slow Pachca: 15 s against a 10 s timeout); meanwhile the group fires again. A retry
+    as soon as the backoff allows would show "firing" first and then be overwritten by the
+    late "resolved": a live outage shown resolved with nothing left to correct it. The retry
+    waits, as a create in doubt does, until the lost edit could have landed."""
+    monkeypatch.setattr("bridge.outbox.IDLE_POLL_SECONDS", 0.05)  # a retry runs when due
+    bridge = await make_bridge(
+        run_outbox=True, PACHCA_TIMEOUT="0.5s", BRIDGE_RETRY_MAX_DELAY="0.1s"
+    )
+    await bridge.post_fixture(FIRING)
+    await until_delivered(bridge)
+    bridge.fake.fail_next(SLOW, hang=1.2, method="PUT")  # performed 1.2 s after it was sent
+    await bridge.post_fixture(RESOLVED)
+    await asyncio.sleep(0.1)
+    again = fixture_json(FIRING)
+    for alert in again["alerts"]:
+        alert["startsAt"] = "2030-01-01T00:00:00Z"
+    assert (await bridge.post(again)).status == 200  # fires again while the edit is held
+    await asyncio.sleep(1.5)  # the held edit has landed
+    await until_delivered(bridge)
+    (message,) = bridge.fake.channel_messages()
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.incident.state == "firing"
+    assert "ГОРИТ" in message["content"].splitlines()[0], message["content"]
+
+
+async def until_delivered(bridge: Bridge, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while await pending(bridge) or not bridge.fake.channel_messages():
+        assert time.monotonic() < deadline, "the outbox did not drain"
+        await asyncio.sleep(0.05)
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
