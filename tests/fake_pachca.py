@@ -118,15 +118,20 @@ class Chaos:
     """Random faults on a fraction of calls, as a bad day at Pachca (or in front of it) looks:
     5xx, 429 with and without Retry-After, a proxy's error page that is not UTF-8, a hang past
     the client's timeout; and, for thread comments, permanent refusals (counted, so a test
-    knows how many dead letters to expect). A faulted call is never performed."""
+    knows how many dead letters to expect). A faulted call is not performed, unless its kind
+    says so (late, slow)."""
 
     rate: float
     hang_seconds: float = 1.0
     permanent_rate: float = 0.0
     seed: int = 0
     injected: Counter[str] = field(default_factory=Counter)
-    # "late": performed, then answered after the client's timeout (the answer is lost)
+    # "late": performed, then answered after the client's timeout (the answer is lost);
+    # "slow": held past the client's timeout, then performed all the same
     kinds: tuple[str, ...] = ("5xx", "429", "429-bare", "not-utf8", "hang", "drop")
+    # how long a "slow" call is held before it is performed: past the client's timeout and
+    # its first retry, within the 3 timeouts a lost call is given to land
+    slow_seconds: float = 1.4
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -154,6 +159,7 @@ class Chaos:
             "hang": Failure(503, hang=self.hang_seconds),
             "drop": Failure(0),
             "late": Failure(LATE, hang=self.hang_seconds),
+            "slow": Failure(SLOW, hang=self.slow_seconds),
         }[kind]
 
 
@@ -298,8 +304,9 @@ class FakePachca:
         if failure is None:
             failure = self._next_failure(request.method)
         if failure is not None and failure.status == SLOW:
-            operation = (request.method, template, request.match_info["tail"], body)
-            later = self._later(failure.hang, *operation, dict(request.query))
+            tail = request.match_info["tail"]
+            query = dict(request.query)
+            later = self._later(failure.hang, request.method, template, tail, body, query)
             return self._answer(request, body, *await asyncio.shield(later))
         if failure is not None and failure.status == LATE:
             query = dict(request.query)

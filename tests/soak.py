@@ -190,8 +190,12 @@ async def run_soak(
     """The soak on one replica with SQLite, or with `redis_url` on `replicas` replicas sharing
     it (claims of 1 s); `crash_one` crashes the last replica halfway; `delete_rate` is the
     share of channel messages deleted in the chat during the first half."""
-    kinds = (*Chaos.kinds, "late")  # performed, answer lost: the create in doubt
-    chaos = Chaos(fault_rate, 0.8, permanent_rate, seed, kinds=kinds)
+    # performed with the answer lost, at once or after the client gave up: creates in doubt,
+    # and edits that land after their retry unless it waits
+    kinds = (*Chaos.kinds, "late", "slow")
+    chaos = Chaos(
+        fault_rate, hang_seconds=0.8, permanent_rate=permanent_rate, seed=seed, kinds=kinds
+    )
     fake = FakePachca(chaos=chaos)
     fake_server = TestServer(fake.app(), host="127.0.0.1")
     await fake_server.start_server()
