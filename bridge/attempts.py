@@ -14,6 +14,7 @@ like what the create sent, and could not be found a second time.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +30,7 @@ from bridge.model import Delivery
 
 # a create whose answer was lost may still land this many client timeouts after it was sent
 SETTLE_TIMEOUTS = 3.0
+_MENTION = re.compile(r"<@\d+>|@[\w.-]+")
 
 
 class CreateStep(StrEnum):
@@ -69,12 +71,13 @@ def outcome_unknown(exc: PachcaError) -> bool:
     )
 
 
-def may_land_late(exc: PachcaError, creating: bool) -> bool:
-    """Might this failed call still be performed after a retry of it, undoing the retry? A
-    create whose answer was lost (a second message) or an edit of the message (the older
-    state shown over the newer: a live outage shown resolved). Their retries wait until the
-    call could have landed; a comment landing late only comes out of order."""
-    return outcome_unknown(exc) and (creating or exc.endpoint == "PUT /messages/{id}")
+def may_land_late(exc: PachcaError, posting: bool) -> bool:
+    """Might this failed call still be performed after a retry of it, undoing the retry?
+    `posting`: a post looked for before it is posted again (the incident's message, a reply
+    in the chat); else an edit of the message (the older state shown over the newer: a live
+    outage shown resolved). Their retries wait until the call could have landed; a thread
+    comment landing late only comes out of order."""
+    return outcome_unknown(exc) and (posting or exc.endpoint == "PUT /messages/{id}")
 
 
 def history_refused(exc: PachcaError) -> bool:
@@ -113,7 +116,16 @@ def post_keys(message: dict[str, object]) -> set[str]:
     content = message.get("content")
     if isinstance(content, str):
         keys.add(f"digest:{content_digest(content)}")
+        parent = message.get("parent_message_id")
+        if isinstance(parent, int):
+            keys.add(reply_key(parent, content))
     return keys
+
+
+def reply_key(parent: int, content: str) -> str:
+    """The key (see post_keys) of a reply to message `parent` saying `content`; mentions are
+    left out, as Pachca rewrites `<@id>` to `@nickname` in what it stores."""
+    return f"reply:{parent}:{content_digest(_MENTION.sub('@', content))}"
 
 
 def wanted_keys(ref: str, digest: str | None) -> list[str]:

@@ -145,9 +145,9 @@ class Metrics:
         )
         self.creates_unverified = Counter(
             "bridge_creates_unverified_total",
-            "Messages posted after a lost answer without looking for the first post (the bot "
-            "may not read the chat, or the post was too far back to reach): each may be a "
-            "duplicate.",
+            "Messages (an incident's, or a reply in its chat) posted after a lost answer "
+            "without looking for the first post (the bot may not read the chat, or the post was "
+            "too far back to reach): each may be a duplicate.",
             registry=r,
         )
         self.dead_letters = Gauge(

@@ -27,6 +27,7 @@ from bridge.attempts import (
     message_gone,
     outcome_unknown,
     plan_create,
+    reply_key,
     wanted_keys,
 )
 from bridge.errors import (
@@ -380,7 +381,8 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
-            if may_land_late(exc, creating=item.kind == Effect.CREATE):
+            posting = item.kind in (Effect.CREATE, Effect.REPLY_REOPENED)
+            if may_land_late(exc, posting=posting):
                 delay = max(delay, self.create_settle)  # until that call could have landed
             await self._retry_later(item, str(exc), delay)
             return
@@ -505,8 +507,7 @@ class Outbox:
                     return "coalesced", None
                 return "sent", await self._edit_to_latest(stored)
             if kind is Effect.REPLY_REOPENED:
-                await self._reply(item, stored)
-                return "sent", None
+                return await self._reply(item, stored), None
             return "sent", await self._comment(item, delivery)
         except PachcaRequestError as exc:
             if not message_gone(exc):
@@ -549,9 +550,8 @@ class Outbox:
             raise _NotYet(plan.not_before)
         if plan.step is CreateStep.SEARCH:
             since = min(item.created_at, delivery.create_sent_at or item.created_at)
-            found = await self._find_earlier_post(
-                incident.chat_id, incident.ref, since, delivery.create_digest
-            )
+            keys = wanted_keys(incident.ref, delivery.create_digest)
+            found = await self._find_earlier_post(incident.chat_id, incident.ref, keys, since)
             if found is not None:
                 log.warning(
                     "outbox: incident %s was posted by an attempt whose answer was lost, as "
@@ -609,18 +609,27 @@ class Outbox:
             raise
         return Delivery(message_id=message_id, rendered_version=incident.version)
 
-    async def _reply(self, item: OutboxItem, stored: Stored) -> None:
+    async def _reply(self, item: OutboxItem, stored: Stored) -> str:
         """A reply in the chat to the incident's message, seen by those who do not follow
-        its thread, under the route's display name."""
+        its thread, under the route's display name. It carries the mentions: a retry looks
+        for it in the chat first, as a lost answer may hide a reply that was posted."""
         route = self.rules.by_name(stored.incident.route).config
+        chat_id, message_id = stored.incident.chat_id, stored.delivery.message_id
+        assert message_id is not None
+        if item.attempts:
+            key = reply_key(message_id, item.content)
+            if await self._find_earlier_post(chat_id, item.ref, [key], item.created_at) is not None:
+                log.warning("outbox: the reply for incident %s was posted already", item.ref)
+                return "reconciled"
         await self.pachca.create_message(
             "discussion",
             stored.incident.chat_id,
             item.content,
             display_name=route.display_name,
             display_avatar_url=route.display_avatar_url,
-            parent_message_id=stored.delivery.message_id,
+            parent_message_id=message_id,
         )
+        return "sent"
 
     async def _comment(self, item: OutboxItem, delivery: Delivery) -> Delivery | None:
         """A comment in the message's thread (made first if missing); returns the delivery if
@@ -635,14 +644,15 @@ class Outbox:
         return shown
 
     async def _find_earlier_post(
-        self, chat_id: int, ref: str, since: float, digest: str | None = None
+        self, chat_id: int, ref: str, keys: list[str], since: float
     ) -> int | None:
-        """The id of the incident's own post in the chat (see attempts.is_post_of), if any:
-        the trace of a post whose answer was lost; looked for back to the time it was asked
-        for. None when this bot may not read the chat or the post is too far back to reach:
-        then the create is posted unchecked (it may appear twice) rather than never."""
+        """The id of a post of the incident's in the chat with one of `keys` (see
+        attempts.post_keys), if any: the trace of a post whose answer was lost; looked for
+        back to the time it was asked for. None when this bot may not read the chat or the
+        post is too far back to reach: then it is posted unchecked (it may appear twice)
+        rather than never."""
         try:
-            return await self.lookback.find(chat_id, wanted_keys(ref, digest), since)
+            return await self.lookback.find(chat_id, keys, since)
         except (PachcaError, LookbackCutShort) as exc:
             if isinstance(exc, PachcaError) and not history_refused(exc):
                 raise

@@ -16,6 +16,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,7 @@ class Failure:
     body: Any = None  # JSON, or raw bytes (e.g. a proxy's error page in another charset)
     hang: float = 0.0  # seconds to wait before answering (past the client's timeout = a hang)
     method: str | None = None  # only a call with this method takes it (None: the next call)
+    match: Callable[[Any], bool] | None = None  # ... and only one whose body this accepts
 
 
 LATE = -1  # a Failure status: perform the call, answer only after `hang` seconds
@@ -258,13 +260,16 @@ class FakePachca:
         body: Any = None,
         hang: float = 0.0,
         method: str | None = None,
+        match: Callable[[Any], bool] | None = None,
     ) -> None:
-        self.failures.extend(Failure(status, retry_after, body, hang, method) for _ in range(times))
+        self.failures.extend(
+            Failure(status, retry_after, body, hang, method, match) for _ in range(times)
+        )
 
-    def _next_failure(self, method: str) -> Failure | None:
-        """The first failure set up for a call with this method, taken off the list."""
+    def _next_failure(self, method: str, body: Any) -> Failure | None:
+        """The first failure set up for a call like this one, taken off the list."""
         for n, failure in enumerate(self.failures):
-            if failure.method in (None, method):
+            if failure.method in (None, method) and (failure.match is None or failure.match(body)):
                 return self.failures.pop(n)
         return None
 
@@ -302,7 +307,7 @@ class FakePachca:
             )
         failure = self.chaos.fault(request.method, body) if self.chaos else None
         if failure is None:
-            failure = self._next_failure(request.method)
+            failure = self._next_failure(request.method, body)
         if failure is not None and failure.status == SLOW:
             tail = request.match_info["tail"]
             query = dict(request.query)

@@ -5,6 +5,7 @@ message, and a message deleted in the chat is posted again instead of losing eve
 import asyncio
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from bridge.attempts import (
     message_gone,
     outcome_unknown,
     plan_create,
+    post_keys,
+    reply_key,
 )
 from bridge.errors import (
     PachcaAuthError,
@@ -29,7 +32,7 @@ from bridge.errors import (
 )
 from bridge.model import Delivery
 from bridge.store import NewOutboxItem
-from bridge.web.state import METRICS, OUTBOX
+from bridge.web.state import INBOX, METRICS, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
 from tests.fake_pachca import LATE, SLOW, api_error
 
@@ -62,11 +65,11 @@ def test_which_failures_leave_a_create_in_doubt() -> None:
     assert not outcome_unknown(PachcaRequestError(endpoint, 422, []))
     # a retry waits until the call could have landed: a create, or an edit of the message
     edit = "PUT /messages/{id}"
-    assert may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), creating=True)
-    assert may_land_late(PachcaServerError(edit, "HTTP 502", 502), creating=False)
-    assert not may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), creating=False)
-    assert not may_land_late(PachcaRateLimited(edit, 1.0), creating=False)
-    assert not may_land_late(PachcaRequestError(edit, 422, []), creating=False)
+    assert may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), posting=True)
+    assert may_land_late(PachcaServerError(edit, "HTTP 502", 502), posting=False)
+    assert not may_land_late(PachcaUnavailable(endpoint, "TimeoutError"), posting=False)
+    assert not may_land_late(PachcaRateLimited(edit, 1.0), posting=False)
+    assert not may_land_late(PachcaRequestError(edit, 422, []), posting=False)
     assert history_refused(PachcaRequestError("GET /messages", 403, []))
     assert not history_refused(PachcaAuthError("GET /messages", 401, []))
     assert not history_refused(PachcaServerError("GET /messages", "HTTP 500", 500))
@@ -283,6 +286,14 @@ def test_a_post_is_recognised_by_a_button_naming_the_incident_or_by_its_exact_co
     assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull"}, "abc", digest)
     assert not is_post_of({"content": "✅ **РЕШЕНО** · DiskFull\nтекст"}, "abc", None)
     assert not is_post_of({"buttons": "junk", "content": None}, "abc", digest)
+    # a reply: known by the message it replies to and what it says, mentions aside (Pachca
+    # stores `<@id>` as `@nickname`)
+    sent = reply_key(7, "🔁 Снова горит: **DiskFull** <@42> @db.oncall")
+    stored = {"parent_message_id": 7, "content": "🔁 Снова горит: **DiskFull** @ivan @db.oncall"}
+    assert sent in post_keys(stored)
+    assert sent not in post_keys({**stored, "parent_message_id": 8})
+    assert sent not in post_keys({**stored, "content": "🔁 Снова горит: **DiskFull2** @ivan"})
+    assert sent not in post_keys({"content": stored["content"]})  # not a reply
 
 
 # -- an edit that lands late ------------------------------------------------------------------
@@ -322,6 +333,47 @@ async def until_delivered(bridge: Bridge, within: float = 10.0) -> None:
     while await pending(bridge) or not bridge.fake.channel_messages():
         assert time.monotonic() < deadline, "the outbox did not drain"
         await asyncio.sleep(0.05)
+
+
+# -- a reply in the chat whose answer is lost ---------------------------------------------------
+
+
+@pytest.mark.parametrize("lost", [LATE, SLOW], ids=["late", "slow"])
+async def test_a_reopen_reply_whose_answer_is_lost_is_not_posted_twice(
+    make_bridge: BridgeFactory, lost: int
+) -> None:
+    """The reply in the chat that says an incident re-opened carries the mentions: posted
+    twice, it pings everyone twice. Its answer lost (LATE: performed at once; SLOW: performed
+    0.8 s later), the retry waits until it could have landed (3 x 0.3 s, not the 0.1 s of
+    backoff) and looks for it in the chat (a reply to the message saying the same) first."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s", BRIDGE_RETRY_MAX_DELAY="0.1s")
+    clock = Clock()
+    bridge.app[OUTBOX].clock = clock
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    bridge.app[INBOX].clock = lambda: now
+    await bridge.post_fixture(FIRING)
+    await bridge.post_fixture(RESOLVED)
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    now += timedelta(minutes=11)  # resolved for longer than reopen_notice_after: a reply
+    again = fixture_json(FIRING)
+    for alert in again["alerts"]:
+        alert["startsAt"] = "2030-01-01T00:10:00Z"
+    assert (await bridge.post(again)).status == 200
+
+    def a_reply(body: Any) -> bool:
+        return "parent_message_id" in (body or {}).get("message", {})
+
+    bridge.fake.fail_next(lost, hang=0.8, method="POST", match=a_reply)
+    await bridge.deliver()
+    clock.now += 0.5  # a retry after the backoff alone would be due now
+    await bridge.deliver()
+    await asyncio.sleep(0.8)  # the held reply has landed, the late answer gone nowhere
+    clock.now += 2
+    await bridge.deliver()
+    assert len(bridge.fake.replies(message["id"])) == 1
+    assert await pending(bridge) == 0
+    assert await bridge.store.dead_letters() == []
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
