@@ -8,7 +8,9 @@ it could have landed and the chat has been searched for it. The same wait keeps 
 true: an edit whose answer was lost is retried only once it could have landed, so a late
 landing never shows an older state over the newer one. A post found that way is recorded
 as the incident's message before anything is done to it: once edited, it may no longer look
-like what the create sent, and could not be found a second time.
+like what the create sent, and could not be found a second time. Every other post (a reply,
+a thread comment, a message to a chat) gets the same wait and search: posted twice, its
+mentions ping people twice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bridge.errors import (
     PachcaServerError,
     PachcaUnavailable,
 )
+from bridge.incidents import Effect
 from bridge.model import Delivery
 
 # a create whose answer was lost may still land this many client timeouts after it was sent
@@ -71,12 +74,22 @@ def outcome_unknown(exc: PachcaError) -> bool:
     )
 
 
+def posts_a_message(kind: str) -> bool:
+    """Does an outbox item of this kind post a new message (the one call Pachca does not make
+    idempotent)? The incident's message, a reply to it, a thread comment, a message of its own
+    to a chat; a direct message too, but its chat is not known before its answer, so it is
+    never looked for (see may_land_late)."""
+    return kind in (Effect.CREATE, Effect.REPLY_REOPENED, Effect.POST) or kind.startswith(
+        "comment_"
+    )
+
+
 def may_land_late(exc: PachcaError, posting: bool) -> bool:
     """Might this failed call still be performed after a retry of it, undoing the retry?
-    `posting`: a post looked for before it is posted again (the incident's message, a reply
-    in the chat); else an edit of the message (the older state shown over the newer: a live
-    outage shown resolved). Their retries wait until the call could have landed; a thread
-    comment landing late only comes out of order."""
+    `posting`: a post looked for in its chat before it is posted again (see posts_a_message):
+    posted twice, it pings everyone twice; else an edit of the message (the older state shown
+    over the newer: a live outage shown resolved). Their retries wait until the call could
+    have landed."""
     return outcome_unknown(exc) and (posting or exc.endpoint == "PUT /messages/{id}")
 
 
@@ -116,15 +129,23 @@ def post_keys(message: dict[str, object]) -> set[str]:
     content = message.get("content")
     if isinstance(content, str):
         keys.add(f"digest:{content_digest(content)}")
+        keys.add(said_key(content))
         parent = message.get("parent_message_id")
         if isinstance(parent, int):
             keys.add(reply_key(parent, content))
     return keys
 
 
+def said_key(content: str) -> str:
+    """The key (see post_keys) of a message saying `content`, mentions left out: Pachca
+    rewrites `<@id>` to `@nickname` in what it stores (a thread comment, a message of its own
+    to a chat: looked for in a chat where only the bridge says such things)."""
+    return f"said:{content_digest(_MENTION.sub('@', content))}"
+
+
 def reply_key(parent: int, content: str) -> str:
-    """The key (see post_keys) of a reply to message `parent` saying `content`; mentions are
-    left out, as Pachca rewrites `<@id>` to `@nickname` in what it stores."""
+    """The key (see post_keys) of a reply to message `parent` saying `content` (mentions left
+    out, see said_key)."""
     return f"reply:{parent}:{content_digest(_MENTION.sub('@', content))}"
 
 

@@ -145,7 +145,8 @@ class Metrics:
         )
         self.creates_unverified = Counter(
             "bridge_creates_unverified_total",
-            "Messages (an incident's, or a reply in its chat) posted after a lost answer "
+            "Messages (an incident's, a reply, a thread comment, one to a chat) posted after a "
+            "lost answer "
             "without looking for the first post (the bot may not read the chat, or the post was "
             "too far back to reach): each may be a duplicate.",
             registry=r,

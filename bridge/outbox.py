@@ -27,7 +27,9 @@ from bridge.attempts import (
     message_gone,
     outcome_unknown,
     plan_create,
+    posts_a_message,
     reply_key,
+    said_key,
     wanted_keys,
 )
 from bridge.errors import (
@@ -381,8 +383,7 @@ class Outbox:
                 if isinstance(exc, PachcaRateLimited) and exc.retry_after is not None
                 else backoff(item.attempts, self.max_retry_delay)
             )
-            posting = item.kind in (Effect.CREATE, Effect.REPLY_REOPENED)
-            if may_land_late(exc, posting=posting):
+            if may_land_late(exc, posting=posts_a_message(item.kind)):
                 delay = max(delay, self.create_settle)  # until that call could have landed
             await self._retry_later(item, str(exc), delay)
             return
@@ -508,7 +509,7 @@ class Outbox:
                 return "sent", await self._edit_to_latest(stored)
             if kind is Effect.REPLY_REOPENED:
                 return await self._reply(item, stored), None
-            return "sent", await self._comment(item, delivery)
+            return await self._comment(item, delivery)
         except PachcaRequestError as exc:
             if not message_gone(exc):
                 raise
@@ -537,7 +538,8 @@ class Outbox:
             return result, shown
         if Effect(item.kind) is Effect.EDIT:  # the new message shows the incident as it is now
             return "recreated", posted
-        return "recreated", await self._comment(item, posted) or posted
+        _, thread = await self._comment(item, posted)
+        return "recreated", thread or posted
 
     async def _create(self, item: OutboxItem, stored: Stored) -> tuple[str, Delivery | None]:
         incident, delivery = stored.incident, stored.delivery
@@ -619,7 +621,7 @@ class Outbox:
         if item.attempts:
             key = reply_key(message_id, item.content)
             if await self._find_earlier_post(chat_id, item.ref, [key], item.created_at) is not None:
-                log.warning("outbox: the reply for incident %s was posted already", item.ref)
+                log.warning("outbox: %s of incident %s was posted already", item.kind, item.ref)
                 return "reconciled"
         await self.pachca.create_message(
             "discussion",
@@ -631,17 +633,33 @@ class Outbox:
         )
         return "sent"
 
-    async def _comment(self, item: OutboxItem, delivery: Delivery) -> Delivery | None:
-        """A comment in the message's thread (made first if missing); returns the delivery if
-        a thread was made."""
+    async def _comment(self, item: OutboxItem, delivery: Delivery) -> tuple[str, Delivery | None]:
+        """A comment in the message's thread (made first if missing); returns the result and
+        the delivery if a thread was made. A reminder or an escalation calls people: a retry
+        looks for the comment in the thread first, as a lost answer may hide one posted."""
         assert delivery.message_id is not None
         shown = None
         thread_id = delivery.thread_id
-        if thread_id is None:  # Pachca returns the existing thread if a retry asks again
-            thread_id = await self.pachca.create_thread(delivery.message_id)
-            shown = delivery.model_copy(update={"thread_id": thread_id})
-        await self.pachca.create_message("thread", thread_id, await self._with_actor(item))
-        return shown
+        content = await self._with_actor(item)
+        if thread_id is None or item.attempts:
+            # Pachca returns the existing thread when asked again, and with it the thread's
+            # own chat, where its comments are read
+            thread = await self.pachca.create_thread(delivery.message_id)
+            if thread.id != thread_id:
+                shown = delivery.model_copy(update={"thread_id": thread.id})
+            thread_id = thread.id
+            if item.attempts and await self._posted_already(item, thread.chat_id, content):
+                return "reconciled", shown
+        await self.pachca.create_message("thread", thread_id, content)
+        return "sent", shown
+
+    async def _posted_already(self, item: OutboxItem, chat_id: int, content: str) -> bool:
+        """Did an earlier attempt at this item post `content` to the chat, its answer lost?"""
+        keys = [said_key(content)]
+        if await self._find_earlier_post(chat_id, item.ref, keys, item.created_at) is None:
+            return False
+        log.warning("outbox: %s of incident %s was posted already", item.kind, item.ref)
+        return True
 
     async def _find_earlier_post(
         self, chat_id: int, ref: str, keys: list[str], since: float
@@ -674,7 +692,10 @@ class Outbox:
             message_id = stored.delivery.message_id if stored else None
             chat_id = stored.incident.chat_id if stored else None
             text = text.replace(LINK_SLOT, message_url(chat_id, message_id) if message_id else "")
-        await self.pachca.create_message("discussion", int(post["chat_id"]), text.strip())
+        to, text = int(post["chat_id"]), text.strip()
+        if item.attempts and await self._posted_already(item, to, text):
+            return "reconciled"
+        await self.pachca.create_message("discussion", to, text)
         return "sent"
 
     async def _send_dm(self, item: OutboxItem) -> str:

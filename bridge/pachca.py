@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -31,6 +32,14 @@ log = logging.getLogger(__name__)
 Buttons = list[list[dict[str, str]]]
 
 
+@dataclass(frozen=True)
+class Thread:
+    """A message's thread: `id` to comment in it, `chat_id` (its own chat) to read it."""
+
+    id: int
+    chat_id: int
+
+
 class PachcaApi(Protocol):
     """What the bridge does with Pachca; the real client and the dry-run log both provide it."""
 
@@ -48,8 +57,8 @@ class PachcaApi(Protocol):
 
     async def update_message(self, message_id: int, content: str, buttons: Buttons) -> None: ...
 
-    async def create_thread(self, message_id: int) -> int:
-        """The thread of a message (created if missing); returns the thread id."""
+    async def create_thread(self, message_id: int) -> Thread:
+        """The thread of a message (created if missing, returned if not: idempotent)."""
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         """The user's record (`first_name`, `last_name`, `nickname`, ...)."""
@@ -270,10 +279,15 @@ class PachcaClient:
         body = {"message": {"content": content, "buttons": buttons}}
         await self._call("PUT", "PUT /messages/{id}", f"/messages/{message_id}", body)
 
-    async def create_thread(self, message_id: int) -> int:
+    async def create_thread(self, message_id: int) -> Thread:
         endpoint = "POST /messages/{id}/thread"
         answer = await self._call("POST", endpoint, f"/messages/{message_id}/thread")
-        return self._data_id(endpoint, answer)
+        try:
+            return Thread(int(answer["data"]["id"]), int(answer["data"]["chat_id"]))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise PachcaError(
+                endpoint, f"unexpected answer without data.id and data.chat_id: {answer!r:.200}"
+            ) from exc
 
     async def get_user(self, user_id: int) -> dict[str, Any]:
         endpoint = "GET /users/{id}"
@@ -405,9 +419,9 @@ class DryRunPachca:
             f"PUT /messages/{message_id}", {"message": {"content": content, "buttons": buttons}}
         )
 
-    async def create_thread(self, message_id: int) -> int:
+    async def create_thread(self, message_id: int) -> Thread:
         self._log(f"POST /messages/{message_id}/thread", {})
-        return next(self._ids)
+        return Thread(next(self._ids), next(self._ids))
 
     async def messages_page(
         self, chat_id: int, cursor: str | None = None

@@ -186,6 +186,7 @@ class FakePachca:
     violations: list[str] = field(default_factory=list)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     threads: dict[int, dict[str, Any]] = field(default_factory=dict)  # by message id
+    dm_chats: dict[int, int] = field(default_factory=dict)  # the chat of each DM, by user id
     failures: list[Failure] = field(default_factory=list)
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # the bot's event history
@@ -431,11 +432,7 @@ class FakePachca:
             limit = min(50, int(query.get("limit", "50")))
             start = int(query.get("cursor") or 0)  # the cursor is an offset here
             found = sorted(
-                (
-                    m
-                    for m in self.messages.values()
-                    if m["entity_type"] == "discussion" and m["entity_id"] == chat_id
-                ),
+                (m for m in self.messages.values() if m["chat_id"] == chat_id),
                 key=lambda m: -m["id"],
             )
             page = found[start : start + limit]
@@ -578,9 +575,16 @@ class FakePachca:
             and entity_id not in self.member_of
         ):
             return 422, api_error("entity_id", "Чат не найден", "not_found", str(entity_id))
-        if entity_type == "thread" and not any(t["id"] == entity_id for t in self.threads.values()):
-            # POST /messages has no 404 in Pachca's spec: a missing target is a 422
-            return 422, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
+        chat_id = root_chat_id = entity_id
+        if entity_type == "thread":
+            thread = next((t for t in self.threads.values() if t["id"] == entity_id), None)
+            if thread is None:
+                # POST /messages has no 404 in Pachca's spec: a missing target is a 422
+                return 422, api_error("entity_id", "Тред не найден", "not_found", str(entity_id))
+            # a comment lives in the thread's own chat (read with GET /messages?chat_id=)
+            chat_id, root_chat_id = thread["chat_id"], thread["message_chat_id"]
+        elif entity_type == "user":  # a direct message: the chat with that person
+            chat_id = root_chat_id = self.dm_chats.setdefault(entity_id, next(self._ids))
         parent = message.get("parent_message_id")
         if parent is not None:
             replied = self.messages.get(parent)
@@ -591,8 +595,8 @@ class FakePachca:
             "id": message_id,
             "entity_type": entity_type,
             "entity_id": entity_id,
-            "chat_id": entity_id,
-            "root_chat_id": entity_id,
+            "chat_id": chat_id,
+            "root_chat_id": root_chat_id,
             "content": message["content"],
             "user_id": 1,
             "created_at": _now(),

@@ -21,7 +21,9 @@ from bridge.attempts import (
     outcome_unknown,
     plan_create,
     post_keys,
+    posts_a_message,
     reply_key,
+    said_key,
 )
 from bridge.errors import (
     PachcaAuthError,
@@ -30,6 +32,8 @@ from bridge.errors import (
     PachcaServerError,
     PachcaUnavailable,
 )
+from bridge.inbox import post_item
+from bridge.incidents import Effect
 from bridge.model import Delivery
 from bridge.store import NewOutboxItem
 from bridge.web.state import INBOX, METRICS, OUTBOX
@@ -294,6 +298,19 @@ def test_a_post_is_recognised_by_a_button_naming_the_incident_or_by_its_exact_co
     assert sent not in post_keys({**stored, "parent_message_id": 8})
     assert sent not in post_keys({**stored, "content": "🔁 Снова горит: **DiskFull2** @ivan"})
     assert sent not in post_keys({"content": stored["content"]})  # not a reply
+    # a thread comment, a message of its own: known by what it says, mentions aside
+    said = said_key("⏰ Всё ещё горит, никто не взял <@42>")
+    assert said in post_keys({"content": "⏰ Всё ещё горит, никто не взял @ivan"})
+    assert said not in post_keys({"content": "⏰ Всё ещё горит, никто не взял"})
+
+
+def test_which_items_post_a_message() -> None:
+    """Every kind that posts is looked for on a retry, and its retry waits until the lost
+    call could have landed; the others are idempotent (an edit) or not Pachca's."""
+    posting = {kind for kind in Effect if posts_a_message(kind)}
+    comments = {kind for kind in Effect if kind.value.startswith("comment_")}
+    assert posting == {Effect.CREATE, Effect.REPLY_REOPENED, Effect.POST, *comments}
+    assert len(comments) >= 12
 
 
 # -- an edit that lands late ------------------------------------------------------------------
@@ -374,6 +391,65 @@ async def test_a_reopen_reply_whose_answer_is_lost_is_not_posted_twice(
     assert len(bridge.fake.replies(message["id"])) == 1
     assert await pending(bridge) == 0
     assert await bridge.store.dead_letters() == []
+
+
+async def short_timeouts(make_bridge: BridgeFactory) -> tuple[Bridge, Clock]:
+    """A bridge whose calls time out after 0.3 s, retried after 0.1 s, on a clock of the
+    test's (the outbox's; the intake keeps real time, as Pachca does)."""
+    bridge = await make_bridge(PACHCA_TIMEOUT="0.3s", BRIDGE_RETRY_MAX_DELAY="0.1s")
+    clock = Clock(time.time() + 60)
+    bridge.app[OUTBOX].clock = clock
+    return bridge, clock
+
+
+def a_thread_comment(body: Any) -> bool:
+    return (body or {}).get("message", {}).get("entity_type") == "thread"
+
+
+@pytest.mark.parametrize("lost", [LATE, SLOW, 502], ids=["late", "slow", "not-performed"])
+async def test_a_thread_comment_whose_answer_is_lost_is_not_posted_twice(
+    make_bridge: BridgeFactory, lost: int
+) -> None:
+    """A thread comment (a reminder, an escalation: they call people) whose answer is lost
+    (LATE: performed at once; SLOW: 0.8 s later; or a 502 before it was) waits until it
+    could have landed (3 x 0.3 s, not the 0.1 s of backoff) and is looked for in the
+    thread's own chat first."""
+    bridge, clock = await short_timeouts(make_bridge)
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    (message,) = bridge.fake.channel_messages()
+    await bridge.post_fixture(RESOLVED)
+    bridge.fake.fail_next(lost, hang=0.8, method="POST", match=a_thread_comment)
+    await bridge.deliver()
+    clock.now += 0.5  # a retry after the backoff alone would be due now
+    await bridge.deliver()
+    await asyncio.sleep(0.9)  # the held comment has landed
+    clock.now += 2
+    await bridge.deliver()
+    (comment,) = bridge.fake.thread_comments(message["id"])
+    assert comment.startswith("✅ Решено: DiskFull")
+    assert await pending(bridge) == 0
+    assert await bridge.store.dead_letters() == []
+
+
+@pytest.mark.parametrize("lost", [LATE, SLOW, 502], ids=["late", "slow", "not-performed"])
+async def test_a_message_of_its_own_whose_answer_is_lost_is_not_posted_twice(
+    make_bridge: BridgeFactory, lost: int
+) -> None:
+    """A message of its own to a chat (an escalation elsewhere, a digest, a handoff): the
+    same care as a comment, looked for in that chat."""
+    bridge, clock = await short_timeouts(make_bridge)
+    text = "📣 Дежурит <@42> с 09:00"
+    await bridge.store.enqueue("-", [post_item(2000, text)], time.time())
+    bridge.fake.fail_next(lost, hang=0.8, method="POST")
+    await bridge.deliver()
+    clock.now += 0.5
+    await bridge.deliver()
+    await asyncio.sleep(0.9)
+    clock.now += 2
+    await bridge.deliver()
+    assert [m["content"] for m in bridge.fake.channel_messages()] == [text]
+    assert await pending(bridge) == 0
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
