@@ -211,14 +211,15 @@ class Inbox:
         return Accepted([], len(known.keys))
 
     def _count(self, source: str, status: str, alert_statuses: Iterable[str]) -> None:
-        self.metrics.notifications.labels(source, status).inc()
+        metrics = self.metrics
+        metrics.child(metrics.notifications, source, status).inc()
         for alert_status, n in Counter(alert_statuses).items():
-            self.metrics.alerts.labels(source, alert_status).inc(n)
+            metrics.child(metrics.alerts, source, alert_status).inc(n)
 
     def _repeated(self, key: str, source: str) -> None:
         """A notification changed nothing for incident `key` (counted for its next write)."""
         self._repeats[key] = self._repeats.get(key, 0) + 1
-        self.metrics.deduplicated.labels(source).inc()
+        self.metrics.child(self.metrics.deduplicated, source).inc()
 
     async def accept(self, note: Notification, body_key: bytes | None = None) -> Accepted:
         """Record `note` durably. Returns only once every change is committed; raises
@@ -259,13 +260,13 @@ class Inbox:
                 # committed, so is this one (and a failure to commit fails both)
                 await asyncio.shield(in_flight[1])
                 unchanged += 1
-                self.metrics.deduplicated.labels(note.source).inc()
+                self.metrics.child(self.metrics.deduplicated, note.source).inc()
                 continue
             change = await self._apply_once(key, digest, note, route, chat_id, group)
             self._seen[key] = digest
             if change is None:
                 unchanged += 1
-                self.metrics.deduplicated.labels(note.source).inc()
+                self.metrics.child(self.metrics.deduplicated, note.source).inc()
             else:
                 changed.append(change[0])
                 what.append(change[1])

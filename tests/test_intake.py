@@ -86,6 +86,28 @@ async def test_chunked_body_over_limit_is_413(make_bridge: BridgeFactory) -> Non
     await assert_nothing_changed(bridge)
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.05])
+async def test_a_body_is_read_whole_however_it_arrives(bridge: Bridge, pause: float) -> None:
+    """With the headers at once (read without waiting), or in pieces with pauses between (read
+    as they come): the same notification is recorded, its message the same."""
+    import asyncio
+
+    async def pieces() -> Any:
+        for start in range(0, len(GOOD), 300):
+            yield GOOD[start : start + 300]
+            await asyncio.sleep(pause)
+
+    body: Any = GOOD if pause == 0 else pieces()
+    response = await bridge.client.post(
+        "/webhook/alertmanager", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 200, await response.text()
+    assert len((await response.json())["changed"]) == 1
+    await bridge.deliver()
+    [create] = [c for c in bridge.fake.calls if c.method == "POST"]
+    assert "DiskFull" in create.body["message"]["content"]
+
+
 async def test_default_body_limit_is_one_mebibyte(bridge: Bridge) -> None:
     payload = json.loads(GOOD)
     payload["commonAnnotations"]["padding"] = "x" * (1024 * 1024)

@@ -79,6 +79,12 @@ async def read_body(request: web.Request, limit: int, read_seconds: float) -> by
         )
     decoder = _Decoder(content_encoding(request), limit)
     chunks: list[bytes] = []
+    content = request.content
+    if content.is_eof():  # it all came with the headers (most webhooks): nothing to wait for
+        while chunk := content.read_nowait(_CHUNK):
+            chunks.append(decoder.feed(chunk))
+        chunks.append(decoder.end())
+        return b"".join(chunks)
     try:
         async with asyncio.timeout(read_seconds):
             async for chunk in request.content.iter_chunked(_CHUNK):

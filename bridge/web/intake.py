@@ -3,6 +3,8 @@ state, answer 200 only once the notification is committed, 503 if it could not b
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -40,7 +42,8 @@ def intake_handler(
     """A webhook endpoint for one source."""
 
     async def handle(request: web.Request) -> web.Response:
-        with request.app[METRICS].intake_latency.labels(source).time():
+        metrics = request.app[METRICS]
+        with metrics.child(metrics.intake_latency, source).time():
             return await answer(request)
 
     async def answer(request: web.Request) -> web.Response:
@@ -83,6 +86,14 @@ def intake_handler(
 
 
 def accepted_response(accepted: Accepted) -> web.Response:
+    if not accepted.changed:  # most answers (repeats): their body is one of a few
+        body = _unchanged_body(accepted.unchanged)
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
     return web.json_response(
         {"status": "accepted", "changed": accepted.changed, "unchanged": accepted.unchanged}
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _unchanged_body(unchanged: int) -> bytes:
+    return json.dumps({"status": "accepted", "changed": [], "unchanged": unchanged}).encode()
