@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -28,3 +29,11 @@ def parse_duration(value: str | int | float) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration; use seconds or forms like 30s, 15m, 1h, 1d")
     return total
+
+
+@functools.lru_cache(maxsize=256)
+def rule_seconds(text: str) -> float:
+    """`parse_duration` of a duration written in the rules (checked when they were loaded),
+    parsed once: the scheduler asks for a route's reminder and escalation times for every open
+    incident it looks at (nearly a tenth of a first tick's time at 10,000 of them)."""
+    return parse_duration(text)

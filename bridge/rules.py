@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from bridge.durations import parse_duration
+from bridge.durations import parse_duration, rule_seconds
 from bridge.errors import ConfigError
 from bridge.incidents import Noise
 from bridge.matchers import Matcher, MatcherSyntaxError, parse_matcher
@@ -244,7 +244,7 @@ class EscalationStep(BaseModel):
 
     @property
     def after_seconds(self) -> float:
-        return parse_duration(self.after)
+        return rule_seconds(self.after)
 
 
 class DigestConfig(BaseModel):
@@ -332,7 +332,7 @@ class RouteConfig(BaseModel):
 
     @property
     def remind_seconds(self) -> float | None:
-        return parse_duration(self.remind_every) if self.remind_every else None
+        return rule_seconds(self.remind_every) if self.remind_every else None
 
     @field_validator("matchers")
     @classmethod

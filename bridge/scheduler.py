@@ -21,7 +21,7 @@ from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import NewOutboxItem, Store, open_pages
+from bridge.store import Look, NewOutboxItem, Store, open_pages
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -82,8 +82,7 @@ class Scheduler:
             basis = looks_basis(self.rules, self.stale_after)
             if await self.store.setting(LOOKS_BASIS) != basis:
                 async for page in open_pages(self.store, progress=progress):
-                    for incident in page:
-                        done += await self._look(incident, now)
+                    done += await self._look_at_page(page, now)
                 await self.store.put_setting(LOOKS_BASIS, basis)
             self._started = True
         seen: set[str] = set()  # looked at in this tick (one may be due again at once)
@@ -92,19 +91,31 @@ class Scheduler:
             refs = await self.store.looks_due(now.timestamp(), limit)
             fresh = [ref for ref in refs if ref not in seen]
             seen.update(fresh)
+            page = []
             for ref in fresh:
                 stored = await self.store.load_by_ref(ref)
                 if stored is not None and not stored.incident.finished:
-                    done += await self._look(stored.incident, now)
+                    page.append(stored.incident)
+            done += await self._look_at_page(page, now)
             progress()
             if len(refs) < limit or not fresh:
                 return done
 
-    async def _look(self, incident: Incident, now: datetime) -> int:
+    async def _look_at_page(self, incidents: list[Incident], now: datetime) -> int:
+        """`_look` at each; the times to look next, of those nothing was due for, recorded in
+        one write."""
+        done = 0
+        looks: list[Look] = []
+        for incident in incidents:
+            done += await self._look(incident, now, looks)
+        await self.store.look_again(looks)
+        return done
+
+    async def _look(self, incident: Incident, now: datetime, looks: list[Look]) -> int:
         """Everything the tick does for one incident, decided first on the copy just read
         (pure): only what is due goes through the inbox, which decides again under
         compare-and-set (and its save makes the incident due for another look). When
-        nothing was due, the store is told when to look next."""
+        nothing was due, when to look next is added to `looks` for the store."""
         done = 0
         acted = False
         what = f"incident {incident.ref}"
@@ -130,8 +141,8 @@ class Scheduler:
             )
         if not acted:
             at = next_look(incident, route, self.stale_after)
-            await self.store.look_again(
-                incident.ref, incident.version, at.timestamp() if at is not None else None
+            looks.append(
+                Look(incident.ref, incident.version, at.timestamp() if at is not None else None)
             )
         return done
 
@@ -143,7 +154,7 @@ class Scheduler:
         assert self.stale_after is not None
         if self.look_for is not None and await self.look_for(incident) is None:
             at = (now + STALE_RETRY).timestamp()
-            await self.store.look_again(incident.ref, incident.version, at)
+            await self.store.look_again([Look(incident.ref, incident.version, at)])
             return False
         return await self.inbox.close_if_unreported(incident.ref, self.stale_after)
 

@@ -22,7 +22,7 @@ from bridge.model import (
     group_prefix,
     incident_key,
 )
-from bridge.store import NewOutboxItem, Store, Stored, open_pages, open_store
+from bridge.store import Look, NewOutboxItem, Store, Stored, open_pages, open_store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SCHEMA, SQLiteStore
@@ -425,24 +425,35 @@ async def test_the_scheduler_looks_at_what_changed_and_at_what_came_due(store: S
     assert await store.looks_due(10.0, 10) == [], "due at the save's time, not before"
     assert await store.looks_due(100.0, 10) == ["r1", "r2"]  # earliest first
     assert await store.looks_due(100.0, 1) == ["r1"]
-    await store.look_again("r1", 1, 500.0)
-    await store.look_again("r2", 1, None)
+    await store.look_again([])
+    await store.look_again([Look("r1", 1, 500.0), Look("r2", 1, None)])  # one write
     assert await store.looks_due(100.0, 10) == []
     assert await store.looks_due(500.5, 10) == ["r1"]
     # a look at an older version does not put off the newer one's look
     await store.save_incident(incident(ref="r2", key="k2", version=2), ("r2", 1), [], 120.0)
-    await store.look_again("r2", 1, 900.0)
+    await store.look_again([Look("r2", 1, 900.0)])
     assert await store.looks_due(200.0, 10) == ["r2"]
     # finished: nothing more to look at, and a late look does not bring it back
     resolved = incident(ref="r2", key="k2", version=3, state=IncidentState.RESOLVED)
     await store.save_incident(resolved, ("r2", 2), [], 130.0)
-    await store.look_again("r2", 3, 140.0)
+    await store.look_again([Look("r2", 3, 140.0)])
     assert await store.looks_due(1000.0, 10) == ["r1"]
     # replaced by a new incident of the same key: only the new one is looked at
     await store.save_incident(incident(ref="r3"), ("r1", 1), [], 150.0)
     assert await store.looks_due(1000.0, 10) == ["r3"]
-    await store.look_again("r1", 1, 160.0)
+    await store.look_again([Look("r1", 1, 160.0)])
     assert await store.looks_due(1000.0, 10) == ["r3"]
+
+
+async def test_each_look_of_a_batch_is_held_to_its_own_version(store: Store) -> None:
+    """The scheduler records a page of looks in one write: a stale one among them (its
+    incident saved again meanwhile) is skipped alone, the others recorded."""
+    for n in range(1, 5):
+        await store.save_incident(incident(ref=f"r{n}", key=f"k{n}"), None, [], 10.0)
+    await store.save_incident(incident(ref="r2", key="k2", version=2), ("r2", 1), [], 20.0)
+    await store.look_again([Look(f"r{n}", 1, 500.0 + n) for n in range(1, 5)])
+    assert await store.looks_due(100.0, 10) == ["r2"]  # due at its save, the look was stale
+    assert await store.looks_due(600.0, 10) == ["r2", "r1", "r3", "r4"]
 
 
 async def test_open_incidents_a_page_at_a_time(store: Store) -> None:

@@ -7,6 +7,7 @@ from bridge.settings import Settings
 from bridge.store.base import (
     Backlog,
     DeadLetter,
+    Look,
     NewOutboxItem,
     OutboxItem,
     Store,
@@ -41,6 +42,7 @@ def store_from_settings(settings: Settings) -> Store:
 __all__ = [
     "Backlog",
     "DeadLetter",
+    "Look",
     "MemoryStore",
     "NewOutboxItem",
     "OutboxItem",

@@ -76,6 +76,15 @@ class Backlog(NamedTuple):
     dead_letters: int  # items Pachca refused for good, kept for replay
 
 
+class Look(NamedTuple):
+    """The scheduler looked at this version of an incident: look next at `at` (None: not until
+    it changes)."""
+
+    ref: str
+    version: int
+    at: float | None
+
+
 class SwapRecord(NamedTuple):
     """A swap taken in the chat: `who` is on duty for `schedule` from `start` to `end`."""
 
@@ -148,10 +157,11 @@ class Store(Protocol):
         first: those saved since it last looked (a save of an open incident makes it due at
         the save's time) and those whose time, set by `look_again`, has come."""
 
-    async def look_again(self, ref: str, version: int, at: float | None) -> None:
-        """The scheduler looked at this version of the incident: look next at `at` (None:
-        not until it changes). Nothing happens if a newer version was saved meanwhile (that
-        save made it due) or the incident is finished."""
+    async def look_again(self, looks: Sequence[Look]) -> None:
+        """Record the scheduler's looks, in one write (a first tick under new rules looks at
+        every open incident: one write each was half its time). For each, nothing happens if
+        a newer version was saved meanwhile (that save made it due) or the incident is
+        finished."""
 
     async def all_incidents(self) -> list[Stored]:
         """Every incident the store still holds (resolved ones until pruned), for digests."""

@@ -11,6 +11,7 @@ from bridge.store.base import (
     PRESS,
     Backlog,
     DeadLetter,
+    Look,
     NewOutboxItem,
     OutboxItem,
     Stored,
@@ -134,15 +135,16 @@ class MemoryStore:
         due = sorted((at, ref) for ref, at in self._looks.items() if at < before)
         return [ref for _, ref in due[:limit]]
 
-    async def look_again(self, ref: str, version: int, at: float | None) -> None:
-        incident = self._incidents.get(ref)
-        replaced = incident is not None and self._current.get(incident.key) != ref
-        if incident is None or incident.version != version or incident.finished or replaced:
-            return
-        if at is None:
-            self._looks.pop(ref, None)
-        else:
-            self._looks[ref] = at
+    async def look_again(self, looks: Sequence[Look]) -> None:
+        for ref, version, at in looks:
+            incident = self._incidents.get(ref)
+            replaced = incident is not None and self._current.get(incident.key) != ref
+            if incident is None or incident.version != version or incident.finished or replaced:
+                continue
+            if at is None:
+                self._looks.pop(ref, None)
+            else:
+                self._looks[ref] = at
 
     async def save_incident(
         self,

@@ -49,6 +49,7 @@ from bridge.store.base import (
     PRESS,
     Backlog,
     DeadLetter,
+    Look,
     NewOutboxItem,
     OutboxItem,
     Stored,
@@ -71,6 +72,8 @@ LANES = (
 EVENT_TTL_SECONDS = 86400
 # alerts looked up in one round trip by `holding`
 HOLDING_PER_TRIP = 1000
+# the scheduler's looks recorded by one script call (each holds Redis for a moment)
+LOOKS_PER_CALL = 500
 
 # Shared Lua: queue items for an incident (an edit already waiting behind the head absorbs
 # new edits, as in the SQLite store), and put the incident's head item on a due list.
@@ -303,15 +306,20 @@ return 'OK'
 """
 )
 
-# ARGV: P, ref, version, when the scheduler looks next ('' = not until it changes)
+# ARGV: P, then for each look: ref, version, when the scheduler looks next ('' = not until it
+# changes)
 _LOOK = """
-local P, ref = ARGV[1], ARGV[2]
-if redis.call('HGET', P..'inc:'..ref, 'version') ~= ARGV[3] then return 0 end
-if redis.call('SISMEMBER', P..'open', ref) == 0 then return 0 end
-if ARGV[4] == '' then
-  redis.call('ZREM', P..'looks', ref)
-else
-  redis.call('ZADD', P..'looks', ARGV[4], ref)
+local P = ARGV[1]
+for i = 2, #ARGV, 3 do
+  local ref, version, at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HGET', P..'inc:'..ref, 'version') == version
+      and redis.call('SISMEMBER', P..'open', ref) == 1 then
+    if at == '' then
+      redis.call('ZREM', P..'looks', ref)
+    else
+      redis.call('ZADD', P..'looks', at, ref)
+    end
+  end
 end
 return 1
 """
@@ -778,8 +786,12 @@ class RedisStore:
         )
         return [str(ref) for ref in refs]
 
-    async def look_again(self, ref: str, version: int, at: float | None) -> None:
-        await self._eval("look", ref, str(version), "" if at is None else repr(at))
+    async def look_again(self, looks: Sequence[Look]) -> None:
+        for start in range(0, len(looks), LOOKS_PER_CALL):
+            args = []
+            for ref, version, at in looks[start : start + LOOKS_PER_CALL]:
+                args += [ref, str(version), "" if at is None else repr(at)]
+            await self._eval("look", *args)
 
     async def all_incidents(self) -> list[Stored]:
         out = []

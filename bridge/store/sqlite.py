@@ -22,6 +22,7 @@ from bridge.store.base import (
     PRESS,
     Backlog,
     DeadLetter,
+    Look,
     NewOutboxItem,
     OutboxItem,
     Stored,
@@ -405,13 +406,15 @@ class SQLiteStore:
         )
         return [ref for (ref,) in rows]
 
-    async def look_again(self, ref: str, version: int, at: float | None) -> None:
+    async def look_again(self, looks: Sequence[Look]) -> None:
+        if not looks:
+            return
         await self._run(
-            lambda db: db.execute(
+            lambda db: db.executemany(
                 "UPDATE incidents SET look_at = ? WHERE ref = ? AND version = ? "
                 "AND finished_at IS NULL "
                 "AND ref = (SELECT c.ref FROM current_incidents c WHERE c.key = incidents.key)",
-                (at, ref, version),
+                [(at, ref, version) for ref, version, at in looks],
             )
         )
 
