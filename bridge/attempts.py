@@ -77,11 +77,13 @@ def outcome_unknown(exc: PachcaError) -> bool:
 def posts_a_message(kind: str) -> bool:
     """Does an outbox item of this kind post a new message (the one call Pachca does not make
     idempotent)? The incident's message, a reply to it, a thread comment, a message of its own
-    to a chat; a direct message too, but its chat is not known before its answer, so it is
-    never looked for (see may_land_late)."""
-    return kind in (Effect.CREATE, Effect.REPLY_REOPENED, Effect.POST) or kind.startswith(
-        "comment_"
-    )
+    to a chat, a direct message (looked for in the personal chat with the person)."""
+    return kind in (
+        Effect.CREATE,
+        Effect.REPLY_REOPENED,
+        Effect.POST,
+        Effect.DM,
+    ) or kind.startswith("comment_")
 
 
 def may_land_late(exc: PachcaError, posting: bool) -> bool:

@@ -141,3 +141,21 @@ class Lookback:
 def _id(message: dict[str, Any]) -> int:
     value = message.get("id")
     return value if isinstance(value, int) else -1
+
+
+async def find_personal_chat(pachca: PachcaApi, user_id: int, since: float) -> int | None:
+    """The bot's personal chat with the person, if a message was posted in it since `since`
+    (unix time) less CLOCK_SLACK_SECONDS; None if there is none. A direct message's chat is
+    not known before its answer (Pachca creates it with the first): a direct message whose
+    answer was lost is looked for in the personal chats active since it was sent, few
+    however many people the bot has written to. LookbackCutShort past MAX_PAGES pages."""
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        chats, cursor = await pachca.personal_chats_page(since - CLOCK_SLACK_SECONDS, cursor)
+        for chat in chats:
+            members = chat.get("member_ids")
+            if isinstance(members, list) and user_id in members and _id(chat) >= 0:
+                return _id(chat)
+        if cursor is None:
+            return None
+    raise LookbackCutShort(f"more than {MAX_PAGES} pages of personal chats")

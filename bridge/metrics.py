@@ -22,6 +22,7 @@ PACHCA_ENDPOINTS = (
     "PUT /messages/{id}",
     "POST /messages/{id}/thread",
     "GET /messages",
+    "GET /chats",
     "GET /users/{id}",
     "GET /webhooks/events",
     "DELETE /webhooks/events/{id}",

@@ -42,7 +42,7 @@ from bridge.errors import (
     StoreError,
 )
 from bridge.incidents import Effect
-from bridge.lookback import Lookback, LookbackCutShort
+from bridge.lookback import Lookback, LookbackCutShort, find_personal_chat
 from bridge.metrics import Metrics
 from bridge.model import Delivery, Incident
 from bridge.pachca import PachcaApi
@@ -672,17 +672,19 @@ class Outbox:
         try:
             return await self.lookback.find(chat_id, keys, since)
         except (PachcaError, LookbackCutShort) as exc:
-            if isinstance(exc, PachcaError) and not history_refused(exc):
-                raise
-            log.warning(
-                "outbox: cannot read chat %d back to an earlier post of incident %s (%s); "
-                "posting without looking, so it may appear twice",
-                chat_id,
-                ref,
-                exc,
-            )
-            self.metrics.creates_unverified.inc()
+            self._unchecked(exc, f"read chat {chat_id} back to an earlier post of incident {ref}")
             return None
+
+    def _unchecked(self, exc: PachcaError | LookbackCutShort, what: str) -> None:
+        """The search for an earlier attempt's post failed: a refusal to let this bot read
+        (or a search cut short) means it is posted unchecked, and said so; anything else is
+        raised, for the item to be retried."""
+        if isinstance(exc, PachcaError) and not history_refused(exc):
+            raise exc
+        log.warning(
+            "outbox: cannot %s (%s); posting without looking, so it may appear twice", what, exc
+        )
+        self.metrics.creates_unverified.inc()
 
     async def _send_post(self, item: OutboxItem, stored: Stored | None) -> str:
         """A message of its own to a chat; a link to the incident's message is put in."""
@@ -702,8 +704,22 @@ class Outbox:
         if item.actor is None:
             log.error("outbox: direct message %d has nobody to go to; dropping", item.id)
             return "dropped"
+        if item.attempts and await self._sent_directly_already(item, item.actor):
+            return "reconciled"
         await self.pachca.create_message("user", item.actor, item.content)
         return "sent"
+
+    async def _sent_directly_already(self, item: OutboxItem, user_id: int) -> bool:
+        """Did an earlier attempt at this direct message land, its answer lost? Looked for in
+        the bot's personal chat with the person, found among those active since it was asked
+        for (no such chat: it did not land). As for any post: when that cannot be read, it is
+        sent unchecked (it may appear twice) rather than never."""
+        try:
+            chat_id = await find_personal_chat(self.pachca, user_id, item.created_at)
+        except (PachcaError, LookbackCutShort) as exc:
+            self._unchecked(exc, f"find the personal chat with user {user_id}")
+            return False
+        return chat_id is not None and await self._posted_already(item, chat_id, item.content)
 
     async def _with_actor(self, item: OutboxItem) -> str:
         """The comment with the presser's display name put in (escaped)."""

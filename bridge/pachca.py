@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -67,6 +68,12 @@ class PachcaApi(Protocol):
         self, chat_id: int, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page (50) of the chat's messages, newest first, and the cursor of the next."""
+
+    async def personal_chats_page(
+        self, active_since: float, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (50) of the bot's personal chats with a message posted since
+        `active_since` (unix time), and the cursor of the next."""
 
     async def link_previews(self, message_id: int, previews: dict[str, Any]) -> None:
         """Show these previews for the links of a message (unfurl bots only)."""
@@ -301,13 +308,26 @@ class PachcaClient:
     ) -> tuple[list[dict[str, Any]], str | None]:
         endpoint = "GET /messages"
         query = f"?chat_id={chat_id}&limit=50" + (f"&cursor={quote(cursor)}" if cursor else "")
-        answer = await self._call("GET", endpoint, "/messages" + query)
+        return self._page(endpoint, await self._call("GET", endpoint, "/messages" + query))
+
+    async def personal_chats_page(
+        self, active_since: float, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        endpoint = "GET /chats"
+        after = datetime.fromtimestamp(active_since, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        query = f"?personal=true&limit=50&last_message_at_after={quote(after)}"
+        query += f"&cursor={quote(cursor)}" if cursor else ""
+        return self._page(endpoint, await self._call("GET", endpoint, "/chats" + query))
+
+    @staticmethod
+    def _page(endpoint: str, answer: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """The items of a page Pachca answered, and the cursor of the next (None: the last)."""
         if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
             raise PachcaError(endpoint, f"unexpected answer: {answer!r:.200}")
-        messages = [m for m in answer["data"] if isinstance(m, dict)]
+        items = [m for m in answer["data"] if isinstance(m, dict)]
         paginate = (answer.get("meta") or {}).get("paginate") or {}
-        following = paginate.get("next_page") if messages else None
-        return messages, str(following) if following else None
+        following = paginate.get("next_page") if items else None
+        return items, str(following) if following else None
 
     async def list_events(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """One page of the bot's event history (polling mode)."""
@@ -425,6 +445,11 @@ class DryRunPachca:
 
     async def messages_page(
         self, chat_id: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return [], None
+
+    async def personal_chats_page(
+        self, active_since: float, cursor: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         return [], None
 

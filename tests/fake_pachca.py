@@ -201,7 +201,7 @@ class FakePachca:
     # seconds a create is held before Pachca performs it (a slow Pachca whose answer comes
     # after the client gave up, yet the message appears)
     slow_creates: float = 0.0
-    history_refused: bool = False  # GET /messages answers 403 (the bot may post, not read)
+    history_refused: bool = False  # GET /messages, /chats answer 403 (the bot may post, not read)
     member_of: set[int] | None = None  # chats the bot is in (None: every chat)
 
     def __post_init__(self) -> None:
@@ -335,8 +335,9 @@ class FakePachca:
             return self._answer(request, body, failure.status, failure.body, headers)
         if self.rate_limit is not None and self._over_rate(request["arrived"]):
             return self._answer(request, body, 429, None, {"Retry-After": str(self.retry_after)})
-        if self.history_refused and (request.method, path) == ("GET", "/messages"):
-            refused = {"error": "insufficient_scope", "error_description": "messages:read"}
+        if self.history_refused and request.method == "GET" and path in ("/messages", "/chats"):
+            scope = "messages:read" if path == "/messages" else "chats:read"
+            refused = {"error": "insufficient_scope", "error_description": scope}
             return self._answer(request, body, 403, refused)
         problems = self.contract.request_errors(request.method, path, body) if self.validate else []
         if problems:
@@ -439,6 +440,8 @@ class FakePachca:
             public = [{k: v for k, v in m.items() if k != "display_name"} for m in page]
             following = str(start + limit) if start + limit < len(found) else ""
             return 200, {"data": public, "meta": {"paginate": {"next_page": following}}}
+        if (method, template) == ("GET", "/chats"):
+            return 200, self._personal_chats(query)
         if (method, template) == ("POST", "/messages"):
             return self._create(body["message"])
         if (method, template) == ("PUT", "/messages/{id}"):
@@ -535,6 +538,42 @@ class FakePachca:
             "last_activity_at": _now(),
             "time_zone": "Europe/Moscow",
             "image_url": None,
+        }
+
+    def _personal_chats(self, query: dict[str, str]) -> dict[str, Any]:
+        """GET /chats: the bot's chats with a person (those of its direct messages; the
+        group chats are not kept here), newest first, filtered by `personal` and
+        `last_message_at_after`; the cursor is an offset."""
+        after = query.get("last_message_at_after", "")
+        chats = []
+        for user_id, chat_id in self.dm_chats.items():
+            posted = [m["created_at"] for m in self.messages.values() if m["chat_id"] == chat_id]
+            last = max(posted, default=None)
+            if query.get("personal") == "false" or last is None or last < after:
+                continue
+            chats.append(
+                {
+                    "id": chat_id,
+                    "name": "",
+                    "created_at": min(posted),
+                    "owner_id": 1,
+                    "member_ids": [1, user_id],
+                    "group_tag_ids": [],
+                    "channel": False,
+                    "archived": False,
+                    "personal": True,
+                    "public": False,
+                    "last_message_at": last,
+                    "meet_room_url": f"https://meet.pachca.com/{chat_id}",
+                }
+            )
+        chats.sort(key=lambda c: -c["id"])
+        limit = min(50, int(query.get("limit", "50")))
+        start = int(query.get("cursor") or 0)
+        following = str(start + limit) if start + limit < len(chats) else ""
+        return {
+            "data": chats[start : start + limit],
+            "meta": {"paginate": {"next_page": following}},
         }
 
     def _events_page(self) -> dict[str, Any]:

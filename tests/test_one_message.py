@@ -5,6 +5,7 @@ message, and a message deleted in the chat is posted again instead of losing eve
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -309,7 +310,7 @@ def test_which_items_post_a_message() -> None:
     call could have landed; the others are idempotent (an edit) or not Pachca's."""
     posting = {kind for kind in Effect if posts_a_message(kind)}
     comments = {kind for kind in Effect if kind.value.startswith("comment_")}
-    assert posting == {Effect.CREATE, Effect.REPLY_REOPENED, Effect.POST, *comments}
+    assert posting == {Effect.CREATE, Effect.REPLY_REOPENED, Effect.POST, Effect.DM, *comments}
     assert len(comments) >= 12
 
 
@@ -402,6 +403,20 @@ async def short_timeouts(make_bridge: BridgeFactory) -> tuple[Bridge, Clock]:
     return bridge, clock
 
 
+async def lose_an_answer(
+    bridge: Bridge, clock: Clock, lost: int, match: Callable[[Any], bool] | None = None
+) -> None:
+    """The next post (that `match`es) has its answer lost (LATE: performed at once; SLOW:
+    0.8 s later; a 5xx: not performed); delivered until the outbox's retry has run."""
+    bridge.fake.fail_next(lost, hang=0.8, method="POST", match=match)
+    await bridge.deliver()
+    clock.now += 0.5  # a retry after the backoff alone would be due now
+    await bridge.deliver()
+    await asyncio.sleep(0.9)  # the held post has landed
+    clock.now += 2
+    await bridge.deliver()
+
+
 def a_thread_comment(body: Any) -> bool:
     return (body or {}).get("message", {}).get("entity_type") == "thread"
 
@@ -419,13 +434,7 @@ async def test_a_thread_comment_whose_answer_is_lost_is_not_posted_twice(
     await bridge.deliver()
     (message,) = bridge.fake.channel_messages()
     await bridge.post_fixture(RESOLVED)
-    bridge.fake.fail_next(lost, hang=0.8, method="POST", match=a_thread_comment)
-    await bridge.deliver()
-    clock.now += 0.5  # a retry after the backoff alone would be due now
-    await bridge.deliver()
-    await asyncio.sleep(0.9)  # the held comment has landed
-    clock.now += 2
-    await bridge.deliver()
+    await lose_an_answer(bridge, clock, lost, match=a_thread_comment)
     (comment,) = bridge.fake.thread_comments(message["id"])
     assert comment.startswith("✅ Решено: DiskFull")
     assert await pending(bridge) == 0
@@ -441,15 +450,42 @@ async def test_a_message_of_its_own_whose_answer_is_lost_is_not_posted_twice(
     bridge, clock = await short_timeouts(make_bridge)
     text = "📣 Дежурит <@42> с 09:00"
     await bridge.store.enqueue("-", [post_item(2000, text)], time.time())
-    bridge.fake.fail_next(lost, hang=0.8, method="POST")
-    await bridge.deliver()
-    clock.now += 0.5
-    await bridge.deliver()
-    await asyncio.sleep(0.9)
-    clock.now += 2
-    await bridge.deliver()
+    await lose_an_answer(bridge, clock, lost)
     assert [m["content"] for m in bridge.fake.channel_messages()] == [text]
     assert await pending(bridge) == 0
+
+
+@pytest.mark.parametrize("lost", [LATE, SLOW, 502], ids=["late", "slow", "not-performed"])
+@pytest.mark.parametrize("written_before", [False, True], ids=["first", "not-first"])
+async def test_a_direct_message_whose_answer_is_lost_is_not_sent_twice(
+    make_bridge: BridgeFactory, lost: int, written_before: bool
+) -> None:
+    """A direct message (the answer to a press) whose answer is lost: its chat is not known
+    before the answer, so the retry finds the personal chat with the person among those
+    active since it was sent (GET /chats), then looks for it there. Whether or not the bot
+    had written to the person before (the chat then exists already, so finding it proves
+    nothing), it is in the chat once."""
+    bridge, clock = await short_timeouts(make_bridge)
+    if written_before:
+        await bridge.store.enqueue("-", [NewOutboxItem(Effect.DM.value, "раньше", actor=42)], 0)
+        await bridge.deliver()
+    text = "✅ Взято: DiskFull"
+    await bridge.store.enqueue("-", [NewOutboxItem(Effect.DM.value, text, actor=42)], time.time())
+    bridge.fake.dm_chats.setdefault(7, 9999)  # another person's chat, active too
+    bridge.fake._create({"entity_type": "user", "entity_id": 7, "content": "другому"})
+    await lose_an_answer(bridge, clock, lost)
+    assert dms(bridge, 42) == ["раньше", text][1 - written_before :]
+    assert await pending(bridge) == 0
+    assert await bridge.store.dead_letters() == []
+
+
+def dms(bridge: Bridge, user_id: int) -> list[str]:
+    """The direct messages the fake Pachca holds for a person, oldest first."""
+    return [
+        m["content"]
+        for m in bridge.fake.messages.values()
+        if m["entity_type"] == "user" and m["entity_id"] == user_id
+    ]
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
@@ -465,6 +501,21 @@ async def test_history_refused_after_a_lost_answer_posts_anyway_and_says_so(
     clock.now += 31
     await bridge.deliver()
     assert len(bridge.fake.channel_messages()) == 1
+    assert await bridge.store.dead_letters() == []
+    metrics = bridge.app[METRICS]
+    assert metrics.registry.get_sample_value("bridge_creates_unverified_total") == 1
+
+
+async def test_personal_chats_refused_after_a_lost_answer_sends_anyway_and_says_so(
+    bridge: Bridge, clock: Clock
+) -> None:
+    bridge.fake.history_refused = True
+    await bridge.store.enqueue("-", [NewOutboxItem(Effect.DM.value, "ок", actor=42)], clock())
+    bridge.fake.fail_next(504)
+    await bridge.deliver()
+    clock.now += 31
+    await bridge.deliver()
+    assert dms(bridge, 42) == ["ок"]
     assert await bridge.store.dead_letters() == []
     metrics = bridge.app[METRICS]
     assert metrics.registry.get_sample_value("bridge_creates_unverified_total") == 1
