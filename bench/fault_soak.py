@@ -75,7 +75,12 @@ def main() -> int:
             redis.stop()
     for line in report.lines():
         print(line)
-    for problem in report.wrong_state[:10] + report.duplicated[:10] + report.orphaned[:10]:
+    for problem in (
+        report.wrong_state[:10]
+        + report.duplicated[:10]
+        + report.orphaned[:10]
+        + report.dms_doubled[:10]
+    ):
         print("  ", problem)
     print("OK" if report.ok else "FAILED")
     return 0 if report.ok else 1

@@ -16,6 +16,7 @@ import random
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from bridge.metrics import Metrics
 from bridge.pachca import client_from_settings
 from bridge.rules import load_rules
 from bridge.settings import Settings
+from bridge.sources.pachca import signature
 from bridge.store import Store, open_store
 from bridge.store.redis import RedisStore
 from bridge.web.app import create_app
@@ -39,6 +41,8 @@ from tests.faulty_store import FaultyStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+PRESSER = 7000  # the user ids of the people pressing buttons
+SIGNING_SECRET = "soak-signing-secret"
 
 
 @dataclass
@@ -61,6 +65,9 @@ class SoakReport:
     deleted: int = 0  # messages deleted in the chat during the storm
     replicas: int = 1
     crashed: int = 0  # replicas killed halfway
+    presses: int = 0  # Ack presses on incident messages while the faults went on
+    told: int = 0  # pressers told by direct message
+    dms_doubled: list[str] = field(default_factory=list)  # pressers told more than once
 
     @property
     def ok(self) -> bool:
@@ -72,6 +79,7 @@ class SoakReport:
             or self.dead_letters_unexpected
             or self.loops_down
             or self.messages != self.groups
+            or self.dms_doubled
         )
 
     def lines(self) -> list[str]:
@@ -86,6 +94,8 @@ class SoakReport:
             f"{self.deleted}",
             f"outbox items stuck {self.stuck}, loops down {self.loops_down or 0}, "
             f"loop restarts {self.restarts:.0f}, replicas crashed {self.crashed}",
+            f"presses {self.presses}, pressers told {self.told}, more than once "
+            f"{len(self.dms_doubled)}",
             f"dead letters {self.dead_letters} (injected permanent refusals "
             f"{self.faults.get('permanent', 0)}, unexpected {self.dead_letters_unexpected})",
         ]
@@ -214,6 +224,7 @@ async def run_soak(
         "BRIDGE_CLAIM_TTL": "1s",
         # a loop that hangs shows as down within the settle time (it was a silent backlog)
         "BRIDGE_STALL_AFTER": "10s",
+        "PACHCA_SIGNING_SECRET": SIGNING_SECRET,
     }
     if redis_url:
         prefix = f"soak-{uuid.uuid4().hex[:8]}:"
@@ -277,6 +288,35 @@ async def run_soak(
                         fake.delete_message(message["id"])
                         deleted += 1
 
+        async def press(n: int, message: dict[str, Any]) -> None:
+            """Person 7000 + n presses the message's first button, signed as Pachca does;
+            answered 503 (the store failing), Pachca sends it again."""
+            data = _button_data(message)[0]
+            event = {
+                "type": "button",
+                "event": "click",
+                "message_id": message["id"],
+                "trigger_id": f"soak-press-{n}",
+                "data": data,
+                "user_id": PRESSER + n,
+                "chat_id": message["chat_id"],
+                "webhook_timestamp": int(time.time()),
+            }
+            body = json.dumps(event).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "Pachca-Signature": signature(SIGNING_SECRET, body),
+            }
+            alive = [r for r in pool if r.alive]
+            replica = alive[n % len(alive)]
+            url = str(replica.server.make_url("/pachca/webhook"))
+            while replica.alive:
+                async with http.post(url, data=body, headers=headers) as response:
+                    if response.status == 200:
+                        return
+                    assert response.status == 503, await response.text()
+                await asyncio.sleep(0.05)
+
         steps_each = max(len(s) for s in plan(groups, cycles))
         halfway = step_seconds * steps_each / 2
         deleting = asyncio.create_task(admins()) if delete_rate else None
@@ -292,6 +332,10 @@ async def run_soak(
         if crashing is not None:
             await crashing
         await storm
+        # people press a button on some messages while Pachca and the store still fail: each
+        # is told by one direct message (its answer may be lost as any post's)
+        pressed = [m for m in fake.channel_messages() if _button_data(m)][: max(1, groups // 5)]
+        await asyncio.gather(*(press(n, m) for n, m in enumerate(pressed)))
         # faults go on while the backlog is worked through, then Pachca and the store behave
         # again and the backlog settles
         tail_end = time.monotonic() + storm_tail_seconds
@@ -312,6 +356,10 @@ async def run_soak(
         report = _report(fake, groups, cycles, sent, retries, seconds)
         report.orphaned = await _orphans(fake, real_store)
         report.deleted = deleted
+        report.presses = len(pressed)
+        told = Counter(m["entity_id"] for m in fake.messages.values() if m["entity_type"] == "user")
+        report.told = len(told)
+        report.dms_doubled = [f"user {u}: {c} direct messages" for u, c in told.items() if c > 1]
         report.stuck = (await real_store.outbox_stats(time.time())).depth
         dead = await real_store.dead_letters()
         report.dead_letters = len(dead)
@@ -334,6 +382,10 @@ async def run_soak(
     await fake_server.close()
     assert fake.violations == [], fake.violations[:5]
     return report
+
+
+def _button_data(message: dict[str, Any]) -> list[str]:
+    return [b["data"] for row in message.get("buttons") or [] for b in row if "data" in b]
 
 
 async def _after(seconds: float, action: Awaitable[None]) -> None:

@@ -12,6 +12,7 @@ async def test_fault_soak_every_group_ends_true_nothing_stuck_no_loop_dead() -> 
     print("\n".join(report.lines()))
     assert report.wrong_state == []
     assert report.duplicated == []
+    assert report.presses > 0 and report.told > 0 and report.dms_doubled == []
     assert report.messages == report.groups
     assert report.stuck == 0
     assert report.loops_down == []
@@ -44,6 +45,7 @@ async def test_fault_soak_two_replicas_on_redis_one_crashes_messages_deleted(
     assert report.replicas == 2 and report.crashed == 1
     assert report.wrong_state == []
     assert report.duplicated == []
+    assert report.presses > 0 and report.told > 0 and report.dms_doubled == []
     assert report.orphaned == []
     assert report.messages == report.groups
     assert report.stuck == 0
