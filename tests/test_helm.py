@@ -510,3 +510,20 @@ def test_ui_values_reach_the_bridge_and_the_pages_go_through_the_ingress_only_wi
     assert [p["path"] for r in plain["spec"]["rules"] for p in r["http"]["paths"]] == [
         "/pachca/webhook"
     ]
+
+
+def test_the_readme_names_the_scope_of_every_pachca_call() -> None:
+    """An operator creating the bot learns every scope its token needs (as Pachca's spec
+    names them) from the set-up steps: a call added without its scope fails this."""
+    import yaml
+
+    from bridge.metrics import PACHCA_ENDPOINTS
+    from tests.fake_pachca import SPEC_PATH
+
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    setup = readme.split("## Pachca bot set-up", 1)[1].split("\n## ", 1)[0]
+    for endpoint in PACHCA_ENDPOINTS:
+        method, path = endpoint.split(" ", 1)
+        scope = spec["paths"][path][method.lower()]["x-requirements"]["scope"]
+        assert f"`{scope}`" in setup, f"{endpoint} needs {scope}"
