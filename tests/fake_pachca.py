@@ -430,16 +430,12 @@ class FakePachca:
         parts = tail.strip("/").split("/")
         if (method, template) == ("GET", "/messages"):
             chat_id = int(query["chat_id"])
-            limit = min(50, int(query.get("limit", "50")))
-            start = int(query.get("cursor") or 0)  # the cursor is an offset here
             found = sorted(
                 (m for m in self.messages.values() if m["chat_id"] == chat_id),
                 key=lambda m: -m["id"],
             )
-            page = found[start : start + limit]
-            public = [{k: v for k, v in m.items() if k != "display_name"} for m in page]
-            following = str(start + limit) if start + limit < len(found) else ""
-            return 200, {"data": public, "meta": {"paginate": {"next_page": following}}}
+            public = [{k: v for k, v in m.items() if k != "display_name"} for m in found]
+            return 200, _offset_page(public, query)
         if (method, template) == ("GET", "/chats"):
             return 200, self._personal_chats(query)
         if (method, template) == ("POST", "/messages"):
@@ -568,13 +564,7 @@ class FakePachca:
                 }
             )
         chats.sort(key=lambda c: -c["id"])
-        limit = min(50, int(query.get("limit", "50")))
-        start = int(query.get("cursor") or 0)
-        following = str(start + limit) if start + limit < len(chats) else ""
-        return {
-            "data": chats[start : start + limit],
-            "meta": {"paginate": {"next_page": following}},
-        }
+        return _offset_page(chats, query)
 
     def _events_page(self) -> dict[str, Any]:
         # one page of at most `page_size` events; a cursor past them when more remain
@@ -653,6 +643,15 @@ class FakePachca:
         self.messages[message_id] = stored
         answer = {k: v for k, v in stored.items() if k != "display_name"}
         return 201, {"data": answer}
+
+
+def _offset_page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """A page of `items` as Pachca answers it (`limit`, at most 50); the cursor is an offset
+    here."""
+    limit = min(50, int(query.get("limit", "50")))
+    start = int(query.get("cursor") or 0)
+    following = str(start + limit) if start + limit < len(items) else ""
+    return {"data": items[start : start + limit], "meta": {"paginate": {"next_page": following}}}
 
 
 def _now() -> str:

@@ -40,6 +40,7 @@ from bridge.store import NewOutboxItem
 from bridge.web.state import INBOX, METRICS, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
 from tests.fake_pachca import LATE, SLOW, api_error
+from tests.test_callbacks import dms
 
 FIRING = "alertmanager/02-group-3-firing.json"
 RESOLVED = "alertmanager/05-group-all-resolved.json"
@@ -471,21 +472,12 @@ async def test_a_direct_message_whose_answer_is_lost_is_not_sent_twice(
         await bridge.deliver()
     text = "✅ Взято: DiskFull"
     await bridge.store.enqueue("-", [NewOutboxItem(Effect.DM.value, text, actor=42)], time.time())
-    bridge.fake.dm_chats.setdefault(7, 9999)  # another person's chat, active too
+    # another person's chat, active too
     bridge.fake._create({"entity_type": "user", "entity_id": 7, "content": "другому"})
     await lose_an_answer(bridge, clock, lost)
     assert dms(bridge, 42) == ["раньше", text][1 - written_before :]
     assert await pending(bridge) == 0
     assert await bridge.store.dead_letters() == []
-
-
-def dms(bridge: Bridge, user_id: int) -> list[str]:
-    """The direct messages the fake Pachca holds for a person, oldest first."""
-    return [
-        m["content"]
-        for m in bridge.fake.messages.values()
-        if m["entity_type"] == "user" and m["entity_id"] == user_id
-    ]
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------
