@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -212,6 +212,32 @@ def group_query(labels: dict[str, str]) -> Query:
     return [
         ("filter", f'{_name(name)}="{_quoted(value)}"') for name, value in sorted(labels.items())
     ]
+
+
+def groups_query(groups: Sequence[dict[str, str]]) -> Query:
+    """The alerts of any of `groups` (group labels with the same names), and maybe some
+    others: one regular-expression matcher per label name, the groups' values its
+    alternatives, so a group whose values mix with another's also matches (harmless: each
+    incident looks only at its own alerts). One question instead of one per group; Go's
+    regular expressions are anchored by Alertmanager."""
+    names = sorted(groups[0])
+    if len(groups) == 1 or not names:
+        return group_query(groups[0])
+    if any(sorted(labels) != names for labels in groups):
+        raise ValueError("groups asked for together must have the same label names")
+    return [
+        ("filter", f'{_name(name)}=~"{_quoted(_alternatives(g[name] for g in groups))}"')
+        for name in names
+    ]
+
+
+def _alternatives(values: Iterable[str]) -> str:
+    """A regular expression that matches exactly each of `values` (RE2: its metacharacters
+    escaped, everything else literal)."""
+    return "|".join(_RE2_SPECIAL.sub(r"\\\g<0>", v) for v in sorted(set(values)))
+
+
+_RE2_SPECIAL = re.compile(r"[\\.+*?()|\[\]{}^$]")
 
 
 def _name(name: str) -> str:

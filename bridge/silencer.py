@@ -9,8 +9,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from bridge.alertmanager_api import (
@@ -21,7 +22,7 @@ from bridge.alertmanager_api import (
     Query,
     View,
     Why,
-    group_query,
+    groups_query,
 )
 from bridge.durations import parse_duration
 from bridge.errors import StoreError
@@ -36,8 +37,13 @@ from bridge.users import UserNames
 
 log = logging.getLogger(__name__)
 
-# in a pass, at most this many incidents are looked up by their own group's alerts; past it,
-# Alertmanager is asked once for every alert it holds
+# in a pass, incidents whose alerts the answer about suppressed alerts may lack are looked up
+# by their groups' alerts, this many groups per question (and their label values this long
+# at most, a URL's length), so a pass asks in proportion to what it reads
+GROUPS_PER_READ = 50
+GROUP_VALUES_PER_READ = 4000
+# `look_for` (the scheduler's, one incident at a time) reads at most this many groups in
+# BURST_SECONDS; past it, Alertmanager is asked once for every alert it holds
 GROUP_READS_MAX = 20
 # `look_for` asked about more incidents than GROUP_READS_MAX within this many seconds reads
 # every alert once, and answers from that read for EVERYTHING_KEPT seconds
@@ -118,7 +124,7 @@ class Silencer:
         silence (`Store.holding`, `Store.shown_silenced`): no other open incident can change
         by a look (see `silences.follow_alertmanager`). An incident whose alerts are not all
         in that answer is looked up with its own group's alerts (`group_query`); when more
-        than GROUP_READS_MAX are, Alertmanager is asked once for everything instead. Open
+        than one is, their groups are asked for together (`groups_query`). Open
         incidents Alertmanager does not suppress are renewed when they would go stale
         (`look_for`, from the scheduler). `progress` hears of each page of incidents."""
         now = self.clock()
@@ -130,8 +136,7 @@ class Silencer:
         for start in range(0, len(refs), OPEN_PAGE):
             page = await store.load_many(refs[start : start + OPEN_PAGE])
             followed = [s.incident for s in page if not s.incident.finished]
-            for incident in followed:
-                reads.want(incident)
+            await reads.prepare(followed)
             for incident in followed:
                 cluster = self.alertmanagers.get(incident.source)
                 if cluster is not None:
@@ -170,26 +175,31 @@ class Silencer:
             reads.popleft()
         if len(reads) < GROUP_READS_MAX:
             reads.append(now)
-            return await self._group_view(cluster, incident)
+            return await self._group_view(cluster, [incident.group_labels])
         view = await self._view(cluster, ())
         if view is not None:
             self._everything[incident.source] = (time.monotonic(), view)
         return view
 
     async def _group_view(
-        self, cluster: AlertmanagerCluster, incident: Incident, base: View | None = None
+        self,
+        cluster: AlertmanagerCluster,
+        groups: list[dict[str, str]],
+        base: View | None = None,
+        everything: Callable[[], Awaitable[View | None]] | None = None,
     ) -> View | None:
-        """The alerts of the incident's group (all it needs); every alert if Alertmanager
-        refuses the group's matchers (an older one and a UTF-8 label name). With `base` (the
-        pass's view), its silences and settledness serve: only alerts are asked for."""
+        """The alerts of these groups (with the same label names; all their incidents need,
+        maybe more); every alert (`everything`, if given) if Alertmanager refuses the
+        matchers (an older one and a UTF-8 label name). With `base` (the pass's view), its
+        silences and settledness serve: only alerts are asked for."""
         try:
-            return await self._ask(cluster, group_query(incident.group_labels), base)
+            return await self._ask(cluster, groups_query(groups), base)
         except AlertmanagerError as exc:
             if exc.retryable:
                 log.warning("cannot ask Alertmanager about silences: %s", exc)
                 return None
             log.info("Alertmanager refused a group's matchers, asking for every alert: %s", exc)
-        return await self._view(cluster, (), base)
+        return await everything() if everything is not None else await self._view(cluster, (), base)
 
     async def _ask(
         self, cluster: AlertmanagerCluster, query: Query, base: View | None = None
@@ -273,31 +283,78 @@ class Silencer:
 
 class _Reads:
     """Where one pass finds each incident's alerts: the answer about suppressed alerts when it
-    holds all of the incident's (see `needs_own_read`), else its group's own alerts, or every
-    alert when many incidents need their own (one read instead of many); the silences and
-    settledness read with the suppressed alerts serve them all."""
+    holds all of the incident's (see `needs_own_read`), else its group's own alerts, asked for
+    with other groups' of the same page (`groups_query`: a question per GROUPS_PER_READ
+    groups with the same label names); an incident grouped by no label needs every alert,
+    read once. The silences and settledness read with the suppressed alerts serve them all."""
 
     def __init__(self, silencer: Silencer, views: dict[str, View | None]) -> None:
-        self.ask = silencer._view
-        self.group_view = silencer._group_view
+        self.silencer = silencer
         self.views = views
-        self.wanted: dict[str, int] = {}  # by source: incidents needing their own read
+        self.own: dict[str, View | None] = {}  # by incident ref: its group's alerts
         self.everything: dict[str, View | None] = {}  # by source: every alert, once asked
 
-    def want(self, incident: Incident) -> None:
-        view = self.views.get(incident.source)
-        if view is not None and needs_own_read(incident, view):
-            self.wanted[incident.source] = self.wanted.get(incident.source, 0) + 1
+    async def prepare(self, incidents: list[Incident]) -> None:
+        """Ask for the groups of those among `incidents` that need their own read."""
+        wanted: dict[tuple[str, tuple[str, ...]], list[Incident]] = {}
+        for incident in incidents:
+            view = self.views.get(incident.source)
+            if view is not None and needs_own_read(incident, view):
+                names = tuple(sorted(incident.group_labels))
+                wanted.setdefault((incident.source, names), []).append(incident)
+        for (source, names), some in wanted.items():
+            cluster = self.silencer.alertmanagers.get(source)
+            view = self.views[source]
+            if cluster is None or view is None:
+                continue
+            everything = partial(self._everything, source, cluster, view)
+            if not names:
+                every = await everything()
+                self.own.update((i.ref, every) for i in some)
+                continue
+            for batch in _batches(some):
+                groups = list({_key(i.group_labels): i.group_labels for i in batch}.values())
+                own = await self.silencer._group_view(cluster, groups, view, everything)
+                self.own.update((i.ref, own) for i in batch)
+
+    async def _everything(
+        self, source: str, cluster: AlertmanagerCluster, view: View
+    ) -> View | None:
+        """Every alert the source's Alertmanager holds, asked for once in a pass."""
+        if source not in self.everything:
+            self.everything[source] = await self.silencer._view(cluster, (), view)
+        return self.everything[source]
 
     async def view_for(self, incident: Incident, cluster: AlertmanagerCluster) -> View | None:
         view = self.views.get(incident.source)
         if view is None or not needs_own_read(incident, view):
             return view
-        if self.wanted.get(incident.source, 0) > GROUP_READS_MAX:
-            if incident.source not in self.everything:
-                self.everything[incident.source] = await self.ask(cluster, (), view)
-            return self.everything[incident.source]
-        return await self.group_view(cluster, incident, view)
+        if incident.ref not in self.own:  # not prepared: asked for alone
+            return await self.silencer._group_view(cluster, [incident.group_labels], view)
+        return self.own[incident.ref]
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _batches(incidents: list[Incident]) -> list[list[Incident]]:
+    """`incidents` cut into batches of at most GROUPS_PER_READ, their group label values
+    GROUP_VALUES_PER_READ characters at most (one incident alone may exceed it)."""
+    batches: list[list[Incident]] = []
+    size = 0
+    for incident in incidents:
+        length = sum(len(v) for v in incident.group_labels.values())
+        if (
+            not batches
+            or len(batches[-1]) >= GROUPS_PER_READ
+            or size + length > GROUP_VALUES_PER_READ
+        ):
+            batches.append([])
+            size = 0
+        batches[-1].append(incident)
+        size += length
+    return batches
 
 
 def needs_own_read(incident: Incident, view: View) -> bool:

@@ -1,6 +1,6 @@
 """An Alertmanager stand-in for the check-back's tests: the alerts, silences and uptime it
 holds, and the query semantics of `GET /api/v2/alerts` the bridge relies on (`active`,
-`silenced`, `inhibited`, `unprocessed`, `filter` with equality matchers), which
+`silenced`, `inhibited`, `unprocessed`, `filter` with `=` and `=~` matchers), which
 tests/e2e/test_alertmanager_queries.py checks against the real binary. It records every
 query, and answers 503 while `down`."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-MATCHER = re.compile(r'^("(?:[^"\\]|\\.)*"|[a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"$')
+MATCHER = re.compile(r'^("(?:[^"\\]|\\.)*"|[a-zA-Z_][a-zA-Z0-9_]*)(=~?)"((?:[^"\\]|\\.)*)"$')
 
 
 def unquoted(text: str) -> str:
@@ -25,9 +25,12 @@ def matches(alert: dict[str, Any], matcher: str) -> bool:
     found = MATCHER.match(matcher)
     if found is None:
         raise ValueError(f"bad matcher {matcher!r}")
-    name, value = found.groups()
+    name, op, value = found.groups()
     name = unquoted(name[1:-1]) if name.startswith('"') else name
-    return str(alert.get("labels", {}).get(name, "")) == unquoted(value)
+    held = str(alert.get("labels", {}).get(name, ""))
+    if op == "=~":  # anchored, as Alertmanager anchors Go's regular expressions
+        return re.fullmatch(f"(?:{unquoted(value)})", held) is not None
+    return held == unquoted(value)
 
 
 def api_alert(

@@ -1,5 +1,7 @@
 """The questions the silence check-back asks a real Alertmanager: its suppressed alerts
-(`SUPPRESSED`) and one group's alerts (`group_query`, with label values that need escaping).
+(`SUPPRESSED`), one group's alerts (`group_query`) and several groups' at once
+(`groups_query`), with label values that need escaping in a matcher and in a regular
+expression.
 The same questions put to tests/fake_alertmanager.py get the same answers, so the tests that
 use the stand-in hold for the real thing."""
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.alertmanager_api import SUPPRESSED, AlertmanagerClient, group_query
+from bridge.alertmanager_api import SUPPRESSED, AlertmanagerClient, group_query, groups_query
 from tests.e2e.conftest import CONFIG, INTAKE_TOKEN, Alertmanager, AlertmanagerProcess
 from tests.fake_alertmanager import FakeAlertmanager
 
@@ -20,7 +22,14 @@ inhibit_rules:
     equal: [instance]
 """
 
-AWKWARD = ['say "hi"', "back\\slash", "two\nlines", "ünï cödé, {braces}=x"]
+AWKWARD = [
+    'say "hi"',
+    "back\\slash",
+    "two\nlines",
+    "ünï cödé, {braces}=x",
+    "a.b|c(d)*+?[e]^$",
+    "a.b",  # the one above begins with it: each value is matched whole
+]
 
 
 def pushed(name: str, instance: str, **labels: str) -> dict[str, Any]:
@@ -72,6 +81,19 @@ async def test_alertmanager_answers_the_check_backs_questions_as_the_stand_in_do
             assert named(answer) == {by_name["Odd", f"i{n}"]["fingerprint"]}, value
             assert named(answer) == named(fake.answer(query))
         assert named(await client.alerts(list(group_query({})))) == named(full)
+        odd = [{"alertname": "Odd", "team": value} for value in AWKWARD]
+        for some in (odd, odd[::2], odd[4:5], [odd[5], {"alertname": "DiskFull", "team": ""}]):
+            query = list(groups_query(some))
+            answer = await client.alerts(query)
+            wanted = {
+                by_name[g["alertname"], f"i{AWKWARD.index(g['team'])}"]["fingerprint"]
+                for g in some
+                if g["alertname"] == "Odd"
+            }
+            if any(g["alertname"] == "DiskFull" for g in some):  # no team label: ""
+                wanted |= {by_name["DiskFull", n]["fingerprint"] for n in ("n1", "n2")}
+            assert named(answer) == wanted, query
+            assert named(answer) == named(fake.answer(query))
     finally:
         await client.close()
         process.stop()
