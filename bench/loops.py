@@ -4,15 +4,18 @@ One pass of each background loop, timed at 1,000, 10,000 and 100,000 open incide
 firing alerts each (1,000,000 alerts at the top), on the SQLite store and on a real
 redis-server: the scheduler's tick (a route with reminders) with nothing due, after 100
 incidents changed, the first tick after a restart under the same rules and under new ones
-(that one looks at every open incident); the silence check-back against an Alertmanager that
-holds every alert, the last 100 groups under a silence made in its UI (the first pass shows
-them silenced, the next is the steady state); pruning, and the outbox gauges; and the inbox's
+(that one times every open incident again, from a few fields the store reads of each); the
+silence check-back against an Alertmanager that holds every alert, the last 100 groups under
+a silence made in its UI (the first pass shows them silenced and, past the first size, drops
+it from the 100 it covered before, whose groups it asks about; the next pass is the steady
+state); pruning, and the outbox gauges; and the inbox's
 time to record a notification (200 new groups, then 200 repeats, one at a time). Also the
 process's RSS after each pass, and Redis memory per incident.
 
 The incidents are recorded through the inbox itself (the same writes a webhook makes), without
 HTTP, in this process; the Alertmanager is a small server in another process that answers
-with prepared lists of the alerts, so its memory is not counted here.
+with prepared lists of the alerts, and keeps them in memory by alertname to answer filters (as
+Alertmanager does), so its memory is not counted here.
 
 Run: python3 bench/loops.py            (1k, 10k, 100k; about 25 minutes)
      python3 bench/loops.py --quick    (1k, 10k; about 2 minutes)

@@ -15,17 +15,18 @@ import json
 from datetime import datetime, timedelta
 
 from bridge.incidents import REFIRE_WINDOW
-from bridge.model import Incident, IncidentState
+from bridge.model import IncidentState, LookFacts
 from bridge.oncall import needs_attention
 from bridge.rules import RouteConfig, Rules
 from bridge.silences import STALE_SILENCE
 
 
 def next_look(
-    incident: Incident, route: RouteConfig, stale_after: timedelta | None
+    incident: LookFacts, route: RouteConfig, stale_after: timedelta | None
 ) -> datetime | None:
-    """The earliest time something may be due for the incident; None: nothing until it
-    changes (and a change makes it due anyway)."""
+    """The earliest time something may be due for the incident (`Incident.look_facts`, or
+    as the store reads them: `Store.look_facts`); None: nothing until it changes (and a
+    change makes it due anyway)."""
     if incident.finished:
         return None
     times: list[datetime] = []

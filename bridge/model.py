@@ -5,8 +5,11 @@ All frozen: the pure core in `incidents.py` returns new values instead of changi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -134,7 +137,12 @@ class Incident(Frozen):
     def finished(self) -> bool:
         """Nothing left to follow: resolved, and no silence shown on it (a silence still active
         is shown until it ends, and a re-fire under it is looked for by the check-back)."""
-        return self.state is IncidentState.RESOLVED and self.silence_id is None
+        return finished(self.state, self.silence_id)
+
+    def look_facts(self) -> LookFacts:
+        return LookFacts.from_json(
+            self.ref, self.version, [getattr(self, name) for name in LOOK_FIELDS]
+        )
 
     @property
     def firing(self) -> list[Alert]:
@@ -211,3 +219,70 @@ def incident_key(source: str, receiver: str, group_key: str, chat_id: int) -> st
 def group_prefix(source: str, receiver: str, group_key: str) -> str:
     """What the keys of one group's incidents (one per chat) start with."""
     return f"{source}\x1f{receiver}\x1f{group_key}\x1f"
+
+
+def finished(state: IncidentState, silence_id: str | None) -> bool:
+    return state is IncidentState.RESOLVED and silence_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class LookFacts:
+    """What the scheduler times an incident by (`looks.next_look`): some of its fields, none
+    of its alerts. The stores read these alone (SQLite's json_extract, a script in Redis), so
+    a start under new rules re-times every open incident without reading them whole."""
+
+    ref: str
+    version: int
+    route: str
+    state: IncidentState
+    acked_by: int | None
+    silence_id: str | None
+    silenced_until: datetime | None
+    firing_since: datetime | None
+    opened_at: datetime
+    escalated: int
+    reminded_at: datetime | None
+    last_seen: datetime | None
+    changed_at: datetime
+    refired_pending: bool
+    refired_since: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return finished(self.state, self.silence_id)
+
+    @classmethod
+    def from_json(cls, ref: str, version: int, values: Sequence[Any]) -> LookFacts:
+        """From the values of LOOK_FIELDS, in their order, as the incident's JSON holds them
+        (datetimes as ISO text; any list or object for `refired_pending`: whether it has
+        something) or as the incident itself does."""
+        raw = dict(zip(LOOK_FIELDS, values, strict=True))
+        when = {name: _when(raw[name]) for name in _TIMES}
+        return cls(
+            ref=ref,
+            version=version,
+            route=str(raw["route"]),
+            state=IncidentState(raw["state"]),
+            acked_by=raw["acked_by"],
+            silence_id=raw["silence_id"],
+            escalated=int(raw["escalated"] or 0),
+            refired_pending=bool(raw["refired_pending"]),
+            **when,  # type: ignore[arg-type]
+        )
+
+
+# the incident's fields a LookFacts holds (after its ref and version), in its order
+LOOK_FIELDS = tuple(f.name for f in fields(LookFacts))[2:]
+_TIMES = (
+    "silenced_until",
+    "firing_since",
+    "opened_at",
+    "reminded_at",
+    "last_seen",
+    "changed_at",
+    "refired_since",
+)
+
+
+def _when(value: datetime | str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bridge.incidents import Effect
-from bridge.model import Incident, IncidentState
+from bridge.model import Incident, IncidentState, LookFacts
 from bridge.rules import EscalationStep, RouteConfig
 
 
@@ -22,7 +22,7 @@ class Due:
     steps: list[EscalationStep] = field(default_factory=list)  # escalation steps taken now
 
 
-def needs_attention(incident: Incident) -> bool:
+def needs_attention(incident: Incident | LookFacts) -> bool:
     """Firing, nobody acknowledged it, and it is not silenced."""
     return (
         incident.state is IncidentState.FIRING

@@ -16,12 +16,12 @@ from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
 from bridge.looks import looks_basis, next_look
-from bridge.model import Incident, IncidentState
+from bridge.model import Incident, IncidentState, LookFacts
 from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import Look, NewOutboxItem, Store, open_pages
+from bridge.store import Look, NewOutboxItem, Store
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -75,14 +75,13 @@ class Scheduler:
     async def _look_at_due(self, now: datetime, progress: Callable[[], None]) -> int:
         """Look at the open incidents due for it (changed since the last look, or their time
         came), a page at a time. At the first tick after a start under other rules (see
-        `looks_basis`), at every open incident first: their times were set under the old
-        ones."""
+        `looks_basis`), every open incident is timed again first: their times were set under
+        the old ones."""
         done = 0
         if not self._started:
             basis = looks_basis(self.rules, self.stale_after)
             if await self.store.setting(LOOKS_BASIS) != basis:
-                async for page in open_pages(self.store, progress=progress):
-                    done += await self._look_at_page(page, now)
+                await self._time_again(progress)
                 await self.store.put_setting(LOOKS_BASIS, basis)
             self._started = True
         seen: set[str] = set()  # looked at in this tick (one may be due again at once)
@@ -100,6 +99,24 @@ class Scheduler:
             progress()
             if len(refs) < limit or not fresh:
                 return done
+
+    async def _time_again(self, progress: Callable[[], None]) -> None:
+        """When to look next at every open incident, under these rules, from what the store
+        reads of each without its alerts (`Store.look_facts`), a page per write; those due now
+        are looked at whole by the pass over what is due that follows."""
+        refs = await self.store.open_refs()
+        for start in range(0, len(refs), LOOKS_PER_READ):
+            looks = [
+                self._next_look(facts)
+                for facts in await self.store.look_facts(refs[start : start + LOOKS_PER_READ])
+                if not facts.finished
+            ]
+            await self.store.look_again(looks)
+            progress()
+
+    def _next_look(self, facts: LookFacts) -> Look:
+        at = next_look(facts, self.rules.by_name(facts.route).config, self.stale_after)
+        return Look(facts.ref, facts.version, at.timestamp() if at is not None else None)
 
     async def _look_at_page(self, incidents: list[Incident], now: datetime) -> int:
         """`_look` at each; the times to look next, of those nothing was due for, recorded in
@@ -140,10 +157,7 @@ class Scheduler:
                 what, self.inbox.follow_alertmanager(incident.ref, None, {})
             )
         if not acted:
-            at = next_look(incident, route, self.stale_after)
-            looks.append(
-                Look(incident.ref, incident.version, at.timestamp() if at is not None else None)
-            )
+            looks.append(self._next_look(incident.look_facts()))
         return done
 
     async def _close_unreported(self, incident: Incident, now: datetime) -> bool:

@@ -445,6 +445,30 @@ async def test_the_scheduler_looks_at_what_changed_and_at_what_came_due(store: S
     assert await store.looks_due(1000.0, 10) == ["r3"]
 
 
+async def test_what_times_a_look_is_read_without_the_incident(store: Store) -> None:
+    """`look_facts` (a start under new rules re-times every open incident from them): each
+    store's reading of the fields equals the incident's own, whatever they hold; refs no
+    longer held are left out."""
+    later = T0 + timedelta(hours=2, microseconds=5)
+    kinds: list[dict[str, Any]] = [
+        {},
+        {"acked_by": 42, "reminded_at": later, "escalated": 2, "firing_since": later},
+        {"state": IncidentState.RESOLVED, "silence_id": "s1", "silenced_until": later},
+        {"refired_pending": ["fp1", "fp2"], "refired_since": later, "last_seen": later},
+        {"state": IncidentState.RESOLVED, "route": 'Дежурные "db"'},
+    ]
+    saved = []
+    for n, update in enumerate(kinds):
+        one = incident(ref=f"r{n}", key=f"k{n}", version=n + 1).model_copy(update=update)
+        await store.save_incident(one, None, [], 10.0)
+        saved.append(one)
+    refs = [f"r{n}" for n in range(len(kinds))]
+    facts = await store.look_facts([*refs, "gone"])
+    assert sorted(facts, key=lambda f: f.ref) == [one.look_facts() for one in saved]
+    assert [f.finished for f in facts if f.ref == "r4"] == [True]
+    assert await store.look_facts([]) == []
+
+
 async def test_each_look_of_a_batch_is_held_to_its_own_version(store: Store) -> None:
     """The scheduler records a page of looks in one write: a stale one among them (its
     incident saved again meanwhile) is skipped alone, the others recorded."""

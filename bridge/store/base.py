@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from bridge.model import Delivery, Incident
+from bridge.model import Delivery, Incident, LookFacts
 from bridge.timeline import Event
 
 
@@ -137,6 +137,10 @@ class Store(Protocol):
 
     async def load_many(self, refs: list[str]) -> list[Stored]:
         """The incidents with these refs still held, in the order asked (one read)."""
+
+    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
+        """What the scheduler times each of these incidents by (those still held), read
+        without their alerts: a start under new rules re-times every open incident."""
 
     async def shown_silenced(self) -> list[str]:
         """Refs of open incidents that show a silence (see `shows_silence`), in ref order:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
-from bridge.model import Delivery, Incident
+from bridge.model import Delivery, Incident, LookFacts
 from bridge.store.base import (
     PRESS,
     Backlog,
@@ -113,6 +113,9 @@ class MemoryStore:
 
     async def load_many(self, refs: list[str]) -> list[Stored]:
         return [s for s in [await self.load_by_ref(ref) for ref in refs] if s is not None]
+
+    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
+        return [s.incident.look_facts() for s in await self.load_many(refs)]
 
     def _current_open(self) -> list[Incident]:
         current = (self._incidents[ref] for ref in self._current.values())

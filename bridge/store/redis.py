@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
-from bridge.model import Delivery, Incident
+from bridge.model import LOOK_FIELDS, Delivery, Incident, LookFacts
 from bridge.ratelimit import (
     BUSY_FOR,
     JITTER,
@@ -323,6 +323,34 @@ for i = 2, #ARGV, 3 do
 end
 return 1
 """
+
+# ARGV: P, then the refs: one JSON list of [ref, version, [the values of LOOK_FIELDS (their
+# names written into the script)]] for each incident still held (one answer to parse, not
+# three per incident)
+_LOOK_FACTS = (
+    """
+local P = ARGV[1]
+local FIELDS = {"""
+    + ", ".join(f"'{name}'" for name in LOOK_FIELDS)
+    + """}
+local out = {}
+for i = 2, #ARGV do
+  local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'version')
+  if h[1] then
+    local body = cjson.decode(h[1])
+    local values = {}
+    for j, name in ipairs(FIELDS) do
+      local value = body[name]
+      if value == nil then value = cjson.null end
+      values[j] = value
+    end
+    out[#out + 1] = {ARGV[i], tonumber(h[2]), values}
+  end
+end
+if #out == 0 then return '[]' end
+return cjson.encode(out)
+"""
+)
 
 # ARGV: P, ref, shows a silence ('1' or ''), fingerprints (JSON list): an incident saved by a
 # version that kept no index, indexed if still open
@@ -674,6 +702,7 @@ class RedisStore:
                 ("record", _RECORD),
                 ("hold", _HOLD),
                 ("look", _LOOK),
+                ("look facts", _LOOK_FACTS),
                 ("index", _INDEX),
             )
         }
@@ -792,6 +821,15 @@ class RedisStore:
             for ref, version, at in looks[start : start + LOOKS_PER_CALL]:
                 args += [ref, str(version), "" if at is None else repr(at)]
             await self._eval("look", *args)
+
+    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
+        """Picked out of each body by Redis (a script per LOOKS_PER_CALL incidents): only
+        the fields travel and are parsed here, not the incidents."""
+        facts = []
+        for start in range(0, len(refs), LOOKS_PER_CALL):
+            found = await self._eval("look facts", *refs[start : start + LOOKS_PER_CALL])
+            facts += [LookFacts.from_json(*one) for one in json.loads(found)]
+        return facts
 
     async def all_incidents(self) -> list[Stored]:
         out = []
