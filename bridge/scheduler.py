@@ -44,15 +44,15 @@ class Scheduler:
         rules: Rules,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         stale_after: float = 13 * 3600,
-        look_for: Callable[[Incident], Awaitable[bool | None]] | None = None,
+        look_for: Callable[[list[Incident]], Awaitable[dict[str, bool | None]]] | None = None,
     ) -> None:
         self.store = store
         self.inbox = inbox
         self.rules = rules
         self.clock = clock
         self.stale_after = timedelta(seconds=stale_after) if stale_after else None
-        # asks Alertmanager about an incident before it is closed as unreported (see
-        # `Silencer.look_for`)
+        # asks Alertmanager about a page of incidents before they are closed as unreported
+        # (see `Silencer.look_for`)
         self.look_for = look_for
         self._started = False
 
@@ -119,16 +119,40 @@ class Scheduler:
         return Look(facts.ref, facts.version, at.timestamp() if at is not None else None)
 
     async def _look_at_page(self, incidents: list[Incident], now: datetime) -> int:
-        """`_look` at each; the times to look next, of those nothing was due for, recorded in
-        one write."""
+        """`_look` at each, Alertmanager asked first about those due to close as unreported
+        (together: `Silencer.look_for`); the times to look next, of those nothing was due
+        for, recorded in one write."""
         done = 0
         looks: list[Look] = []
+        asked = await self._ask_before_closing(incidents, now)
         for incident in incidents:
-            done += await self._look(incident, now, looks)
+            done += await self._look(incident, now, looks, asked)
         await self.store.look_again(looks)
         return done
 
-    async def _look(self, incident: Incident, now: datetime, looks: list[Look]) -> int:
+    async def _ask_before_closing(
+        self, incidents: list[Incident], now: datetime
+    ) -> dict[str, bool | None]:
+        """What `look_for` says of those among `incidents` due to close as unreported; a
+        failure to ask is logged and taken as "could not be asked" for all of them (the
+        incidents stay open), never the tick's end (StoreError aside)."""
+        if self.stale_after is None or self.look_for is None:
+            return {}
+        stale_after = self.stale_after
+        closing = [i for i in incidents if close_unreported(i, now, stale_after).changed]
+        if not closing:
+            return {}
+        try:
+            return await self.look_for(closing)
+        except StoreError:
+            raise
+        except Exception:
+            log.exception("scheduler: asking Alertmanager before closing failed; kept open")
+            return {i.ref: None for i in closing}
+
+    async def _look(
+        self, incident: Incident, now: datetime, looks: list[Look], asked: dict[str, bool | None]
+    ) -> int:
         """Everything the tick does for one incident, decided first on the copy just read
         (pure): only what is due goes through the inbox, which decides again under
         compare-and-set (and its save makes the incident due for another look). When
@@ -148,7 +172,9 @@ class Scheduler:
             and close_unreported(incident, now, self.stale_after).changed
         ):
             acted = True
-            done += await self._contained(what, self._close_unreported(incident, now))
+            done += await self._contained(
+                what, self._close_unreported(incident, now, asked.get(incident.ref, False))
+            )
         elif drop_stale_silence(incident, now)[1]:
             # a silence shown long past its end that no check-back will drop (no
             # Alertmanager configured any more): dropped, so the incident can finish
@@ -160,13 +186,15 @@ class Scheduler:
             looks.append(self._next_look(incident.look_facts()))
         return done
 
-    async def _close_unreported(self, incident: Incident, now: datetime) -> bool:
+    async def _close_unreported(
+        self, incident: Incident, now: datetime, asked: bool | None
+    ) -> bool:
         """Close an incident nothing reported for BRIDGE_STALE_AFTER, unless Alertmanager
-        still holds it (`look_for` renews it then, and the inbox, deciding again, finds it
-        reported). While Alertmanager cannot be asked, nobody can say it ended: it stays
-        open, looked at again after STALE_RETRY."""
+        still holds it (`look_for` renewed it then, and the inbox, deciding again, finds it
+        reported). While Alertmanager cannot be asked (`asked` None), nobody can say it
+        ended: it stays open, looked at again after STALE_RETRY."""
         assert self.stale_after is not None
-        if self.look_for is not None and await self.look_for(incident) is None:
+        if asked is None:
             at = (now + STALE_RETRY).timestamp()
             await self.store.look_again([Look(incident.ref, incident.version, at)])
             return False

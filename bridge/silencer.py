@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from bridge.alertmanager_api import (
     SUPPRESSED,
@@ -37,18 +36,13 @@ from bridge.users import UserNames
 
 log = logging.getLogger(__name__)
 
-# in a pass, incidents whose alerts the answer about suppressed alerts may lack are looked up
-# by their groups' alerts, this many groups per question (and their label values this long
-# at most, a URL's length), so a pass asks in proportion to what it reads
+# incidents whose alerts the answer about suppressed alerts may lack are looked up by their
+# groups' alerts, this many groups per question, so a pass asks in proportion to what it reads
 GROUPS_PER_READ = 50
+# ... and their label values this long at most once in the URL (percent-encoded: a Cyrillic
+# letter takes 6 characters), well under the 8 KB request line a proxy in front of
+# Alertmanager may allow (nginx's default)
 GROUP_VALUES_PER_READ = 4000
-# `look_for` (the scheduler's, one incident at a time) reads at most this many groups in
-# BURST_SECONDS; past it, Alertmanager is asked once for every alert it holds
-GROUP_READS_MAX = 20
-# `look_for` asked about more incidents than GROUP_READS_MAX within this many seconds reads
-# every alert once, and answers from that read for EVERYTHING_KEPT seconds
-BURST_SECONDS = 10.0
-EVERYTHING_KEPT = 60.0
 
 
 class Silencer:
@@ -68,10 +62,6 @@ class Silencer:
         self.settle_seconds = settle_seconds
         # per incident: its firing alerts missing from Alertmanager at the last check
         self._missing: dict[str, frozenset[str]] = {}
-        # `look_for`, by source: when its last group reads were made, and a read of every
-        # alert (when it was made) while it serves a burst
-        self._group_reads: dict[str, deque[float]] = {}
-        self._everything: dict[str, tuple[float, View]] = {}
 
     async def silence(self, item: OutboxItem, incident: Incident) -> None:
         """Create the silence a press asked for. AlertmanagerError if it could not be made."""
@@ -146,40 +136,32 @@ class Silencer:
         self.forget(set(refs))
         return changed
 
-    async def look_for(self, incident: Incident) -> bool | None:
-        """The check-back of one incident, outside the pass: the scheduler asks before it
-        closes an incident nothing has reported for BRIDGE_STALE_AFTER (Alertmanager sends
-        nothing for an inhibited alert, nor again before its repeat_interval): one still in
-        Alertmanager has its `last_seen` renewed here. False: no Alertmanager to ask; None:
-        it could not be asked (so nobody can say it ended)."""
-        cluster = self.alertmanagers.get(incident.source)
-        if cluster is None:
-            return False
-        view = await self._view_for_one(cluster, incident)
-        if view is None:
-            return None
-        await self._check(incident, view, self.clock())
-        return True
-
-    async def _view_for_one(self, cluster: AlertmanagerCluster, incident: Incident) -> View | None:
-        """Its group's alerts; but when more than GROUP_READS_MAX were read in the last
-        BURST_SECONDS (many incidents due together, after a long stop say), one read of every
-        alert serves them all for EVERYTHING_KEPT: the scheduler is not held up for hours by a
-        round trip per incident."""
-        now = time.monotonic()
-        kept = self._everything.get(incident.source)
-        if kept is not None and now - kept[0] < EVERYTHING_KEPT:
-            return kept[1]
-        reads = self._group_reads.setdefault(incident.source, deque())
-        while reads and reads[0] <= now - BURST_SECONDS:
-            reads.popleft()
-        if len(reads) < GROUP_READS_MAX:
-            reads.append(now)
-            return await self._group_view(cluster, [incident.group_labels])
-        view = await self._view(cluster, ())
-        if view is not None:
-            self._everything[incident.source] = (time.monotonic(), view)
-        return view
+    async def look_for(self, incidents: list[Incident]) -> dict[str, bool | None]:
+        """The check-back of some incidents, outside the pass: the scheduler asks, a page at a
+        time, before it closes those nothing has reported for BRIDGE_STALE_AFTER
+        (Alertmanager sends nothing for an inhibited alert, nor again before its
+        repeat_interval): one still in Alertmanager has its `last_seen` renewed here. Asked
+        as a pass asks (suppressed alerts, then the groups of those not all among them,
+        GROUPS_PER_READ a question): as many questions as the page needs, however many
+        alerts Alertmanager holds. By ref: False: no Alertmanager to ask; None: it could not
+        be asked (so nobody can say it ended); True: looked at."""
+        now = self.clock()
+        sources = {i.source for i in incidents} & set(self.alertmanagers)
+        views = {source: await self._view(self.alertmanagers[source]) for source in sorted(sources)}
+        reads = _Reads(self, views)
+        await reads.prepare(incidents)
+        looked: dict[str, bool | None] = {}
+        for incident in incidents:
+            cluster = self.alertmanagers.get(incident.source)
+            view = None if cluster is None else await reads.view_for(incident, cluster)
+            if cluster is None:
+                looked[incident.ref] = False
+            elif view is None:
+                looked[incident.ref] = None
+            else:
+                await self._check(incident, view, now)
+                looked[incident.ref] = True
+        return looked
 
     async def _group_view(
         self,
@@ -340,11 +322,11 @@ def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 def _batches(incidents: list[Incident]) -> list[list[Incident]]:
     """`incidents` cut into batches of at most GROUPS_PER_READ, their group label values
-    GROUP_VALUES_PER_READ characters at most (one incident alone may exceed it)."""
+    GROUP_VALUES_PER_READ characters at most in the URL (one incident alone may exceed it)."""
     batches: list[list[Incident]] = []
     size = 0
     for incident in incidents:
-        length = sum(len(v) for v in incident.group_labels.values())
+        length = sum(len(quote(v, safe="")) + 3 for v in incident.group_labels.values())
         if (
             not batches
             or len(batches[-1]) >= GROUPS_PER_READ
