@@ -306,6 +306,20 @@ async def test_a_pass_reads_what_alertmanager_suppresses_not_every_open_incident
     await server.close()
 
 
+async def silence_ended(
+    bridge: Bridge, fake: FakeAlertmanager, silenced: list[Incident], held: list[Incident]
+) -> Silencer:
+    """`silenced` show silence s1, which has ended in Alertmanager; it holds every alert of
+    `held`, active. The bridge's check-back, for a pass."""
+    for incident in silenced:
+        await bridge.app[INBOX].silence_created(incident.ref, 1, "s1", NOW, "Оля")
+    fake.alerts = [a for i in held for a in as_alertmanager_holds(i, [])]
+    fake.silences = [silence("s1", "expired")]
+    silencer = bridge.app[SILENCER]
+    assert silencer is not None
+    return silencer
+
+
 async def test_groups_asked_about_together_keep_each_url_short(
     make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,12 +337,7 @@ async def test_groups_asked_about_together_keep_each_url_short(
             alert["labels"]["service"] = service
         assert (await bridge.post(body)).status == 200
     opened = await bridge.store.open_incidents()
-    for incident in opened:
-        await bridge.app[INBOX].silence_created(incident.ref, 1, "s1", NOW, "Оля")
-    fake.alerts = [a for i in opened for a in as_alertmanager_holds(i, [])]
-    fake.silences = [silence("s1", "expired")]
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
+    silencer = await silence_ended(bridge, fake, opened, opened)
     assert await silencer.check_once(bridge.store) == 12
     asked = fake.queries[1:]
     assert 4 <= len(asked) <= 12 and all(q for q in asked)
@@ -388,12 +397,7 @@ async def test_many_incidents_a_silence_ended_for_are_asked_about_by_groups_not_
         assert (await bridge.post(own_alerts(n))).status == 200
     opened = await bridge.store.open_incidents()
     bystander, *silenced = sorted(opened, key=lambda i: i.common_labels["alertname"])
-    for incident in silenced:
-        await bridge.app[INBOX].silence_created(incident.ref, 1, "s1", NOW, "Оля")
-    fake.alerts = [a for i in opened for a in as_alertmanager_holds(i, [])]
-    fake.silences = [silence("s1", "expired")]
-    silencer = bridge.app[SILENCER]
-    assert silencer is not None
+    silencer = await silence_ended(bridge, fake, silenced, opened)
     assert await silencer.check_once(bridge.store) == 120
     assert fake.queries[0] == list(SUPPRESSED)
     asked = fake.queries[1:]
