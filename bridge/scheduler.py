@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # incidents due for a look are read this many at a time
 LOOKS_PER_READ = 500
+# when every open incident is timed again, the event loop serves others after this many (a
+# few milliseconds' work: a page of 500 held it for 19-37 ms, measured at 100,000 open)
+TIMED_AT_ONCE = 100
 # the store setting naming the basis of the recorded look times (see `looks_basis`)
 LOOKS_BASIS = "looks"
 # an incident due to close as unreported whose Alertmanager cannot be asked is looked at
@@ -106,11 +109,14 @@ class Scheduler:
         are looked at whole by the pass over what is due that follows."""
         refs = await self.store.open_refs()
         for start in range(0, len(refs), LOOKS_PER_READ):
-            looks = [
-                self._next_look(facts)
-                for facts in await self.store.look_facts(refs[start : start + LOOKS_PER_READ])
-                if not facts.finished
-            ]
+            looks = []
+            for n, facts in enumerate(
+                await self.store.look_facts(refs[start : start + LOOKS_PER_READ]), 1
+            ):
+                if not facts.finished:
+                    looks.append(self._next_look(facts))
+                if n % TIMED_AT_ONCE == 0:
+                    await asyncio.sleep(0)  # the intake's requests in between
             await self.store.look_again(looks)
             progress()
 
