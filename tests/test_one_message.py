@@ -270,7 +270,7 @@ async def test_a_search_too_deep_to_reach_posts_unverified_and_says_so(
     bridge, clock, lost = await lost_create(make_bridge)
     bridge.fake.chatter(lost["chat_id"], 200)
     await time_to_look(clock)
-    await bridge.deliver()
+    await retried_until_done(bridge, clock)
     assert incident_posts(bridge) == Counter({"DiskFull": 2})
     assert bridge.app[METRICS].registry.get_sample_value("bridge_creates_unverified_total") == 1
     assert await pending(bridge) == 0
@@ -286,6 +286,7 @@ async def test_an_adopted_post_deleted_before_its_edit_is_posted_again(
     bridge.fake.fail_next(404, method="PUT")  # deleted between the search and the edit
     await bridge.deliver()
     bridge.fake.delete_message(lost["id"])
+    await retried_until_done(bridge, clock)
     (message,) = bridge.fake.channel_messages()
     assert message["id"] != lost["id"]
     (stored,) = await bridge.store.all_incidents()
