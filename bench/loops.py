@@ -9,7 +9,8 @@ silence check-back against an Alertmanager that holds every alert, the last 100 
 a silence made in its UI (the first pass shows them silenced and, past the first size, drops
 it from the 100 it covered before, whose groups it asks about; the next pass is the steady
 state); pruning, and the outbox gauges; and the inbox's
-time to record a notification (200 new groups, then 200 repeats, one at a time). Also the
+time to record a notification (200 new groups, then 200 repeats, one at a time), and its p99
+for new groups recorded one after another during a second start under new rules. Also the
 process's RSS after each pass, and Redis memory per incident.
 
 The incidents are recorded through the inbox itself (the same writes a webhook makes), without
@@ -168,6 +169,20 @@ async def accept_latency(inbox: Any, first: int) -> tuple[float, float]:
     return pct(times, 50), pct(times, 99)
 
 
+async def accepts_during(work: Awaitable[Any], inbox: Any, first: int) -> tuple[float, int]:
+    """p99 in ms of recording new groups one after another while `work` runs (the inbox's
+    share of intake latency while a long pass holds the same event loop), and how many."""
+    task = asyncio.ensure_future(work)
+    times = []
+    group = first
+    while not task.done():
+        note = parse(json.dumps(notification(group, ALERTS_PER_INCIDENT)).encode())
+        times.append(await timed(partial(inbox.accept, note)))
+        group += 1
+    await task
+    return pct(times, 99), len(times)
+
+
 async def timed(what: Callable[[], Awaitable[Any]]) -> float:
     started = time.perf_counter()
     await what()
@@ -210,6 +225,7 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
     print(
         f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'restart':>9s} "
         f"{'new rules':>10s} {'silences':>9s} {'1st silc':>9s} {'accept p50/p99':>15s} "
+        f"{'p99 in new rules (n)':>21s} "
         f"{'prune':>8s} {'gauges':>8s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
     )
     done = 0
@@ -233,12 +249,18 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         first_check = await timed(partial(outbox.silencer.check_once, store))  # shows them
         check = await timed(partial(outbox.silencer.check_once, store))
         accept_p50, accept_p99 = await accept_latency(inbox, 1_000_000 + size)
+        # another start under new rules, new groups recorded meanwhile
+        await store.put_setting(LOOKS_BASIS, "other rules")
+        busy_p99, busy_n = await accepts_during(
+            Scheduler(store, inbox, inbox.rules).tick(), inbox, 2_000_000 + size * 10
+        )
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
         line = (
             f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
             f"{new_rules:8.0f}ms {check:7.1f}ms {first_check:7.0f}ms "
             f"{accept_p50:5.1f}/{accept_p99:5.1f}ms "
+            f"{busy_p99:10.1f}ms ({busy_n:6,d}) "
             f"{prune:6.1f}ms {gauges:6.1f}ms {rss_mb_self():5.0f}MB"
         )
         if redis:

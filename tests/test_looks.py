@@ -173,7 +173,7 @@ async def test_a_long_pass_over_open_incidents_is_alive_not_stalled(
     every incident that shows a silence; at a hundred thousand a pass outlasts
     BRIDGE_STALL_AFTER, so each page tells the loop's pulse it is alive (else /healthz would
     call a busy loop stalled)."""
-    monkeypatch.setattr(scheduler_module, "LOOKS_PER_READ", 2)
+    monkeypatch.setattr(scheduler_module, "TIMED_AT_ONCE", 2)
     monkeypatch.setattr(silencer_module, "OPEN_PAGE", 2)
     bridge = await make_bridge(ALERTMANAGER_URL="http://127.0.0.1:9")  # nobody answers there
     for n in range(5):
