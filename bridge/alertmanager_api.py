@@ -219,14 +219,16 @@ def groups_query(groups: Sequence[dict[str, str]]) -> Query:
     others: one regular-expression matcher per label name, the groups' values its
     alternatives, so a group whose values mix with another's also matches (harmless: each
     incident looks only at its own alerts). One question instead of one per group; Go's
-    regular expressions are anchored by Alertmanager."""
-    names = sorted(groups[0])
-    if len(groups) == 1 or not names:
-        return group_query(groups[0])
-    if any(sorted(labels) != names for labels in groups):
+    regular expressions are anchored by Alertmanager. A group named twice is asked for once;
+    one group alone, by `group_query`."""
+    unique = list({tuple(sorted(g.items())): g for g in groups}.values())
+    names = sorted(unique[0])
+    if len(unique) == 1 or not names:
+        return group_query(unique[0])
+    if any(sorted(labels) != names for labels in unique):
         raise ValueError("groups asked for together must have the same label names")
     return [
-        ("filter", f'{_name(name)}=~"{_quoted(_alternatives(g[name] for g in groups))}"')
+        ("filter", f'{_name(name)}=~"{_quoted(_alternatives(g[name] for g in unique))}"')
         for name in names
     ]
 

@@ -128,10 +128,8 @@ class Silencer:
             followed = [s.incident for s in page if not s.incident.finished]
             await reads.prepare(followed)
             for incident in followed:
-                cluster = self.alertmanagers.get(incident.source)
-                if cluster is not None:
-                    view = await reads.view_for(incident, cluster)
-                    changed += await self._check(incident, view, now)
+                if incident.source in self.alertmanagers:
+                    changed += await self._check(incident, reads.view_for(incident), now)
             progress()
         self.forget(set(refs))
         return changed
@@ -152,9 +150,8 @@ class Silencer:
         await reads.prepare(incidents)
         looked: dict[str, bool | None] = {}
         for incident in incidents:
-            cluster = self.alertmanagers.get(incident.source)
-            view = None if cluster is None else await reads.view_for(incident, cluster)
-            if cluster is None:
+            view = reads.view_for(incident)
+            if incident.source not in self.alertmanagers:
                 looked[incident.ref] = False
             elif view is None:
                 looked[incident.ref] = None
@@ -167,13 +164,13 @@ class Silencer:
         self,
         cluster: AlertmanagerCluster,
         groups: list[dict[str, str]],
-        base: View | None = None,
-        everything: Callable[[], Awaitable[View | None]] | None = None,
+        base: View,
+        everything: Callable[[], Awaitable[View | None]],
     ) -> View | None:
         """The alerts of these groups (with the same label names; all their incidents need,
-        maybe more); every alert (`everything`, if given) if Alertmanager refuses the
-        matchers (an older one and a UTF-8 label name). With `base` (the pass's view), its
-        silences and settledness serve: only alerts are asked for."""
+        maybe more), with `base`'s silences and settledness (the pass's view); every alert
+        (`everything`) if Alertmanager refuses the matchers (an older one and a UTF-8 label
+        name)."""
         try:
             return await self._ask(cluster, groups_query(groups), base)
         except AlertmanagerError as exc:
@@ -181,7 +178,7 @@ class Silencer:
                 log.warning("cannot ask Alertmanager about silences: %s", exc)
                 return None
             log.info("Alertmanager refused a group's matchers, asking for every alert: %s", exc)
-        return await everything() if everything is not None else await self._view(cluster, (), base)
+        return await everything()
 
     async def _ask(
         self, cluster: AlertmanagerCluster, query: Query, base: View | None = None
@@ -285,17 +282,15 @@ class _Reads:
                 names = tuple(sorted(incident.group_labels))
                 wanted.setdefault((incident.source, names), []).append(incident)
         for (source, names), some in wanted.items():
-            cluster = self.silencer.alertmanagers.get(source)
-            view = self.views[source]
-            if cluster is None or view is None:
-                continue
+            cluster, view = self.silencer.alertmanagers[source], self.views[source]
+            assert view is not None  # only incidents of a source that answered are wanted
             everything = partial(self._everything, source, cluster, view)
             if not names:
                 every = await everything()
                 self.own.update((i.ref, every) for i in some)
                 continue
             for batch in _batches(some):
-                groups = list({_key(i.group_labels): i.group_labels for i in batch}.values())
+                groups = [i.group_labels for i in batch]
                 own = await self.silencer._group_view(cluster, groups, view, everything)
                 self.own.update((i.ref, own) for i in batch)
 
@@ -307,17 +302,13 @@ class _Reads:
             self.everything[source] = await self.silencer._view(cluster, (), view)
         return self.everything[source]
 
-    async def view_for(self, incident: Incident, cluster: AlertmanagerCluster) -> View | None:
+    def view_for(self, incident: Incident) -> View | None:
+        """Where a `prepare`d incident's alerts are (None: its Alertmanager could not be
+        asked)."""
         view = self.views.get(incident.source)
         if view is None or not needs_own_read(incident, view):
             return view
-        if incident.ref not in self.own:  # not prepared: asked for alone
-            return await self.silencer._group_view(cluster, [incident.group_labels], view)
-        return self.own[incident.ref]
-
-
-def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(labels.items()))
+        return self.own.get(incident.ref)
 
 
 def _batches(incidents: list[Incident]) -> list[list[Incident]]:

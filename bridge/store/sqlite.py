@@ -377,7 +377,10 @@ class SQLiteStore:
     async def look_facts(self, refs: list[str]) -> list[LookFacts]:
         """The fields picked out of each body by SQLite itself, on its thread: the event loop
         parses a short list per incident, not the incident."""
-        query = f"SELECT ref, version, json_extract(body, {_LOOK_PATHS}) FROM incidents WHERE ref IN ({{marks}})"  # noqa: S608, E501
+        query = (
+            f"SELECT ref, version, json_extract(body, {_LOOK_PATHS}) "  # noqa: S608
+            "FROM incidents WHERE ref IN ({marks})"
+        )
         rows = await self._rows_in(query, refs)
         return [
             LookFacts.from_json(ref, version, json.loads(values)) for ref, version, values in rows
