@@ -600,6 +600,53 @@ async def test_an_sqlite_database_of_an_older_version_gets_its_alerts_indexed(
         await store.close()
 
 
+async def test_an_sqlite_database_with_look_times_in_its_incidents_keeps_them(
+    tmp_path: Path,
+) -> None:
+    """A state file from when the look times were a column of `incidents`: an open incident
+    keeps its time in `looks`; one looked at until it changes, a finished and a replaced one
+    get none; the old column's index goes; a second start moves nothing again."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA.split("-- when the scheduler looks next")[0])
+    db.execute("ALTER TABLE incidents ADD COLUMN look_at REAL")
+    db.execute("CREATE INDEX incidents_by_look ON incidents (look_at) WHERE look_at IS NOT NULL")
+    rows = [  # (ref, key, finished_at, look_at)
+        ("r1", "k1", None, 50.0),
+        ("r2", "k2", None, None),  # looked at: not until it changes
+        ("r3", "k3", 1.0, 60.0),  # finished
+        ("r4", "k4", None, 70.0),  # replaced by r5
+        ("r5", "k4", None, 80.0),
+    ]
+    for ref, key, finished_at, look_at in rows:
+        db.execute(
+            "INSERT INTO incidents (ref, key, version, body, finished_at, look_at) "
+            "VALUES (?, ?, 1, ?, ?, ?)",
+            (ref, key, incident(ref, key).model_dump_json(), finished_at, look_at),
+        )
+    db.executemany(
+        "INSERT INTO current_incidents (key, ref) VALUES (?, ?)",
+        [("k1", "r1"), ("k2", "r2"), ("k3", "r3"), ("k4", "r5")],
+    )
+    db.commit()
+    db.close()
+    for start in range(2):
+        store = SQLiteStore(str(path))
+        await store.open()
+        try:
+            assert await store.looks_due(1000.0, 10) == ["r1", "r5"]
+            if start == 0:  # moved once: a look recorded now is not undone by the next start
+                await store.look_again([Look("r1", 1, 500.0)])
+                assert await store.looks_due(100.0, 10) == ["r5"]
+                await store.look_again([Look("r1", 1, 40.0)])
+        finally:
+            await store.close()
+    db = sqlite3.connect(path)
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    db.close()
+    assert "incidents_by_look" not in indexes and "looks_by_time" in indexes
+
+
 async def test_redis_data_of_an_older_version_gets_its_alerts_indexed(
     redis_server: Any,
 ) -> None:
@@ -625,26 +672,28 @@ async def test_redis_data_of_an_older_version_gets_its_alerts_indexed(
 
 
 async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) -> None:
-    """`looks_due`, `shown_silenced` and `holding` cost what they return, not what the store
-    holds: SQLite must search their indexes, never walk every incident (it prefers a walk in
-    key order to sorting a few rows: an ORDER BY had made the check-back's read take 0.6 s at
-    100,000 open incidents)."""
+    """`looks_due`, `look_again`, `shown_silenced` and `holding` cost what they touch, not what
+    the store holds: SQLite must search their indexes, never walk every incident (it prefers
+    a walk in key order to sorting a few rows: an ORDER BY had made the check-back's read take
+    0.6 s at 100,000 open incidents)."""
     path = tmp_path / "plans.db"
     store = SQLiteStore(str(path))
     await store.open()
     try:
         await store.save_incident(holding_alerts("r1", "k1", "a", silence_id="s1"), None, [], 1.0)
+        await store.save_incident(holding_alerts("r2", "k2", "b"), None, [], 1.0)
         ran: list[str] = []
         assert store._db is not None
         store._db.set_trace_callback(ran.append)
         await store.looks_due(10.0, 5)
+        await store.look_again([Look("r1", 1, 500.0), Look("r2", 1, None)])
         await store.shown_silenced()
         await store.holding(["a", "b"])
         store._db.set_trace_callback(None)
     finally:
         await store.close()
-    reads = [sql for sql in ran if sql.lstrip().upper().startswith("SELECT")]
-    assert len(reads) == 3, ran
+    reads = [sql for sql in ran if sql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE"))]
+    assert len(reads) == 5, ran
     db = sqlite3.connect(path)
     for sql in reads:
         plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -671,6 +720,31 @@ async def test_sqlite_writes_leave_the_log_to_the_checkpoint(tmp_path: Path) -> 
         assert path.stat().st_size > 1_000_000  # the incidents are in the file now
         assert (await store.load_by_ref("r99")) is not None
         await store.checkpoint()  # again, with nothing new: nothing to do, no error
+    finally:
+        await store.close()
+
+
+async def test_a_look_writes_a_few_bytes_not_the_incident(tmp_path: Path) -> None:
+    """The scheduler records its looks beside the incidents, not in their rows: a look at
+    each of 300 incidents (a first tick under new rules) writes a few pages of log, not one
+    page per incident (at 10,000 open that had filled the log to its checkpoint, which the
+    next notification's commit ran)."""
+    path = tmp_path / "looks.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        fingerprints = [f"{n:016x}" for n in range(40)]  # a body of several pages
+        for n in range(300):
+            await store.save_incident(
+                holding_alerts(f"r{n}", f"k{n}", *fingerprints), None, [], 1.0
+            )
+        await store.checkpoint()  # the log starts again at its next write
+        await store.look_again([Look(f"r{n}", 1, 500.0 + n) for n in range(300)])
+        db = sqlite3.connect(path)
+        _, written, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        db.close()
+        assert 0 < written < 30, written
+        assert await store.looks_due(600.0, 1000) == [f"r{n}" for n in range(100)]
     finally:
         await store.close()
 

@@ -48,6 +48,12 @@ _STORED = (
     "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
 )
 
+# `look_again` holds each look to its version of an open incident still followed for its key
+_LOOKED_AT = (
+    "i.ref = ? AND i.version = ? AND i.finished_at IS NULL "
+    "AND i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
+)
+
 # json_extract's paths to the fields `look_facts` reads (LOOK_FIELDS), in their order
 _LOOK_PATHS = ", ".join(f"'$.{name}'" for name in LOOK_FIELDS)
 
@@ -119,6 +125,14 @@ CREATE TABLE IF NOT EXISTS alert_refs (
     PRIMARY KEY (fingerprint, ref)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alert_refs_by_ref ON alert_refs (ref);
+-- when the scheduler looks next at each open incident (none: not until it changes); a table of
+-- its own, not a column of `incidents`: a look then writes a few bytes, not a page of the
+-- incident's row (a pass over 10,000 had filled the write-ahead log to its checkpoint)
+CREATE TABLE IF NOT EXISTS looks (
+    ref TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS looks_by_time ON looks (at);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -231,10 +245,13 @@ class SQLiteStore:
             # fsync in the commit of whichever write crosses it, ~20 ms here)
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES_AT_MOST}")
             indexed = _has_table(db, "alert_refs")
+            timed = _has_table(db, "looks")
             db.executescript(SCHEMA)
             _add_missing_columns(db)
             if not indexed:
                 _index_open_alerts(db)
+            if not timed:
+                _move_looks(db)
             self._db = db
 
         try:
@@ -416,23 +433,26 @@ class SQLiteStore:
     async def looks_due(self, before: float, limit: int) -> list[str]:
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT ref FROM incidents WHERE look_at < ? ORDER BY look_at LIMIT ?",
-                (before, limit),
+                "SELECT ref FROM looks WHERE at < ? ORDER BY at LIMIT ?", (before, limit)
             ).fetchall()
         )
         return [ref for (ref,) in rows]
 
     async def look_again(self, looks: Sequence[Look]) -> None:
-        if not looks:
-            return
-        await self._run(
-            lambda db: db.executemany(
-                "UPDATE incidents SET look_at = ? WHERE ref = ? AND version = ? "
-                "AND finished_at IS NULL "
-                "AND ref = (SELECT c.ref FROM current_incidents c WHERE c.key = incidents.key)",
-                [(at, ref, version) for ref, version, at in looks],
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
+                f"INSERT INTO looks (ref, at) SELECT i.ref, ? FROM incidents i "  # noqa: S608
+                f"WHERE {_LOOKED_AT} ON CONFLICT (ref) DO UPDATE SET at = excluded.at",
+                [(at, ref, version) for ref, version, at in looks if at is not None],
             )
-        )
+            db.executemany(
+                f"DELETE FROM looks WHERE ref IN (SELECT i.ref FROM incidents i "  # noqa: S608
+                f"WHERE {_LOOKED_AT})",
+                [(ref, version) for ref, version, at in looks if at is None],
+            )
+
+        if looks:
+            await self._run(write)
 
     async def save_incident(
         self,
@@ -455,27 +475,24 @@ class SQLiteStore:
             _record_event(db, event_id, now)
             finished_at = incident.changed_at.timestamp() if incident.finished else None
             if found is not None and found[0] != incident.ref:  # replaced: no longer followed
-                db.execute(
-                    "UPDATE incidents SET look_at = NULL, silenced = NULL WHERE ref = ?",
-                    (found[0],),
-                )
+                db.execute("UPDATE incidents SET silenced = NULL WHERE ref = ?", (found[0],))
                 db.execute("DELETE FROM alert_refs WHERE ref = ?", (found[0],))
+                db.execute("DELETE FROM looks WHERE ref = ?", (found[0],))
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body, finished_at, look_at, silenced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "INSERT INTO incidents (ref, key, version, body, finished_at, silenced) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
                 "version = excluded.version, body = excluded.body, "
-                "finished_at = excluded.finished_at, look_at = excluded.look_at, "
-                "silenced = excluded.silenced",
+                "finished_at = excluded.finished_at, silenced = excluded.silenced",
                 (
                     incident.ref,
                     incident.key,
                     incident.version,
                     incident.model_dump_json(),
                     finished_at,
-                    None if incident.finished else now,
                     1 if shows_silence(incident) else None,
                 ),
             )
+            _due_at(db, incident, now)
             _index_alerts(db, incident)
             db.execute(
                 "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
@@ -742,6 +759,30 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
+def _due_at(db: sqlite3.Connection, incident: Incident, now: float) -> None:
+    """A save makes an open incident due for a look at once; a finished one has none."""
+    if incident.finished:
+        db.execute("DELETE FROM looks WHERE ref = ?", (incident.ref,))
+    else:
+        db.execute(
+            "INSERT INTO looks (ref, at) VALUES (?, ?) "
+            "ON CONFLICT (ref) DO UPDATE SET at = excluded.at",
+            (incident.ref, now),
+        )
+
+
+def _move_looks(db: sqlite3.Connection) -> None:
+    """A database whose look times were a column of `incidents` (`look_at`): they move to
+    `looks` once. The column stays, unused (dropping it would rewrite every incident)."""
+    if "look_at" in {row[1] for row in db.execute("PRAGMA table_info(incidents)")}:
+        db.execute(
+            "INSERT OR IGNORE INTO looks (ref, at) SELECT i.ref, i.look_at FROM incidents i "
+            "JOIN current_incidents c ON c.ref = i.ref "
+            "WHERE i.look_at IS NOT NULL AND i.finished_at IS NULL"
+        )
+        db.execute("DROP INDEX IF EXISTS incidents_by_look")
+
+
 def _index_alerts(db: sqlite3.Connection, incident: Incident) -> None:
     """Keep `alert_refs` true for one incident: the alerts of an open one, none of a finished
     one (an alert that left an open incident stays until it finishes: a spare candidate)."""
@@ -772,9 +813,6 @@ def _index_open_alerts(db: sqlite3.Connection) -> None:
 ADDED_COLUMNS = [
     ("incidents", "create_digest", "TEXT"),
     ("outbox", "priority", "INTEGER NOT NULL DEFAULT 100"),
-    # when the scheduler looks at the incident next (NULL: not until it changes); an older
-    # database's incidents get theirs at the scheduler's first pass after the start
-    ("incidents", "look_at", "REAL"),
     # 1 while the incident is open and shows a silence (the check-back follows each); set for
     # an older database's incidents when `alert_refs` is first made
     ("incidents", "silenced", "INTEGER"),
@@ -791,10 +829,6 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             if (table, column) == ("outbox", "priority"):  # creates queued by an older version
                 db.execute("UPDATE outbox SET priority = 1 WHERE kind = 'create'")
     db.execute("CREATE INDEX IF NOT EXISTS outbox_by_lane ON outbox (priority, id)")
-    db.execute(
-        "CREATE INDEX IF NOT EXISTS incidents_by_look ON incidents (look_at) "
-        "WHERE look_at IS NOT NULL"
-    )
     db.execute(
         "CREATE INDEX IF NOT EXISTS incidents_silenced ON incidents (silenced) "
         "WHERE silenced IS NOT NULL"
