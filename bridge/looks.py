@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from bridge.incidents import REFIRE_WINDOW
@@ -21,8 +22,21 @@ from bridge.rules import RouteConfig, Rules
 from bridge.silences import STALE_SILENCE
 
 
+@dataclass(frozen=True)
+class RouteTiming:
+    """What `next_look` reads of a route's rules, and all of it: a change of anything else
+    (chats, templates, matchers) leaves the recorded look times true (see `looks_basis`)."""
+
+    escalate_after: tuple[float, ...]  # seconds after it started firing, step by step
+    remind_seconds: float | None
+
+    @classmethod
+    def of(cls, route: RouteConfig) -> RouteTiming:
+        return cls(tuple(step.after_seconds for step in route.escalation), route.remind_seconds)
+
+
 def next_look(
-    incident: LookFacts, route: RouteConfig, stale_after: timedelta | None
+    incident: LookFacts, route: RouteTiming, stale_after: timedelta | None
 ) -> datetime | None:
     """The earliest time something may be due for the incident (`Incident.look_facts`, or
     as the store reads them: `Store.look_facts`); None: nothing until it changes (and a
@@ -35,9 +49,9 @@ def next_look(
         times.append(incident.refired_since + REFIRE_WINDOW)
     if needs_attention(incident):
         since = incident.firing_since or incident.opened_at
-        steps = route.escalation[incident.escalated :]
+        steps = route.escalate_after[incident.escalated :]
         if steps:
-            times.append(since + timedelta(seconds=steps[0].after_seconds))
+            times.append(since + timedelta(seconds=steps[0]))
         every = route.remind_seconds
         if every is not None:
             times.append((incident.reminded_at or since) + timedelta(seconds=every))
@@ -53,11 +67,12 @@ LOOKS_VERSION = 1
 
 
 def looks_basis(rules: Rules, stale_after: timedelta | None) -> str:
-    """What the recorded look times were computed from: the routes' rules, BRIDGE_STALE_AFTER
-    and `next_look` itself. A start under another basis (new rules, an upgrade, a database
+    """What the recorded look times were computed from: each route's timing (by name, and
+    which route stands in for a name the rules no longer have), BRIDGE_STALE_AFTER and
+    `next_look` itself. A start under another basis (other timing, an upgrade, a database
     that kept no times) looks at every open incident once; one under the same basis trusts
-    the times in the store."""
-    routes = [(r.name, r.config.model_dump(mode="json")) for r in rules.routes]
+    the times in the store, whatever else in the rules changed."""
+    routes = {r.name: asdict(RouteTiming.of(r.config)) for r in rules.routes}
     stale = stale_after.total_seconds() if stale_after is not None else None
-    text = json.dumps([LOOKS_VERSION, stale, routes], sort_keys=True, default=str)
+    text = json.dumps([LOOKS_VERSION, stale, rules.default.name, routes], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -15,7 +15,7 @@ from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
-from bridge.looks import looks_basis, next_look
+from bridge.looks import RouteTiming, looks_basis, next_look
 from bridge.model import Incident, IncidentState, LookFacts
 from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
@@ -120,7 +120,8 @@ class Scheduler:
             progress()
 
     def _next_look(self, facts: LookFacts) -> Look:
-        at = next_look(facts, self.rules.by_name(facts.route).config, self.stale_after)
+        timing = RouteTiming.of(self.rules.by_name(facts.route).config)
+        at = next_look(facts, timing, self.stale_after)
         return Look(facts.ref, facts.version, at.timestamp() if at is not None else None)
 
     async def _look_at_page(self, incidents: list[Incident], now: datetime) -> int:

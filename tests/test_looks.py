@@ -2,6 +2,7 @@
 must never be later than the first moment the tick would act on an incident; and a tick with
 many open incidents and nothing due reads none of them."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from hypothesis import strategies as st
 import bridge.scheduler as scheduler_module
 import bridge.silencer as silencer_module
 from bridge.incidents import close_unreported, tell_refires
-from bridge.looks import next_look
+from bridge.looks import RouteTiming, looks_basis, next_look
 from bridge.model import Incident, IncidentState
 from bridge.oncall import due as oncall_due
-from bridge.rules import EscalationStep, RouteConfig
+from bridge.rules import EscalationStep, RouteConfig, load_rules
 from bridge.scheduler import Scheduler
 from bridge.silences import drop_stale_silence
 from bridge.store import Store
@@ -82,13 +83,72 @@ def test_nothing_is_due_before_the_next_look(
     """Early is harmless, late is a missed reminder: a second before its look, or at any
     time if it has none, the tick has nothing to do for the incident."""
     stale_after = timedelta(minutes=stale_minutes)
-    look = next_look(incident.look_facts(), route, stale_after)
+    look = next_look(incident.look_facts(), RouteTiming.of(route), stale_after)
     if look is None:
         for now in (T0 + later, T0 + later + timedelta(days=30)):
             assert not acts(incident, route, stale_after, now), f"due at {now}, never looked at"
     elif look - timedelta(seconds=1) >= T0:
         now = look - timedelta(seconds=1)
         assert not acts(incident, route, stale_after, now), f"due before its look at {look}"
+
+
+BASE_RULES = """
+routes:
+  - name: db
+    matchers: ['team="db"']
+    chat_id: 5
+    remind_every: 30m
+    escalation: [{after: 10m, mention: ["<@1>"]}]
+  - {name: default, chat_id: 1}
+"""
+
+
+def basis_of(text: str, tmp_path: Path, stale_after: timedelta | None = None) -> str:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    return looks_basis(load_rules(path), stale_after)
+
+
+@pytest.mark.parametrize(
+    ("edit", "retimes"),
+    [
+        (("chat_id: 5", "chat_id: 6"), False),
+        (('team="db"', 'team="database"'), False),
+        (
+            ("  - {name: default, chat_id: 1}", "  - {name: default, chat_id: 1, max_alerts: 3}"),
+            False,
+        ),
+        (("remind_every: 30m", "remind_every: 1h"), True),
+        (("remind_every: 30m", "remind_every: 30m\n    display_name: DB"), False),
+        (("after: 10m", "after: 15m"), True),
+        (("<@1>", "<@2>"), False),  # who is called, not when
+        (("name: db", "name: database"), True),  # its incidents fall back to the default route
+        (("name: default", "name: other"), True),  # what stands in for unknown routes
+    ],
+)
+def test_only_a_change_of_timing_times_the_open_incidents_again(
+    tmp_path: Path, edit: tuple[str, str], retimes: bool
+) -> None:
+    """A start under new rules re-times every open incident (O(open)) only when what
+    `next_look` reads changed: a route's reminders or escalation steps, a route's name,
+    BRIDGE_STALE_AFTER; new chats, templates and matchers keep the recorded times."""
+    before = basis_of(BASE_RULES, tmp_path)
+    assert edit[0] in BASE_RULES
+    after = basis_of(BASE_RULES.replace(*edit), tmp_path)
+    assert (after != before) is retimes
+    assert basis_of(BASE_RULES, tmp_path, timedelta(hours=1)) != before
+
+
+def test_a_new_default_route_times_the_incidents_of_forgotten_routes_again(
+    tmp_path: Path,
+) -> None:
+    """An incident of a route the rules no longer have is timed by the default route: the
+    same routes and timings, with another route last, is another basis."""
+    one = "routes:\n  - {name: a, matchers: ['x=\"1\"'], chat_id: 1, remind_every: 30m}\n"
+    one += "  - {name: b, chat_id: 1}\n"
+    other = "routes:\n  - {name: b, matchers: ['x=\"1\"'], chat_id: 1}\n"
+    other += "  - {name: a, chat_id: 1, remind_every: 30m}\n"
+    assert basis_of(one, tmp_path) != basis_of(other, tmp_path)
 
 
 class CountingStore:
@@ -154,15 +214,23 @@ async def test_a_tick_reads_only_what_changed_or_came_due(
     assert await scheduler.tick() == 39
     assert counting.bulk == 1 and counting.loaded == 1 + 39
     assert len(await bridge.store.open_incidents()) == 1  # #99, seen 57 minutes ago
-    # a restart under the same rules trusts the recorded times; under other rules (here
-    # another BRIDGE_STALE_AFTER) it times every open incident again from what the store reads
-    # of it without its alerts, and reads whole only those due now: none under 2 h; under
-    # 30 min, #99 (seen 57 minutes ago), which it closes
-    for stale_after, passes, read in ((3600, 0, 0), (7200, 1, 0), (7200, 0, 0), (1800, 1, 1)):
+    # a restart under the same rules, or rules that changed nothing of the timing, trusts the
+    # recorded times; under other timing (here another BRIDGE_STALE_AFTER) it times every open
+    # incident again from what the store reads of it without its alerts, and reads whole only
+    # those due now: none under 2 h; under 30 min, #99 (seen 57 minutes ago), which it closes
+    rules = bridge.app[RULES]
+    elsewhere = replace(  # the same timing, posted to other chats: the times stay true
+        rules,
+        routes=tuple(
+            replace(r, config=r.config.model_copy(update={"chat_id": 999})) for r in rules.routes
+        ),
+    )
+    starts = [(3600, rules, 0, 0), (3600, elsewhere, 0, 0), (7200, elsewhere, 1, 0)]
+    starts += [(7200, rules, 0, 0), (1800, rules, 1, 1)]
+    for stale_after, under, passes, read in starts:
         restarted = CountingStore(bridge.store)
-        rules = bridge.app[RULES]
-        await Scheduler(restarted, bridge.app[INBOX], rules, lambda: now[0], stale_after).tick()  # type: ignore[arg-type]
-        assert (restarted.bulk, restarted.loaded) == (passes, read), stale_after
+        await Scheduler(restarted, bridge.app[INBOX], under, lambda: now[0], stale_after).tick()  # type: ignore[arg-type]
+        assert (restarted.bulk, restarted.loaded) == (passes, read), (stale_after, under)
     assert await bridge.store.open_incidents() == []
 
 
