@@ -63,16 +63,53 @@ def next_look(
 
 
 # the version of `next_look`'s arithmetic: changing it re-times every open incident once
-LOOKS_VERSION = 1
+LOOKS_VERSION = 2
 
 
-def looks_basis(rules: Rules, stale_after: timedelta | None) -> str:
-    """What the recorded look times were computed from: each route's timing (by name, and
-    which route stands in for a name the rules no longer have), BRIDGE_STALE_AFTER and
-    `next_look` itself. A start under another basis (other timing, an upgrade, a database
-    that kept no times) looks at every open incident once; one under the same basis trusts
-    the times in the store, whatever else in the rules changed."""
-    routes = {r.name: asdict(RouteTiming.of(r.config)) for r in rules.routes}
+@dataclass(frozen=True)
+class LooksBasis:
+    """What the recorded look times were computed from: `common`, a digest of `next_look`'s
+    version and BRIDGE_STALE_AFTER (a change re-times every open incident), and for each route
+    name incidents may carry, a digest of the timing its incidents get (`RouteTiming`; a name
+    the rules no longer have gets the last route's). A start re-times only the incidents of
+    the routes whose digest changed: new chats, templates or matchers re-time none."""
+
+    common: str
+    routes: dict[str, str]
+
+    def changed_routes(self, recorded: LooksBasis | None) -> list[str] | None:
+        """The routes whose incidents need new times (sorted); None: every open incident."""
+        if recorded is None or recorded.common != self.common:
+            return None
+        return sorted(n for n, digest in self.routes.items() if recorded.routes.get(n) != digest)
+
+    def dumps(self) -> str:
+        return json.dumps({"common": self.common, "routes": self.routes}, sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str | None) -> LooksBasis | None:
+        """A recorded basis; None for none, or one written in another form (re-time all)."""
+        try:
+            raw = json.loads(text or "")
+            common, routes = raw["common"], raw["routes"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(common, str) or not isinstance(routes, dict):
+            return None
+        return cls(common, {str(name): str(digest) for name, digest in routes.items()})
+
+
+def looks_basis(
+    rules: Rules, stale_after: timedelta | None, recorded: LooksBasis | None = None
+) -> LooksBasis:
+    """The basis of look times under these rules, for the routes they name and those the
+    recorded basis named (their incidents may still be open, timed by the last route now)."""
     stale = stale_after.total_seconds() if stale_after is not None else None
-    text = json.dumps([LOOKS_VERSION, stale, rules.default.name, routes], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    names = {r.name for r in rules.routes} | set(recorded.routes if recorded else ())
+    routes = {name: _digest(asdict(RouteTiming.of(rules.by_name(name).config))) for name in names}
+    return LooksBasis(_digest([LOOKS_VERSION, stale]), routes)
+
+
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -15,7 +15,7 @@ from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
-from bridge.looks import RouteTiming, looks_basis, next_look
+from bridge.looks import LooksBasis, RouteTiming, looks_basis, next_look
 from bridge.model import Incident, IncidentState, LookFacts
 from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
@@ -79,15 +79,20 @@ class Scheduler:
 
     async def _look_at_due(self, now: datetime, progress: Callable[[], None]) -> int:
         """Look at the open incidents due for it (changed since the last look, or their time
-        came), a page at a time. At the first tick after a start under other rules (see
-        `looks_basis`), every open incident is timed again first: their times were set under
-        the old ones."""
+        came), a page at a time. At the first tick after a start under other timing (see
+        `LooksBasis`), the open incidents it changed for are timed again first: their times
+        were set under the old one."""
         done = 0
         if not self._started:
-            basis = looks_basis(self.rules, self.stale_after)
-            if await self.store.setting(LOOKS_BASIS) != basis:
-                await self._time_again(progress)
-                await self.store.put_setting(LOOKS_BASIS, basis)
+            recorded = LooksBasis.loads(await self.store.setting(LOOKS_BASIS))
+            basis = looks_basis(self.rules, self.stale_after, recorded)
+            if basis != recorded:
+                routes = basis.changed_routes(recorded)
+                if routes is None:
+                    await self._time_again(await self.store.open_refs(), progress)
+                elif routes:
+                    await self._time_again(await self.store.open_refs_on(routes), progress)
+                await self.store.put_setting(LOOKS_BASIS, basis.dumps())
             self._started = True
         seen: set[str] = set()  # looked at in this tick (one may be due again at once)
         while True:
@@ -105,11 +110,10 @@ class Scheduler:
             if len(refs) < limit or not fresh:
                 return done
 
-    async def _time_again(self, progress: Callable[[], None]) -> None:
-        """When to look next at every open incident, under these rules, from what the store
+    async def _time_again(self, refs: list[str], progress: Callable[[], None]) -> None:
+        """When to look next at these open incidents, under these rules, from what the store
         reads of each without its alerts (`Store.look_facts`), a page per write; those due now
         are looked at whole by the pass over what is due that follows."""
-        refs = await self.store.open_refs()
         for start in range(0, len(refs), TIMED_AT_ONCE):
             looks = [
                 self._next_look(facts)

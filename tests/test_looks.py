@@ -2,6 +2,7 @@
 must never be later than the first moment the tick would act on an incident; and a tick with
 many open incidents and nothing due reads none of them."""
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,10 @@ from hypothesis import strategies as st
 import bridge.scheduler as scheduler_module
 import bridge.silencer as silencer_module
 from bridge.incidents import close_unreported, tell_refires
-from bridge.looks import RouteTiming, looks_basis, next_look
+from bridge.looks import LooksBasis, RouteTiming, looks_basis, next_look
 from bridge.model import Incident, IncidentState
 from bridge.oncall import due as oncall_due
-from bridge.rules import EscalationStep, RouteConfig, load_rules
+from bridge.rules import EscalationStep, RouteConfig, Rules, load_rules
 from bridge.scheduler import Scheduler
 from bridge.silences import drop_stale_silence
 from bridge.store import Store
@@ -103,52 +104,63 @@ routes:
 """
 
 
-def basis_of(text: str, tmp_path: Path, stale_after: timedelta | None = None) -> str:
+def basis_of(
+    text: str, tmp_path: Path, stale_after: timedelta | None = None, recorded: Any = None
+) -> LooksBasis:
     path = tmp_path / "rules.yaml"
     path.write_text(text)
-    return looks_basis(load_rules(path), stale_after)
+    return looks_basis(load_rules(path), stale_after, recorded)
 
 
 @pytest.mark.parametrize(
-    ("edit", "retimes"),
+    ("edit", "retimed"),
     [
-        (("chat_id: 5", "chat_id: 6"), False),
-        (('team="db"', 'team="database"'), False),
-        (
-            ("  - {name: default, chat_id: 1}", "  - {name: default, chat_id: 1, max_alerts: 3}"),
-            False,
-        ),
-        (("remind_every: 30m", "remind_every: 1h"), True),
-        (("remind_every: 30m", "remind_every: 30m\n    display_name: DB"), False),
-        (("after: 10m", "after: 15m"), True),
-        (("<@1>", "<@2>"), False),  # who is called, not when
-        (("name: db", "name: database"), True),  # its incidents fall back to the default route
-        (("name: default", "name: other"), True),  # what stands in for unknown routes
+        (("chat_id: 5", "chat_id: 6"), []),
+        (('team="db"', 'team="database"'), []),
+        (("  - {name: default, chat_id: 1}", "  - {name: default, chat_id: 1, max_alerts: 3}"), []),
+        (("remind_every: 30m", "remind_every: 1h"), ["db"]),
+        (("remind_every: 30m", "remind_every: 30m\n    display_name: DB"), []),
+        (("after: 10m", "after: 15m"), ["db"]),
+        (("<@1>", "<@2>"), []),  # who is called, not when
+        # its incidents are timed by the last route now; the new name has none yet
+        (("name: db", "name: database"), ["database", "db"]),
+        (("name: default", "name: other"), ["other"]),  # "default"'s keep the same timing
     ],
 )
-def test_only_a_change_of_timing_times_the_open_incidents_again(
-    tmp_path: Path, edit: tuple[str, str], retimes: bool
+def test_a_start_times_again_only_the_routes_whose_timing_changed(
+    tmp_path: Path, edit: tuple[str, str], retimed: list[str]
 ) -> None:
-    """A start under new rules re-times every open incident (O(open)) only when what
-    `next_look` reads changed: a route's reminders or escalation steps, a route's name,
-    BRIDGE_STALE_AFTER; new chats, templates and matchers keep the recorded times."""
+    """A start under new rules re-times the open incidents of a route only when what
+    `next_look` reads for them changed (its reminders, its escalation steps, the route that
+    stands in for it); all of them under another BRIDGE_STALE_AFTER or a basis it cannot read.
+    New chats, templates and matchers keep the recorded times."""
     before = basis_of(BASE_RULES, tmp_path)
     assert edit[0] in BASE_RULES
-    after = basis_of(BASE_RULES.replace(*edit), tmp_path)
-    assert (after != before) is retimes
-    assert basis_of(BASE_RULES, tmp_path, timedelta(hours=1)) != before
+    after = basis_of(BASE_RULES.replace(*edit), tmp_path, recorded=before)
+    assert after.changed_routes(before) == retimed
+    assert (after == before) is (retimed == [])
+    assert LooksBasis.loads(after.dumps()) == after  # as the store keeps it
+    assert basis_of(BASE_RULES, tmp_path, timedelta(hours=1), before).changed_routes(before) is None
+    for unreadable in (None, "", "0" * 64, "[]", '{"common": 1, "routes": {}}'):
+        assert after.changed_routes(LooksBasis.loads(unreadable)) is None, unreadable
 
 
-def test_a_new_default_route_times_the_incidents_of_forgotten_routes_again(
-    tmp_path: Path,
-) -> None:
-    """An incident of a route the rules no longer have is timed by the default route: the
-    same routes and timings, with another route last, is another basis."""
+def test_a_new_last_route_times_again_the_incidents_of_forgotten_routes(tmp_path: Path) -> None:
+    """An incident of a route the rules no longer have is timed by the last route: the same
+    routes and timings with another route last re-time the forgotten route's incidents (and
+    only those), however long ago it was forgotten."""
     one = "routes:\n  - {name: a, matchers: ['x=\"1\"'], chat_id: 1, remind_every: 30m}\n"
+    one += "  - {name: c, matchers: ['x=\"3\"'], chat_id: 1}\n"
     one += "  - {name: b, chat_id: 1}\n"
+    first = basis_of(one, tmp_path)
+    without_c = one.replace("  - {name: c, matchers: ['x=\"3\"'], chat_id: 1}\n", "")
+    second = basis_of(without_c, tmp_path, recorded=first)
+    assert second.changed_routes(first) == []  # c's incidents: timed by b, as before
+    third = basis_of(without_c, tmp_path, recorded=second)
+    assert third == second
     other = "routes:\n  - {name: b, matchers: ['x=\"1\"'], chat_id: 1}\n"
     other += "  - {name: a, chat_id: 1, remind_every: 30m}\n"
-    assert basis_of(one, tmp_path) != basis_of(other, tmp_path)
+    assert basis_of(other, tmp_path, recorded=third).changed_routes(third) == ["c"]
 
 
 class CountingStore:
@@ -158,6 +170,8 @@ class CountingStore:
         self.store = store
         self.loaded = 0
         self.bulk = 0
+        self.routes: list[list[str]] = []  # routes whose open incidents were asked for
+        self.timed = 0  # incidents whose look facts were read
 
     async def load_by_ref(self, ref: str) -> Any:
         self.loaded += 1
@@ -170,6 +184,14 @@ class CountingStore:
     async def open_refs(self) -> Any:  # a pass over every open incident starts here
         self.bulk += 1
         return await self.store.open_refs()
+
+    async def open_refs_on(self, routes: list[str]) -> Any:  # ... over a few routes' here
+        self.routes.append(routes)
+        return await self.store.open_refs_on(routes)
+
+    async def look_facts(self, refs: list[str]) -> Any:
+        self.timed += len(refs)
+        return await self.store.look_facts(refs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -232,6 +254,49 @@ async def test_a_tick_reads_only_what_changed_or_came_due(
         await Scheduler(restarted, bridge.app[INBOX], under, lambda: now[0], stale_after).tick()  # type: ignore[arg-type]
         assert (restarted.bulk, restarted.loaded) == (passes, read), (stale_after, under)
     assert await bridge.store.open_incidents() == []
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_a_start_under_new_timing_for_one_route_reads_only_its_incidents(
+    make_bridge: BridgeFactory, tmp_path: Path, store_kind: str
+) -> None:
+    """Six incidents of `databases`, four of `default`: reminders added to one route re-time
+    that route's incidents alone, read without their alerts; a start under the same timing
+    re-times none."""
+    url = "memory://" if store_kind == "memory" else f"sqlite:///{tmp_path / 'state.db'}"
+    bridge = await make_bridge(url)
+    for n in range(10):
+        body = group(n)
+        if n >= 6:
+            body = json.loads(json.dumps(body).replace('"team": "db"', '"team": "web"'))
+        await bridge.post(body)
+    routes = sorted(i.route for i in await bridge.store.open_incidents())
+    assert routes == ["databases"] * 6 + ["default"] * 4
+    rules = bridge.app[RULES]
+
+    def reminding(name: str, under: Rules) -> Rules:
+        update = {"remind_every": "30m"}
+        return replace(
+            under,
+            routes=tuple(
+                replace(r, config=r.config.model_copy(update=update)) if r.name == name else r
+                for r in under.routes
+            ),
+        )
+
+    db_reminds = reminding("databases", rules)
+    both_remind = reminding("default", db_reminds)
+    starts = [  # rules, routes asked for, incidents timed
+        (rules, [], 10),  # the first start: every open incident
+        (rules, [], 0),
+        (db_reminds, [["databases"]], 6),
+        (db_reminds, [], 0),
+        (both_remind, [["default"]], 4),
+    ]
+    for under, asked, timed in starts:
+        counting = CountingStore(bridge.store)
+        await Scheduler(counting, bridge.app[INBOX], under).tick()  # type: ignore[arg-type]
+        assert (counting.routes, counting.timed, counting.loaded) == (asked, timed, 0)
 
 
 async def test_a_long_pass_over_open_incidents_is_alive_not_stalled(

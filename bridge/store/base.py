@@ -135,6 +135,12 @@ class Store(Protocol):
         """The refs of `open_incidents`, in ref order: cheap to hold however many are open,
         for a pass over them a page at a time (see `open_pages`)."""
 
+    async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
+        """The refs of open incidents of these routes (`Incident.route`), in ref order,
+        without reading the others: a start under new timing for a few routes re-times their
+        incidents alone. May name others (incidents saved before the store kept their route):
+        spare candidates, never a missed one."""
+
     async def load_many(self, refs: list[str]) -> list[Stored]:
         """The incidents with these refs still held, in the order asked (one read)."""
 

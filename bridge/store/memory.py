@@ -111,6 +111,9 @@ class MemoryStore:
     async def open_refs(self) -> list[str]:
         return sorted(i.ref for i in await self.open_incidents())
 
+    async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
+        return sorted(i.ref for i in await self.open_incidents() if i.route in routes)
+
     async def load_many(self, refs: list[str]) -> list[Stored]:
         return [s for s in [await self.load_by_ref(ref) for ref in refs] if s is not None]
 

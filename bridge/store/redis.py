@@ -13,8 +13,9 @@ Keys (prefix `pab:`): inc:<ref> (hash), cur:<key> -> ref, curkeys (zset of the k
 group's lookup by lexical range), open (set), finished (zset),
 q:<ref> (list of item ids), item:<id> (hash), seq, due:create / due:other (zsets),
 claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit),
-looks (zset: when the scheduler looks next), fp:<fingerprint> / fps:<ref> / silenced (sets:
-which open incidents hold an alert, which show a silence), indexed, settings (hash).
+looks (zset: when the scheduler looks next), fp:<fingerprint> / fps:<ref> / silenced /
+route:<name> (sets: which open incidents hold an alert, which show a silence, which are of a
+route), indexed (which of those indexes the data has), settings (hash).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ LANES = (
 EVENT_TTL_SECONDS = 86400
 # alerts looked up in one round trip by `holding`
 HOLDING_PER_TRIP = 1000
+# `indexed` holds this once the open incidents are indexed by alert and by route (1: by alert)
+INDEX_VERSION = "2"
 # the scheduler's looks recorded by one script call (each holds Redis for a moment)
 LOOKS_PER_CALL = 500
 
@@ -145,7 +148,8 @@ local function taken(ref, owner)
   return holder and holder ~= owner
 end
 -- which open incidents hold an alert (fp:<fingerprint>: set of refs; fps:<ref>: what was
--- indexed for the ref, so all of it leaves when the incident does), and which show a silence
+-- indexed for the ref, so all of it leaves when the incident does), which show a silence,
+-- and which are of a route (route:<name>: set of refs; the name kept in the incident's hash)
 local function unindex(ref)
   local own = P..'fps:'..ref
   for _, fp in ipairs(redis.call('SMEMBERS', own)) do
@@ -153,8 +157,12 @@ local function unindex(ref)
   end
   redis.call('DEL', own)
   redis.call('SREM', P..'silenced', ref)
+  local route = redis.call('HGET', P..'inc:'..ref, 'route')
+  if route then redis.call('SREM', P..'route:'..route, ref) end
 end
-local function index(ref, silenced, fingerprints)
+local function index(ref, silenced, fingerprints, route)
+  redis.call('HSET', P..'inc:'..ref, 'route', route)
+  redis.call('SADD', P..'route:'..route, ref)
   for _, fp in ipairs(cjson.decode(fingerprints)) do
     if redis.call('SADD', P..'fps:'..ref, fp) == 1 then redis.call('SADD', P..'fp:'..fp, ref) end
   end
@@ -177,9 +185,9 @@ end
 )
 
 # ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
-#       event_id, shows a silence ('1' or ''), its alerts' fingerprints (a JSON list), then
-#       the items (count, then kind/content/actor/priority), then the timeline events (JSON
-#       each)
+#       event_id, shows a silence ('1' or ''), its alerts' fingerprints (a JSON list), its
+#       route, then the items (count, then kind/content/actor/priority), then the timeline
+#       events (JSON each)
 _SAVE = (
     _LIB
     + """
@@ -198,7 +206,7 @@ if ARGV[6] == '' then
   redis.call('SADD', P..'open', ref)
   redis.call('ZREM', P..'finished', ref)
   redis.call('ZADD', P..'looks', ARGV[9], ref)  -- the scheduler looks at what changed
-  index(ref, ARGV[11], ARGV[12])
+  index(ref, ARGV[11], ARGV[12], ARGV[13])
 else
   redis.call('HSET', P..'inc:'..ref, 'finished_at', ARGV[6])
   redis.call('SREM', P..'open', ref)
@@ -213,8 +221,8 @@ if cur and cur ~= ref then
 end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
-add_items(ref, ARGV[9], 13)
-add_events(ref, {unpack(ARGV, 14 + tonumber(ARGV[13]) * 4)})
+add_items(ref, ARGV[9], 14)
+add_events(ref, {unpack(ARGV, 15 + tonumber(ARGV[14]) * 4)})
 return 'OK'
 """
 )
@@ -352,12 +360,14 @@ return cjson.encode(out)
 """
 )
 
-# ARGV: P, ref, shows a silence ('1' or ''), fingerprints (JSON list): an incident saved by a
-# version that kept no index, indexed if still open
+# ARGV: P, ref, shows a silence ('1' or ''), fingerprints (JSON list), route: an incident
+# saved by a version that kept no index (or no route index), indexed if still open
 _INDEX = (
     _LIB
     + """
-if redis.call('SISMEMBER', P..'open', ARGV[2]) == 1 then index(ARGV[2], ARGV[3], ARGV[4]) end
+if redis.call('SISMEMBER', P..'open', ARGV[2]) == 1 then
+  index(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+end
 return 1
 """
 )
@@ -721,12 +731,13 @@ class RedisStore:
 
     async def open(self) -> None:
         await self.ping()
-        if not await self._do("open", self._redis.exists(self._k("indexed"))):
+        if await self._do("open", self._redis.get(self._k("indexed"))) != INDEX_VERSION:
             await self._index_open()
 
     async def _index_open(self) -> None:
-        """Data written by a version that kept no alert index: index the open incidents once
-        (replicas starting together may each do it: indexing is idempotent)."""
+        """Data written by a version that kept no alert index, or no route index: index the
+        open incidents once (replicas starting together may each do it: indexing is
+        idempotent)."""
         async for page in open_pages(self):
             for incident in page:
                 await self._eval(
@@ -734,8 +745,9 @@ class RedisStore:
                     incident.ref,
                     "1" if shows_silence(incident) else "",
                     json.dumps(sorted(incident.alerts)),
+                    incident.route,
                 )
-        await self._do("open", self._redis.set(self._k("indexed"), "1"))
+        await self._do("open", self._redis.set(self._k("indexed"), INDEX_VERSION))
 
     async def shown_silenced(self) -> list[str]:
         return sorted(await self._do("silenced", self._redis.smembers(self._k("silenced"))))
@@ -777,6 +789,15 @@ class RedisStore:
 
     async def open_refs(self) -> list[str]:
         return sorted(await self._do("open", self._redis.smembers(self._k("open"))))
+
+    async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
+        pipe = self._redis.pipeline(transaction=False)
+        for route in routes:
+            pipe.sinter([self._k("route", route), self._k("open")])
+        refs: set[str] = set()
+        for members in await self._do("open", pipe.execute()):
+            refs.update(members)
+        return sorted(refs)
 
     async def load_many(self, refs: list[str]) -> list[Stored]:
         """One round trip for the page (a pipeline of HGETALLs)."""
@@ -869,6 +890,7 @@ class RedisStore:
             event_id or "",
             "1" if shows_silence(incident) else "",
             json.dumps(sorted(incident.alerts)),
+            incident.route,
             *_items_argv(items),
             *(event.to_json() for event in timeline),
         )

@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     thread_id INTEGER,
     rendered_version INTEGER NOT NULL DEFAULT 0,
     create_attempted INTEGER NOT NULL DEFAULT 0,
+    -- Incident.route (NULL: saved by a version that did not keep it)
+    route TEXT,
     create_digest TEXT
 );
 CREATE TABLE IF NOT EXISTS current_incidents (
@@ -372,6 +374,22 @@ class SQLiteStore:
         )
         return [ref for (ref,) in rows]
 
+    async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
+        # two statements: with an OR of the two, SQLite walks every open incident instead
+        current = "i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
+        of_routes = (
+            "SELECT i.ref FROM incidents i WHERE i.route IN ({marks}) "  # noqa: S608
+            f"AND i.finished_at IS NULL AND {current}"
+        )
+        unknown = (
+            "SELECT i.ref FROM incidents i WHERE i.route IS NULL "  # noqa: S608
+            f"AND i.finished_at IS NULL AND {current}"
+        )
+        rows = await self._rows_in(of_routes, routes)
+        if routes:
+            rows += await self._run(lambda db: db.execute(unknown).fetchall())
+        return sorted({ref for (ref,) in rows})
+
     async def _rows_in(self, query: str, values: Sequence[str]) -> list[Any]:
         """The rows `query` selects for all of `values` (its `{marks}`: their IN list), read
         in chunks: SQLite caps a statement's parameters."""
@@ -479,10 +497,11 @@ class SQLiteStore:
                 db.execute("DELETE FROM alert_refs WHERE ref = ?", (found[0],))
                 db.execute("DELETE FROM looks WHERE ref = ?", (found[0],))
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body, finished_at, silenced) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "INSERT INTO incidents (ref, key, version, body, finished_at, silenced, route) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
                 "version = excluded.version, body = excluded.body, "
-                "finished_at = excluded.finished_at, silenced = excluded.silenced",
+                "finished_at = excluded.finished_at, silenced = excluded.silenced, "
+                "route = excluded.route",
                 (
                     incident.ref,
                     incident.key,
@@ -490,6 +509,7 @@ class SQLiteStore:
                     incident.model_dump_json(),
                     finished_at,
                     1 if shows_silence(incident) else None,
+                    incident.route,
                 ),
             )
             _due_at(db, incident, now)
@@ -816,6 +836,9 @@ ADDED_COLUMNS = [
     # 1 while the incident is open and shows a silence (the check-back follows each); set for
     # an older database's incidents when `alert_refs` is first made
     ("incidents", "silenced", "INTEGER"),
+    # an older database's incidents get theirs when next saved (`open_refs_on` names those
+    # without one as candidates: filling it in would rewrite every open incident at the start)
+    ("incidents", "route", "TEXT"),
 ]
 
 
@@ -833,6 +856,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS incidents_silenced ON incidents (silenced) "
         "WHERE silenced IS NOT NULL"
     )
+    db.execute("CREATE INDEX IF NOT EXISTS incidents_by_route ON incidents (route, finished_at)")
 
 
 def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:
