@@ -675,23 +675,22 @@ class SQLiteStore:
             db.execute("DELETE FROM processed_events WHERE at < ?", (events_before,))
             db.execute("DELETE FROM dead_letters WHERE failed_at < ?", (dead_before,))
             db.execute("DELETE FROM once WHERE at < ?", (finished_before,))
+            # finished before the cut, nothing queued: found through incidents_finished, so a
+            # pass costs what it deletes, not what is open or queued
             stale = (
-                "SELECT ref FROM incidents WHERE finished_at < ? "
-                "AND ref NOT IN (SELECT ref FROM outbox)"
+                "FROM incidents i WHERE i.finished_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.ref = i.ref)"
             )
-            db.execute(
-                f"DELETE FROM current_incidents WHERE ref IN ({stale})",  # noqa: S608
+            db.execute(  # by key, its primary key, while the incident is still the key's
+                f"DELETE FROM current_incidents WHERE (key, ref) IN (SELECT i.key, i.ref {stale})",  # noqa: S608
                 (finished_before,),
             )
-            for table in ("timeline", "timeline_dropped"):
-                db.execute(
-                    f"DELETE FROM {table} WHERE ref IN ({stale})",  # noqa: S608
+            for table in ("timeline", "timeline_dropped", "incidents"):
+                deleted = db.execute(
+                    f"DELETE FROM {table} WHERE ref IN (SELECT i.ref {stale})",  # noqa: S608
                     (finished_before,),
-                )
-            return db.execute(
-                f"DELETE FROM incidents WHERE ref IN ({stale})",  # noqa: S608
-                (finished_before,),
-            ).rowcount
+                ).rowcount
+            return deleted
 
         return await self._run(delete)
 
