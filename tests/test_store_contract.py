@@ -814,6 +814,66 @@ async def test_pruning_costs_what_it_deletes(tmp_path: Path) -> None:
     db.close()
 
 
+async def test_the_gauges_read_counts_not_the_backlog(tmp_path: Path) -> None:
+    """`outbox_stats` runs at every scrape: it reads counts kept by the writes themselves
+    (triggers) and the first item queued, never walks the outbox; the counts stay what a
+    COUNT(*) says through queueing, coalescing, delivery, retries, dead letters, their replay
+    and pruning, and a database from before them is counted once when opened."""
+    path = tmp_path / "gauges.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+
+    def counted() -> tuple[int, int]:
+        db = sqlite3.connect(path)
+        found = db.execute(
+            "SELECT (SELECT COUNT(*) FROM outbox), (SELECT COUNT(*) FROM dead_letters)"
+        ).fetchone()
+        db.close()
+        return found
+
+    try:
+        items = [NewOutboxItem("create"), NewOutboxItem("edit"), NewOutboxItem("edit")]
+        await store.save_incident(incident(), None, items, 1.0)
+        await store.enqueue("r1", [NewOutboxItem("dm", "a", 1), NewOutboxItem("dm", "b", 2)], 2.0)
+        await store.save_incident(incident("r2", "k2"), None, [NewOutboxItem("create")], 3.0)
+        assert (await store.outbox_stats(10.0))[::2] == (*counted(),)
+        (first, second) = await store.due_items(10.0, 10)
+        await store.finish_item(first.id)
+        await store.retry_item(second.id, 20.0, "HTTP 503")
+        (third,) = await store.due_items(10.0, 10)
+        await store.dead_letter(third, "HTTP 422", 11.0)
+        stats = await store.outbox_stats(10.0)
+        assert (stats.depth, stats.dead_letters) == counted() and stats.dead_letters == 1
+        assert await store.replay_dead_letters(12.0) == 1
+        assert (await store.outbox_stats(12.0))[::2] == counted() == (stats.depth + 1, 0)
+        queued = stats.depth + 1
+        ran: list[str] = []
+        assert store._db is not None
+        store._db.set_trace_callback(ran.append)
+        await store.outbox_stats(12.0)
+        store._db.set_trace_callback(None)
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    (read,) = [sql for sql in ran if sql.startswith("SELECT")]
+    plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {read}"))
+    assert "SCAN" not in plan.replace("SCAN CONSTANT ROW", ""), plan
+    db.executescript(  # as a version without the counts left it
+        "DROP TABLE counts; DROP TRIGGER outbox_added; DROP TRIGGER outbox_removed; "
+        "DROP TRIGGER dead_letter_added; DROP TRIGGER dead_letter_removed;"
+    )
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert (await store.outbox_stats(12.0))[::2] == (queued, 0)
+        (item, _) = await store.due_items(30.0, 10)
+        await store.finish_item(item.id)
+        assert (await store.outbox_stats(12.0))[::2] == (queued - 1, 0) == counted()
+    finally:
+        await store.close()
+
+
 async def test_sqlite_writes_leave_the_log_to_the_checkpoint(tmp_path: Path) -> None:
     """A write does not move the write-ahead log into the database (SQLite's default does it
     in the commit that crosses 1,000 pages: an fsync, ~20 ms of intake p99 here); `checkpoint`
