@@ -12,13 +12,21 @@ from bridge.actions import Reply
 from bridge.inbox import ClickOutcome, Inbox, post_item
 from bridge.incidents import Effect
 from bridge.markdown import escape
-from bridge.model import Click, Command, IncidentState, LinkShared, PachcaEvent, Reaction
+from bridge.model import (
+    Click,
+    Command,
+    Incident,
+    IncidentState,
+    LinkShared,
+    PachcaEvent,
+    Reaction,
+)
 from bridge.rules import Route
 from bridge.schedules import LiveSchedules, Schedule, take_until
-from bridge.store import NewOutboxItem
+from bridge.store import NewOutboxItem, open_pages
 from bridge.texts import render_active, render_preview
 from bridge.timeline import Event
-from bridge.unfurl import incident_for
+from bridge.unfurl import incident_for, linked_ref
 from bridge.words import WORDS
 
 NicknameOf = Callable[[int], Awaitable[str | None]]
@@ -86,12 +94,15 @@ class ChatEvents:
         if word != "/alerts":
             return None
         route = self._route_of(command.chat_id)
-        # a firing incident is always its group's current one (only resolved ones get replaced)
-        active = [
-            s
-            for s in await self.store.all_incidents()
-            if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
+        # a firing incident is open and its group's current one: read a page of the open ones
+        # at a time, not every incident held
+        refs = [
+            i.ref
+            async for page in open_pages(self.store)
+            for i in page
+            if i.chat_id == command.chat_id and i.state is IncidentState.FIRING
         ]
+        active = await self.store.load_many(refs)
         text = render_active(active, route.config, self.inbox.render_options)
         return await self._answer(command, text, "alerts")
 
@@ -186,10 +197,17 @@ class ChatEvents:
     async def unfurl(self, shared: LinkShared) -> ClickOutcome | None:
         """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
         preview with the incident's current state."""
-        incidents = [s.incident for s in await self.store.all_incidents()]
+        held: list[Incident] | None = None  # read only for a link found by searching them
         previews = {}
         for url in shared.urls:
-            incident = incident_for(url, incidents, self.public_url)
+            ref = linked_ref(url, self.public_url)
+            if ref is not None:  # the bridge's own link: read by its ref
+                stored = await self.store.load_by_ref(ref) if ref else None
+                incident = stored.incident if stored else None
+            else:
+                if held is None:
+                    held = [s.incident for s in await self.store.all_incidents()]
+                incident = incident_for(url, held, self.public_url)
             if incident is not None:
                 route = self.inbox.rules.by_name(incident.route).config
                 previews[url] = render_preview(incident, route, self.inbox.render_options)

@@ -21,7 +21,7 @@ from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import Look, NewOutboxItem, Store
+from bridge.store import Look, NewOutboxItem, Store, open_on_routes
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -222,11 +222,11 @@ class Scheduler:
         if await self.store.event_seen(key):
             return False
         routes = self.rules.routes_calling(name)
-        refs = {r.name for r in routes}
         firing = [
             s
-            for s in await self.store.all_incidents()
-            if s.incident.route in refs and s.incident.state is IncidentState.FIRING
+            async for page in open_on_routes(self.store, {r.name for r in routes})
+            for s in page
+            if s.incident.state is IncidentState.FIRING
         ]
         language = routes[0].config.language if routes else self.rules.default.config.language
         who = schedule.on_duty(now)

@@ -271,7 +271,18 @@ def command(text: str, chat_id: int = 1000, message_id: int = 56431) -> bytes:
     return json.dumps(body).encode()
 
 
+def no_whole_reads(bridge: Bridge) -> None:
+    """From here on, reading every incident held fails: what is answered must be read by
+    its own index (a hundred thousand held would be gigabytes)."""
+
+    async def everything() -> None:
+        raise AssertionError("read every incident held")
+
+    bridge.store.all_incidents = everything  # type: ignore[method-assign]
+
+
 async def test_ack_command_and_alerts_listing(bridge: Bridge) -> None:
+    no_whole_reads(bridge)
     response = await bridge.post_fixture("alertmanager/01-single-firing.json")
     (ref,) = (await response.json())["changed"]
     await bridge.deliver()
@@ -365,6 +376,28 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     for preview in previews.values():
         assert preview["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
         assert preview["description"].startswith("с ")
+
+
+async def test_links_to_the_bridges_own_pages_are_read_by_their_ref(
+    make_bridge: BridgeFactory,
+) -> None:
+    """The commonest link (the bridge's own page of an incident) is previewed from that
+    incident alone, never a read of every incident held; unknown refs get no preview."""
+    bridge = await make_bridge(BRIDGE_PUBLIC_URL="https://bridge.example.com")
+    response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
+    (ref,) = (await response.json())["changed"]
+    await bridge.deliver()
+    no_whole_reads(bridge)
+    event: dict[str, Any] = fixture_json("pachca/link-shared.json")
+    event["webhook_timestamp"] = int(time.time())
+    urls = [f"https://bridge.example.com/incidents/{ref}?tab=history"]
+    urls += ["https://bridge.example.com/incidents/nope", "https://bridge.example.com/incidents/"]
+    event["links"] = [{"url": url, "domain": "bridge.example.com", "skip": False} for url in urls]
+    assert (await signed(bridge, json.dumps(event).encode()))["status"] == "accepted"
+    await bridge.deliver()
+    previews = bridge.fake.previews[event["message_id"]]
+    assert list(previews) == urls[:1]
+    assert previews[urls[0]]["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
 
 
 FALL_BACK_RULES = """

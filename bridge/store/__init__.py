@@ -13,6 +13,7 @@ from bridge.store.base import (
     Store,
     Stored,
     SwapRecord,
+    open_on_routes,
     open_pages,
 )
 from bridge.store.memory import MemoryStore
@@ -50,6 +51,7 @@ __all__ = [
     "Store",
     "Stored",
     "SwapRecord",
+    "open_on_routes",
     "open_pages",
     "open_store",
     "store_from_settings",

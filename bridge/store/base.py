@@ -7,7 +7,7 @@ and finds nothing left to do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -290,6 +290,15 @@ def shows_silence(incident: Incident) -> bool:
 
 # open incidents held in memory at once by a pass over all of them
 OPEN_PAGE = 500
+
+
+async def open_on_routes(store: Store, routes: Collection[str]) -> AsyncIterator[list[Stored]]:
+    """The open incidents of these routes (`Store.open_refs_on`), as stored, OPEN_PAGE at a
+    time: what a handoff announces costs its routes' open incidents, not every one held."""
+    refs = await store.open_refs_on(sorted(routes))
+    for start in range(0, len(refs), OPEN_PAGE):
+        page = await store.load_many(refs[start : start + OPEN_PAGE])
+        yield [s for s in page if s.incident.route in routes and not s.incident.finished]
 
 
 async def open_pages(
