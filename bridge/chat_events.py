@@ -23,7 +23,7 @@ from bridge.model import (
 )
 from bridge.rules import Route
 from bridge.schedules import LiveSchedules, Schedule, take_until
-from bridge.store import NewOutboxItem, open_pages
+from bridge.store import NewOutboxItem, open_stored
 from bridge.texts import render_active, render_preview
 from bridge.timeline import Event
 from bridge.unfurl import incident_for, linked_ref
@@ -96,13 +96,12 @@ class ChatEvents:
         route = self._route_of(command.chat_id)
         # a firing incident is open and its group's current one: read a page of the open ones
         # at a time, not every incident held
-        refs = [
-            i.ref
-            async for page in open_pages(self.store)
-            for i in page
-            if i.chat_id == command.chat_id and i.state is IncidentState.FIRING
+        active = [
+            s
+            async for page in open_stored(self.store, await self.store.open_refs())
+            for s in page
+            if s.incident.chat_id == command.chat_id and s.incident.state is IncidentState.FIRING
         ]
-        active = await self.store.load_many(refs)
         text = render_active(active, route.config, self.inbox.render_options)
         return await self._answer(command, text, "alerts")
 

@@ -15,6 +15,7 @@ from bridge.store.base import (
     SwapRecord,
     open_on_routes,
     open_pages,
+    open_stored,
 )
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
@@ -54,5 +55,6 @@ __all__ = [
     "open_on_routes",
     "open_pages",
     "open_store",
+    "open_stored",
     "store_from_settings",
 ]

@@ -292,24 +292,29 @@ def shows_silence(incident: Incident) -> bool:
 OPEN_PAGE = 500
 
 
+async def open_stored(
+    store: Store, refs: list[str], size: int = OPEN_PAGE
+) -> AsyncIterator[list[Stored]]:
+    """The incidents of `refs` still open, as stored, `size` at a time: a pass over a hundred
+    thousand holds one page (and their refs) in memory, not all of them."""
+    for start in range(0, len(refs), size):
+        page = await store.load_many(refs[start : start + size])
+        yield [s for s in page if not s.incident.finished]
+
+
 async def open_on_routes(store: Store, routes: Collection[str]) -> AsyncIterator[list[Stored]]:
-    """The open incidents of these routes (`Store.open_refs_on`), as stored, OPEN_PAGE at a
-    time: what a handoff announces costs its routes' open incidents, not every one held."""
-    refs = await store.open_refs_on(sorted(routes))
-    for start in range(0, len(refs), OPEN_PAGE):
-        page = await store.load_many(refs[start : start + OPEN_PAGE])
-        yield [s for s in page if s.incident.route in routes and not s.incident.finished]
+    """The open incidents of these routes (`Store.open_refs_on`), a page at a time: what a
+    handoff announces costs its routes' open incidents, not every one held."""
+    async for page in open_stored(store, await store.open_refs_on(sorted(routes))):
+        yield [s for s in page if s.incident.route in routes]
 
 
 async def open_pages(
     store: Store, size: int | None = None, progress: Callable[[], None] = lambda: None
 ) -> AsyncIterator[list[Incident]]:
-    """Every open incident, `size` (OPEN_PAGE) at a time: a pass over a hundred thousand holds
-    one page (and their refs) in memory, not all of them. `progress` hears of each page done,
-    so a long pass tells its supervisor it is alive (see `Pulse.excuse`)."""
-    refs = await store.open_refs()
-    step = size or OPEN_PAGE
-    for start in range(0, len(refs), step):
-        page = await store.load_many(refs[start : start + step])
-        yield [s.incident for s in page if not s.incident.finished]
+    """Every open incident, `size` (OPEN_PAGE) at a time (see `open_stored`). `progress`
+    hears of each page done, so a long pass tells its supervisor it is alive (see
+    `Pulse.excuse`)."""
+    async for page in open_stored(store, await store.open_refs(), size or OPEN_PAGE):
+        yield [s.incident for s in page]
         progress()

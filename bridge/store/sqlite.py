@@ -48,11 +48,10 @@ _STORED = (
     "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
 )
 
+# incident `i` is still its key's current one (not replaced)
+_CURRENT = "i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
 # `look_again` holds each look to its version of an open incident still followed for its key
-_LOOKED_AT = (
-    "i.ref = ? AND i.version = ? AND i.finished_at IS NULL "
-    "AND i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
-)
+_LOOKED_AT = f"i.ref = ? AND i.version = ? AND i.finished_at IS NULL AND {_CURRENT}"
 
 # json_extract's paths to the fields `look_facts` reads (LOOK_FIELDS), in their order
 _LOOK_PATHS = ", ".join(f"'$.{name}'" for name in LOOK_FIELDS)
@@ -394,14 +393,13 @@ class SQLiteStore:
 
     async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
         # two statements: with an OR of the two, SQLite walks every open incident instead
-        current = "i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
         of_routes = (
             "SELECT i.ref FROM incidents i WHERE i.route IN ({marks}) "  # noqa: S608
-            f"AND i.finished_at IS NULL AND {current}"
+            f"AND i.finished_at IS NULL AND {_CURRENT}"
         )
         unknown = (
             "SELECT i.ref FROM incidents i WHERE i.route IS NULL "  # noqa: S608
-            f"AND i.finished_at IS NULL AND {current}"
+            f"AND i.finished_at IS NULL AND {_CURRENT}"
         )
         rows = await self._rows_in(of_routes, routes)
         if routes:
