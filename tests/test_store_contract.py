@@ -22,7 +22,16 @@ from bridge.model import (
     group_prefix,
     incident_key,
 )
-from bridge.store import Look, NewOutboxItem, Store, Stored, open_pages, open_store
+from bridge.store import (
+    Look,
+    NewOutboxItem,
+    Place,
+    Store,
+    Stored,
+    changed_stored,
+    open_pages,
+    open_store,
+)
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SCHEMA, SQLiteStore
@@ -499,6 +508,57 @@ async def test_open_incidents_a_page_at_a_time(store: Store) -> None:
     assert pages == [["r1", "r3"], ["r5"]]
 
 
+async def test_incidents_are_walked_in_the_order_of_change(store: Store) -> None:
+    """`changed` (the pages, the digest, link previews): firing and resolved apart, the most
+    recently changed first (ties: greater ref first), from a place on, since a time, a page
+    at a time; a change moves an incident, a resolution moves it to the other walk, pruning
+    removes it."""
+    resolved = IncidentState.RESOLVED
+    at = [T0 + timedelta(minutes=n) for n in range(4)]
+    for ref, when in (("a1", at[1]), ("a2", at[1]), ("a3", at[1]), ("b", at[2]), ("c", at[0])):
+        await store.save_incident(incident(ref, f"k-{ref}", changed_at=when), None, [], 1.0)
+    await store.save_incident(incident("d", "k-d", state=resolved, changed_at=at[3]), None, [], 1)
+    s = [when.timestamp() for when in at]
+    everything = [Place(s[2], "b"), Place(s[1], "a3"), Place(s[1], "a2"), Place(s[1], "a1")]
+    everything.append(Place(s[0], "c"))
+    assert await store.changed(True, float("-inf"), None, 10) == everything
+    assert await store.changed(True, s[1], None, 10) == everything[:4]  # since: inclusive
+    assert await store.changed(True, float("-inf"), None, 2) == everything[:2]
+    # on from a place inside a tie, and from one not held
+    assert await store.changed(True, float("-inf"), everything[2], 10) == everything[3:]
+    assert await store.changed(True, float("-inf"), Place(s[1], "a15"), 1) == [everything[3]]
+    assert await store.changed(False, float("-inf"), None, 10) == [Place(s[3], "d")]
+    walked = [[x.incident.ref for x in page] async for page in changed_stored(store, True)]
+    assert walked == [["b", "a3", "a2", "a1", "c"]]
+    # a change moves "c" first; its resolution moves it to the other walk
+    later = T0 + timedelta(hours=1)
+    await store.save_incident(incident("c", "k-c", 2, changed_at=later), ("c", 1), [], 2.0)
+    assert (await store.changed(True, float("-inf"), None, 1)) == [Place(later.timestamp(), "c")]
+    ended = incident("c", "k-c", 3, state=resolved, changed_at=later)
+    await store.save_incident(ended, ("c", 2), [], 3.0)
+    assert [p.ref for p in await store.changed(True, float("-inf"), None, 10)] == [
+        "b",
+        "a3",
+        "a2",
+        "a1",
+    ]
+    assert [p.ref for p in await store.changed(False, float("-inf"), None, 10)] == ["c", "d"]
+    assert await store.prune(later.timestamp() + 1, 0.0, 0.0) == 2
+    assert await store.changed(False, float("-inf"), None, 10) == []
+
+
+async def test_the_order_of_change_is_walked_past_a_page_of_ties(store: Store) -> None:
+    """One notification opens many incidents at the same instant: a walk a page at a time
+    still reads each once."""
+    for n in range(7):
+        await store.save_incident(incident(f"r{n}", f"k{n}"), None, [], 1.0)
+    walked, below = [], None
+    while places := await store.changed(True, float("-inf"), below, 3):
+        walked += [p.ref for p in places]
+        below = places[-1]
+    assert walked == [f"r{n}" for n in reversed(range(7))]
+
+
 def on_route(ref: str, key: str, route: str, **update: object) -> Incident:
     return incident(ref=ref, key=key).model_copy(update={"route": route, **update})
 
@@ -744,9 +804,72 @@ async def test_redis_data_of_an_older_version_gets_its_alerts_indexed(
         await again.close()
 
 
+async def test_an_sqlite_database_from_before_the_order_of_change_gets_it(
+    tmp_path: Path,
+) -> None:
+    """A state file made before `changed_at` and `firing`: every incident held (resolved and
+    replaced ones too) has its place after the upgrade, read from its body."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    old = SCHEMA.split("    -- its place in the order of change")[0].rstrip().rstrip(",")
+    db.executescript(old + "\n);\n" + SCHEMA.split("    firing INTEGER\n);")[1])
+    assert "firing" not in {r[1] for r in db.execute("PRAGMA table_info(incidents)")}
+    later = T0 + timedelta(seconds=1.25)
+    for held in (
+        incident("r1", "k1"),
+        incident("r2", "k2", state=IncidentState.RESOLVED, changed_at=later),
+        incident("r3", "k1", changed_at=later),
+    ):
+        db.execute(
+            "INSERT INTO incidents (ref, key, version, body) VALUES (?, ?, 1, ?)",
+            (held.ref, held.key, held.model_dump_json()),
+        )
+    db.commit()
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        firing = [Place(later.timestamp(), "r3"), Place(T0.timestamp(), "r1")]
+        assert await store.changed(True, float("-inf"), None, 10) == firing
+        assert await store.changed(False, float("-inf"), None, 10) == [
+            Place(later.timestamp(), "r2")
+        ]
+    finally:
+        await store.close()
+    again = SQLiteStore(str(path))  # placed once: a second start finds nothing to do
+    await again.open()
+    try:
+        assert len(await again.changed(True, float("-inf"), None, 10)) == 2
+    finally:
+        await again.close()
+
+
+async def test_redis_data_from_before_the_order_of_change_gets_it(redis_server: Any) -> None:
+    """Data whose index had no order of change (`indexed` = 2): the first start places every
+    incident held, resolved ones too."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    await store.save_incident(incident("r1", "k1"), None, [], 1.0)
+    resolved = incident("r2", "k2", state=IncidentState.RESOLVED)
+    await store.save_incident(resolved, None, [], 1.0)
+    raw = store._redis
+    await raw.delete(f"{prefix}changed:firing", f"{prefix}changed:resolved")
+    await raw.set(f"{prefix}indexed", "2")
+    assert await store.changed(True, float("-inf"), None, 10) == []
+    await store.close()
+    again = RedisStore(redis_server.url, prefix=prefix)
+    await again.open()
+    try:
+        assert await again.changed(True, float("-inf"), None, 10) == [Place(T0.timestamp(), "r1")]
+        assert await again.changed(False, float("-inf"), None, 10) == [Place(T0.timestamp(), "r2")]
+    finally:
+        await again.close()
+
+
 async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) -> None:
-    """`looks_due`, `look_again`, `shown_silenced`, `holding` and `open_refs_on` cost what they
-    touch, not what the store holds: SQLite must search their indexes, never walk every
+    """`looks_due`, `look_again`, `shown_silenced`, `holding`, `open_refs_on` and `changed` cost
+    what they touch, not what the store holds: SQLite must search their indexes, never walk every
     incident (it prefers a walk in key order to sorting a few rows: an ORDER BY had made the
     check-back's read take 0.6 s at 100,000 open incidents)."""
     path = tmp_path / "plans.db"
@@ -763,17 +886,22 @@ async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) ->
         await store.shown_silenced()
         await store.holding(["a", "b"])
         await store.open_refs_on(["default", "db"])
+        await store.changed(True, 0.0, Place(5.0, "r9"), 10)
+        await store.changed(False, 0.0, None, 10)
         store._db.set_trace_callback(None)
     finally:
         await store.close()
     reads = [sql for sql in ran if sql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE"))]
-    assert len(reads) == 7, ran
+    assert len(reads) == 9, ran
     db = sqlite3.connect(path)
     for sql in reads:
         plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
         assert "SCAN" not in plan, (sql, plan)
         if "i.route" in sql:  # not every open incident (SQLite's other choice)
             assert "USING INDEX incidents_by_route" in plan, (sql, plan)
+        if "changed_at" in sql:  # walked in its order: no sorting of what it found
+            assert "USING COVERING INDEX incidents_by_change" in plan, (sql, plan)
+            assert "TEMP B-TREE" not in plan, (sql, plan)
     db.close()
 
 

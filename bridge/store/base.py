@@ -85,6 +85,13 @@ class Look(NamedTuple):
     at: float | None
 
 
+class Place(NamedTuple):
+    """Where an incident stands in the order of change (see `Store.changed`)."""
+
+    changed_at: float  # Incident.changed_at, in seconds
+    ref: str
+
+
 class SwapRecord(NamedTuple):
     """A swap taken in the chat: `who` is on duty for `schedule` from `start` to `end`."""
 
@@ -174,7 +181,16 @@ class Store(Protocol):
         finished."""
 
     async def all_incidents(self) -> list[Stored]:
-        """Every incident the store still holds (resolved ones until pruned), for digests."""
+        """Every incident the store still holds (resolved ones until pruned): for tools and
+        tests; a request or a periodic pass reads what it shows instead (`changed`)."""
+
+    async def changed(
+        self, firing: bool, since: float, below: Place | None, limit: int
+    ) -> list[Place]:
+        """Up to `limit` incidents held that are firing (or not: resolved), changed at or
+        after `since` (seconds), most recently changed first (ties: greater ref first), after
+        `below` in that order: the pages, the digest and the link previews read what they show
+        a page at a time, not every incident held."""
 
     async def find_by_message(self, message_id: int) -> str | None:
         """The ref of the incident whose Pachca message this is."""
@@ -300,6 +316,21 @@ async def open_stored(
     for start in range(0, len(refs), size):
         page = await store.load_many(refs[start : start + size])
         yield [s for s in page if not s.incident.finished]
+
+
+async def changed_stored(
+    store: Store, firing: bool, since: float = float("-inf"), below: Place | None = None
+) -> AsyncIterator[list[Stored]]:
+    """The incidents of `Store.changed` from `below` on, as stored, OPEN_PAGE at a time. One
+    that changed state meanwhile may be missing or come again in the other state's walk."""
+    while True:
+        places = await store.changed(firing, since, below, OPEN_PAGE)
+        if not places:
+            return
+        yield await store.load_many([place.ref for place in places])
+        if len(places) < OPEN_PAGE:
+            return
+        below = places[-1]
 
 
 async def open_on_routes(store: Store, routes: Collection[str]) -> AsyncIterator[list[Stored]]:

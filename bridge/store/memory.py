@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from bridge.errors import ConflictError, DuplicateEvent
-from bridge.model import Delivery, Incident, LookFacts
+from bridge.model import Delivery, Incident, IncidentState, LookFacts
 from bridge.store.base import (
     PRESS,
     Backlog,
@@ -14,6 +14,7 @@ from bridge.store.base import (
     Look,
     NewOutboxItem,
     OutboxItem,
+    Place,
     Stored,
     SwapRecord,
     coalesced,
@@ -92,6 +93,19 @@ class MemoryStore:
 
     async def all_incidents(self) -> list[Stored]:
         return [s for ref in self._incidents if (s := self._stored(ref)) is not None]
+
+    async def changed(
+        self, firing: bool, since: float, below: Place | None, limit: int
+    ) -> list[Place]:
+        places = sorted(
+            (
+                Place(i.changed_at.timestamp(), i.ref)
+                for i in self._incidents.values()
+                if (i.state is IncidentState.FIRING) == firing
+            ),
+            reverse=True,
+        )
+        return [p for p in places if p.changed_at >= since and (below is None or p < below)][:limit]
 
     async def find_by_message(self, message_id: int) -> str | None:
         return next(

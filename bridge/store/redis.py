@@ -15,7 +15,8 @@ q:<ref> (list of item ids), item:<id> (hash), seq, due:create / due:other (zsets
 claim:<ref>, dead (list), ev:<event id> (expiring), rate / pause (the global rate limit),
 looks (zset: when the scheduler looks next), fp:<fingerprint> / fps:<ref> / silenced /
 route:<name> (sets: which open incidents hold an alert, which show a silence, which are of a
-route), indexed (which of those indexes the data has), settings (hash).
+route), changed:firing / changed:resolved (zsets of every incident held, by Incident.changed_at:
+the order of change), indexed (which of those indexes the data has), settings (hash).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
-from bridge.model import LOOK_FIELDS, Delivery, Incident, LookFacts
+from bridge.model import LOOK_FIELDS, Delivery, Incident, IncidentState, LookFacts
 from bridge.ratelimit import (
     BUSY_FOR,
     JITTER,
@@ -46,6 +47,7 @@ from bridge.ratelimit import (
 )
 from bridge.store.base import (
     MAX_SEVERITIES,
+    OPEN_PAGE,
     OTHER,
     PRESS,
     Backlog,
@@ -53,6 +55,7 @@ from bridge.store.base import (
     Look,
     NewOutboxItem,
     OutboxItem,
+    Place,
     Stored,
     SwapRecord,
     open_pages,
@@ -73,8 +76,9 @@ LANES = (
 EVENT_TTL_SECONDS = 86400
 # alerts looked up in one round trip by `holding`
 HOLDING_PER_TRIP = 1000
-# `indexed` holds this once the open incidents are indexed by alert and by route (1: by alert)
-INDEX_VERSION = "2"
+# `indexed` holds this once the open incidents are indexed by alert and by route and every
+# incident held has its place in the order of change (1: by alert; 2: and by route)
+INDEX_VERSION = "3"
 # the scheduler's looks recorded by one script call (each holds Redis for a moment)
 LOOKS_PER_CALL = 500
 
@@ -186,8 +190,8 @@ end
 
 # ARGV: P, key, ref, version, body, finished_at, replaces_ref, replaces_version, now,
 #       event_id, shows a silence ('1' or ''), its alerts' fingerprints (a JSON list), its
-#       route, then the items (count, then kind/content/actor/priority), then the timeline
-#       events (JSON each)
+#       route, its changed_at (seconds), firing ('1' or ''), then the items (count, then
+#       kind/content/actor/priority), then the timeline events (JSON each)
 _SAVE = (
     _LIB
     + """
@@ -221,8 +225,12 @@ if cur and cur ~= ref then
 end
 redis.call('SET', P..'cur:'..key, ref)
 redis.call('ZADD', P..'curkeys', 0, key)
-add_items(ref, ARGV[9], 14)
-add_events(ref, {unpack(ARGV, 15 + tonumber(ARGV[14]) * 4)})
+local state, other = 'changed:firing', 'changed:resolved'
+if ARGV[15] == '' then state, other = other, state end
+redis.call('ZREM', P..other, ref)
+redis.call('ZADD', P..state, ARGV[14], ref)
+add_items(ref, ARGV[9], 16)
+add_events(ref, {unpack(ARGV, 17 + tonumber(ARGV[16]) * 4)})
 return 'OK'
 """
 )
@@ -430,6 +438,8 @@ for _, ref in ipairs(redis.call('ZRANGEBYSCORE', P..'finished', '-inf', ARGV[2])
     redis.call('DEL', P..'tl:'..ref)
     redis.call('HDEL', P..'tl-dropped', ref)
     redis.call('ZREM', P..'finished', ref)
+    redis.call('ZREM', P..'changed:firing', ref)
+    redis.call('ZREM', P..'changed:resolved', ref)
     removed = removed + 1
   end
 end
@@ -735,9 +745,10 @@ class RedisStore:
             await self._index_open()
 
     async def _index_open(self) -> None:
-        """Data written by a version that kept no alert index, or no route index: index the
-        open incidents once (replicas starting together may each do it: indexing is
-        idempotent)."""
+        """Data written by a version that kept no alert index, no route index or no order of
+        change: index the open incidents and place every one held, once (replicas starting
+        together may each do it: indexing is idempotent)."""
+        await self._place_held()
         async for page in open_pages(self):
             for incident in page:
                 await self._eval(
@@ -748,6 +759,24 @@ class RedisStore:
                     incident.route,
                 )
         await self._do("open", self._redis.set(self._k("indexed"), INDEX_VERSION))
+
+    async def _place_held(self) -> None:
+        """Every incident held gets its place in the order of change (`changed:*`)."""
+        prefix = self._k("inc", "")
+        try:
+            refs = [str(k).removeprefix(prefix) async for k in self._redis.scan_iter(prefix + "*")]
+        except RedisError as exc:
+            raise StoreError(f"redis scan: {exc}") from exc
+        for start in range(0, len(refs), OPEN_PAGE):
+            pipe = self._redis.pipeline(transaction=False)
+            for stored in await self.load_many(refs[start : start + OPEN_PAGE]):
+                incident = stored.incident
+                firing = incident.state is IncidentState.FIRING
+                pipe.zadd(
+                    self._k("changed:firing" if firing else "changed:resolved"),
+                    {incident.ref: incident.changed_at.timestamp()},
+                )
+            await self._do("open", pipe.execute())
 
     async def shown_silenced(self) -> list[str]:
         return sorted(await self._do("silenced", self._redis.smembers(self._k("silenced"))))
@@ -863,6 +892,32 @@ class RedisStore:
             raise StoreError(f"redis scan: {exc}") from exc
         return out
 
+    async def changed(
+        self, firing: bool, since: float, below: Place | None, limit: int
+    ) -> list[Place]:
+        """From the state's sorted set, most recent first; members of `below`'s score are in
+        reverse ref order there too, so those not after it are skipped (read on past them)."""
+        key = self._k("changed:firing" if firing else "changed:resolved")
+        top = repr(below.changed_at) if below is not None else "+inf"
+        places: list[Place] = []
+        offset = 0
+        while len(places) < limit:
+            found = await self._do(
+                "changed",
+                self._redis.zrevrangebyscore(
+                    key, top, repr(since), start=offset, num=limit, withscores=True
+                ),
+            )
+            places += [
+                place
+                for place in (Place(score, str(ref)) for ref, score in found)
+                if below is None or place < below
+            ]
+            if len(found) < limit:
+                break
+            offset += len(found)
+        return places[:limit]
+
     async def find_by_message(self, message_id: int) -> str | None:
         ref = await self._do("message", self._redis.get(self._k("msg", str(message_id))))
         return str(ref) if ref else None
@@ -891,6 +946,8 @@ class RedisStore:
             "1" if shows_silence(incident) else "",
             json.dumps(sorted(incident.alerts)),
             incident.route,
+            repr(incident.changed_at.timestamp()),
+            "1" if incident.state is IncidentState.FIRING else "",
             *_items_argv(items),
             *(event.to_json() for event in timeline),
         )

@@ -14,11 +14,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
-from bridge.model import LOOK_FIELDS, Delivery, Incident, LookFacts
+from bridge.model import LOOK_FIELDS, Delivery, Incident, IncidentState, LookFacts
 from bridge.store.base import (
     PRESS,
     Backlog,
@@ -26,6 +27,7 @@ from bridge.store.base import (
     Look,
     NewOutboxItem,
     OutboxItem,
+    Place,
     Stored,
     SwapRecord,
     coalesced,
@@ -69,7 +71,11 @@ CREATE TABLE IF NOT EXISTS incidents (
     create_attempted INTEGER NOT NULL DEFAULT 0,
     -- Incident.route (NULL: saved by a version that did not keep it)
     route TEXT,
-    create_digest TEXT
+    create_digest TEXT,
+    -- its place in the order of change (`Store.changed`): Incident.changed_at in seconds, and
+    -- 1 while firing (0: resolved)
+    changed_at REAL,
+    firing INTEGER
 );
 CREATE TABLE IF NOT EXISTS current_incidents (
     key TEXT PRIMARY KEY,
@@ -260,6 +266,7 @@ class SQLiteStore:
             # does it only if that falls far behind (SQLite's default: every 1,000 pages, an
             # fsync in the commit of whichever write crosses it, ~20 ms here)
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES_AT_MOST}")
+            placed = not _has_table(db, "incidents") or _has_column(db, "incidents", "firing")
             indexed = _has_table(db, "alert_refs")
             timed = _has_table(db, "looks")
             counted = _has_table(db, "counts")
@@ -271,6 +278,8 @@ class SQLiteStore:
                 _index_open_alerts(db)
             if not timed:
                 _move_looks(db)
+            if not placed:
+                _place_incidents(db)
             self._db = db
 
         try:
@@ -370,6 +379,20 @@ class SQLiteStore:
             lambda db: db.execute(f"SELECT {_STORED} FROM incidents i").fetchall()  # noqa: S608
         )
         return [s for row in rows if (s := self._stored(row)) is not None]
+
+    async def changed(
+        self, firing: bool, since: float, below: Place | None, limit: int
+    ) -> list[Place]:
+        # by the index (firing, changed_at, ref), walked backwards from `below`
+        after = "AND (changed_at, ref) < (?, ?) " if below is not None else ""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT changed_at, ref FROM incidents WHERE firing = ? "  # noqa: S608
+                f"AND changed_at >= ? {after}ORDER BY changed_at DESC, ref DESC LIMIT ?",
+                (int(firing), since, *(below or ()), limit),
+            ).fetchall()
+        )
+        return [Place(changed_at, ref) for changed_at, ref in rows]
 
     async def find_by_message(self, message_id: int) -> str | None:
         row = await self._run(
@@ -513,11 +536,13 @@ class SQLiteStore:
                 db.execute("DELETE FROM alert_refs WHERE ref = ?", (found[0],))
                 db.execute("DELETE FROM looks WHERE ref = ?", (found[0],))
             db.execute(
-                "INSERT INTO incidents (ref, key, version, body, finished_at, silenced, route) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
+                "INSERT INTO incidents (ref, key, version, body, finished_at, silenced, route, "
+                "changed_at, firing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (ref) DO UPDATE SET "
                 "version = excluded.version, body = excluded.body, "
                 "finished_at = excluded.finished_at, silenced = excluded.silenced, "
-                "route = excluded.route",
+                "route = excluded.route, changed_at = excluded.changed_at, "
+                "firing = excluded.firing",
                 (
                     incident.ref,
                     incident.key,
@@ -526,6 +551,8 @@ class SQLiteStore:
                     finished_at,
                     1 if shows_silence(incident) else None,
                     incident.route,
+                    incident.changed_at.timestamp(),
+                    int(incident.state is IncidentState.FIRING),
                 ),
             )
             _due_at(db, incident, now)
@@ -797,6 +824,10 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
+def _has_column(db: sqlite3.Connection, table: str, name: str) -> bool:
+    return any(row[1] == name for row in db.execute(f"PRAGMA table_info({table})"))
+
+
 def _due_at(db: sqlite3.Connection, incident: Incident, now: float) -> None:
     """A save makes an open incident due for a look at once; a finished one has none."""
     if incident.finished:
@@ -817,10 +848,26 @@ def _count_rows(db: sqlite3.Connection) -> None:
         )
 
 
+def _place_incidents(db: sqlite3.Connection) -> None:
+    """A database from before `changed_at` and `firing`: each incident's place in the order of
+    change is read from its body, once (one write)."""
+    rows = db.execute(
+        "SELECT ref, json_extract(body, '$.changed_at'), json_extract(body, '$.state') "
+        "FROM incidents WHERE firing IS NULL"
+    ).fetchall()
+    places = [
+        (datetime.fromisoformat(changed).timestamp(), int(state == IncidentState.FIRING), ref)
+        for ref, changed, state in rows
+    ]
+    db.execute("BEGIN IMMEDIATE")  # a failure leaves it to the connection's end: rolled back
+    db.executemany("UPDATE incidents SET changed_at = ?, firing = ? WHERE ref = ?", places)
+    db.execute("COMMIT")
+
+
 def _move_looks(db: sqlite3.Connection) -> None:
     """A database whose look times were a column of `incidents` (`look_at`): they move to
     `looks` once. The column stays, unused (dropping it would rewrite every incident)."""
-    if "look_at" in {row[1] for row in db.execute("PRAGMA table_info(incidents)")}:
+    if _has_column(db, "incidents", "look_at"):
         db.execute(
             "INSERT OR IGNORE INTO looks (ref, at) SELECT i.ref, i.look_at FROM incidents i "
             "JOIN current_incidents c ON c.ref = i.ref "
@@ -865,6 +912,9 @@ ADDED_COLUMNS = [
     # an older database's incidents get theirs when next saved (`open_refs_on` names those
     # without one as candidates: filling it in would rewrite every open incident at the start)
     ("incidents", "route", "TEXT"),
+    # filled in for an older database's incidents when first added (`_place_incidents`)
+    ("incidents", "changed_at", "REAL"),
+    ("incidents", "firing", "INTEGER"),
 ]
 
 
@@ -872,8 +922,7 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
     """A database made by an older version gets the columns added since (CREATE TABLE IF NOT
     EXISTS leaves an existing table as it was)."""
     for table, column, declaration in ADDED_COLUMNS:
-        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
+        if not _has_column(db, table, column):
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             if (table, column) == ("outbox", "priority"):  # creates queued by an older version
                 db.execute("UPDATE outbox SET priority = 1 WHERE kind = 'create'")
@@ -883,6 +932,9 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         "WHERE silenced IS NOT NULL"
     )
     db.execute("CREATE INDEX IF NOT EXISTS incidents_by_route ON incidents (route, finished_at)")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS incidents_by_change ON incidents (firing, changed_at, ref)"
+    )
 
 
 def _record_delivery(db: sqlite3.Connection, ref: str, delivery: Delivery) -> None:
