@@ -191,6 +191,16 @@ async def make_bridge(
     return make
 
 
+def no_whole_reads(bridge: Bridge) -> None:
+    """From here on, reading every incident held fails: what is answered must be read by
+    its own index (a hundred thousand held would be gigabytes)."""
+
+    async def everything() -> None:
+        raise AssertionError("read every incident held")
+
+    bridge.store.all_incidents = everything  # type: ignore[method-assign]
+
+
 @pytest.fixture
 async def bridge(make_bridge: BridgeFactory) -> Bridge:
     return await make_bridge()

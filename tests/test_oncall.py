@@ -16,7 +16,7 @@ from bridge.rules import Rules, load_rules
 from bridge.scheduler import Scheduler
 from bridge.store import Store
 from bridge.web.state import INBOX, OUTBOX
-from tests.conftest import Bridge, BridgeFactory, fixture_json
+from tests.conftest import Bridge, BridgeFactory, fixture_json, no_whole_reads
 from tests.faulty_store import FaultyStore
 from tests.test_callbacks import ALICE, click_body, dms, press
 
@@ -269,16 +269,6 @@ def command(text: str, chat_id: int = 1000, message_id: int = 56431) -> bytes:
         webhook_timestamp=int(time.time()),
     )
     return json.dumps(body).encode()
-
-
-def no_whole_reads(bridge: Bridge) -> None:
-    """From here on, reading every incident held fails: what is answered must be read by
-    its own index (a hundred thousand held would be gigabytes)."""
-
-    async def everything() -> None:
-        raise AssertionError("read every incident held")
-
-    bridge.store.all_incidents = everything  # type: ignore[method-assign]
 
 
 async def test_ack_command_and_alerts_listing(bridge: Bridge) -> None:

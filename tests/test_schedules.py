@@ -323,8 +323,8 @@ async def test_handoffs_are_announced_once_with_what_fires_and_the_digest_names_
 ) -> None:
     from bridge.scheduler import Scheduler
     from bridge.web.state import INBOX, OUTBOX, RULES, STORE
+    from tests.conftest import no_whole_reads
     from tests.test_callbacks import dms
-    from tests.test_oncall import no_whole_reads
 
     assert ANNOUNCED_RULES.count("announce") == 1 and "digest" in ANNOUNCED_RULES
     (tmp_path / "rules.yaml").write_text(ANNOUNCED_RULES)

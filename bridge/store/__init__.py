@@ -18,6 +18,7 @@ from bridge.store.base import (
     open_on_routes,
     open_pages,
     open_stored,
+    summaries,
 )
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
@@ -61,4 +62,5 @@ __all__ = [
     "open_store",
     "open_stored",
     "store_from_settings",
+    "summaries",
 ]

@@ -319,18 +319,37 @@ async def open_stored(
 
 
 async def changed_stored(
-    store: Store, firing: bool, since: float = float("-inf"), below: Place | None = None
+    store: Store, firing: bool, since: float = float("-inf"), size: int = OPEN_PAGE
 ) -> AsyncIterator[list[Stored]]:
-    """The incidents of `Store.changed` from `below` on, as stored, OPEN_PAGE at a time. One
-    that changed state meanwhile may be missing or come again in the other state's walk."""
+    """The incidents of `Store.changed`, as stored, `size` at a time. One that changed state
+    meanwhile may be missing or come again in the other state's walk."""
+    below = None
     while True:
-        places = await store.changed(firing, since, below, OPEN_PAGE)
+        places = await store.changed(firing, since, below, size)
         if not places:
             return
         yield await store.load_many([place.ref for place in places])
-        if len(places) < OPEN_PAGE:
+        if len(places) < size:
             return
         below = places[-1]
+
+
+# incidents parsed at a time by a summary's read (between two turns of the event loop)
+SUMMARY_PAGE = 100
+
+
+async def summaries(store: Store, since: float, firing_since: float | None = None) -> list[Stored]:
+    """The incidents held that changed at or after `since` (firing ones: `firing_since`, by
+    default the same), without their alerts: what the stats and the digest count (labels and
+    times), read a page at a time and never every incident held."""
+    found: dict[str, Stored] = {}
+    walks = ((True, since if firing_since is None else firing_since), (False, since))
+    for firing, start in walks:
+        async for page in changed_stored(store, firing, start, SUMMARY_PAGE):
+            for stored in page:
+                slim = stored.incident.model_copy(update={"alerts": {}})
+                found[slim.ref] = Stored(slim, stored.delivery)
+    return list(found.values())
 
 
 async def open_on_routes(store: Store, routes: Collection[str]) -> AsyncIterator[list[Stored]]:

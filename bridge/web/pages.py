@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 from jinja2 import Environment, select_autoescape
 
-from bridge.matchers import MatcherSyntaxError, parse_matcher
+from bridge.matchers import MatcherSyntaxError
 from bridge.model import AlertStatus, Incident, IncidentState
 from bridge.render import incident_title, message_url
 from bridge.settings import Settings
@@ -36,6 +35,8 @@ from bridge.store import Store, Stored
 from bridge.timeline import Event
 
 PAGE_SIZE = 50
+# the longest window /stats shows, in days (the other is a week)
+STATS_DAYS = 30
 _LOOPBACK = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 _HTML = Environment(
     autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True
@@ -250,26 +251,6 @@ def incident_view(
     }
 
 
-def select(incidents: list[Incident], state: str, route: str, query: str) -> list[Incident]:
-    """The incidents a list shows: by state (`open`: firing, `resolved`, or all), route, and an
-    Alertmanager-style matcher on the group's labels (`team="db"`); open first, then the most
-    recently changed. Raises MatcherSyntaxError for a bad matcher."""
-    matcher = parse_matcher(query) if query else None
-    shown = []
-    for incident in incidents:
-        firing = incident.state is IncidentState.FIRING
-        if (state == "open" and not firing) or (state == "resolved" and firing):
-            continue
-        if route and incident.route != route:
-            continue
-        labels = {**incident.group_labels, **incident.common_labels}
-        if matcher is not None and not matcher.matches(labels):
-            continue
-        shown.append(incident)
-    shown.sort(key=lambda i: (i.state is not IncidentState.FIRING, -i.changed_at.timestamp()))
-    return shown
-
-
 def list_rows(incidents: list[Incident]) -> list[dict[str, Any]]:
     """One line of the list per incident."""
     return [
@@ -282,10 +263,6 @@ def list_rows(incidents: list[Incident]) -> list[dict[str, Any]]:
         }
         for i in incidents
     ]
-
-
-def page_count(total: int) -> int:
-    return max(1, math.ceil(total / PAGE_SIZE))
 
 
 async def load_view(store: Store, ref: str) -> tuple[Stored, list[Event], int] | None:
@@ -301,9 +278,14 @@ def render_incident(view: dict[str, Any], words: dict[str, str]) -> str:
 
 
 def render_list(
-    rows: list[dict[str, Any]], words: dict[str, str], query: dict[str, str], page: int, pages: int
+    rows: list[dict[str, Any]],
+    words: dict[str, str],
+    query: dict[str, str],
+    later: bool,
+    more: str | None,
 ) -> str:
-    return _LIST.render(rows=rows, t=words, q=query, page=page, pages=pages)
+    """`later`: not the first page (it links back to it); `more`: the next page's cursor."""
+    return _LIST.render(rows=rows, t=words, q=query, later=later, more=more)
 
 
 def render_stats(routes: list[dict[str, Any]], words: dict[str, str]) -> str:
@@ -316,7 +298,9 @@ def stats_view(
     """Per route: the 7- and 30-day figures and the 30-day chart."""
     out = []
     for name in route_names:
-        windows = [route_stats(incidents, name, now, days, incident_title) for days in (7, 30)]
+        windows = [
+            route_stats(incidents, name, now, days, incident_title) for days in (7, STATS_DAYS)
+        ]
         out.append(
             {
                 "name": name,
@@ -345,10 +329,8 @@ __all__ = [
     "link_token",
     "link_valid",
     "load_view",
-    "page_count",
     "render_incident",
     "render_list",
     "render_stats",
-    "select",
     "stats_view",
 ]

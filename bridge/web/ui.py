@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from bridge.matchers import MatcherSyntaxError
+from bridge.store import summaries
 from bridge.timeline import incident_json
 from bridge.web import pages
+from bridge.web.listing import Cursor, Filter, list_page
 from bridge.web.state import OUTBOX, RULES, STORE, UI
 from bridge.words import WORDS
 
@@ -22,6 +24,11 @@ _HTML_HEADERS = {
     # no scripts at all; styles from this origin only
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'",
 }
+
+
+# the API's page of incidents: by default, and at most
+API_PAGE = 100
+API_PAGE_MOST = 1000
 
 
 def _ref(request: web.Request) -> str:
@@ -57,52 +64,64 @@ async def incident_data(request: web.Request) -> web.Response:
     )
 
 
-def _query(request: web.Request) -> dict[str, str]:
-    return {
-        "state": request.query.get("state", ""),
-        "route": request.query.get("route", ""),
-        "q": request.query.get("q", ""),
-    }
+def _filter(request: web.Request) -> Filter:
+    q = request.query
+    return Filter(q.get("state", ""), q.get("route", ""), q.get("q", ""))
+
+
+def _after(request: web.Request) -> Cursor | None:
+    """The page's cursor (`after`); raises ValueError for one the list did not write."""
+    text = request.query.get("after", "")
+    return Cursor.parse(text) if text else None
 
 
 async def incident_list(request: web.Request) -> web.Response:
     request.app[UI].require_person(request)
-    query = _query(request)
-    rules = request.app[RULES]
-    words = WORDS[rules.default.config.language]
-    held = [s.incident for s in await request.app[STORE].all_incidents()]
+    where = _filter(request)
+    query = {"state": where.state, "route": where.route, "q": where.query}
+    words = WORDS[request.app[RULES].default.config.language]
     try:
-        shown = pages.select(held, query["state"], query["route"], query["q"])
-    except MatcherSyntaxError as exc:
-        shown, query["error"] = [], f"q: {exc}"
-    try:
-        page = max(1, int(request.query.get("page", "1")))
+        after = _after(request)
     except ValueError:
-        page = 1
-    pages_total = pages.page_count(len(shown))
-    page = min(page, pages_total)
-    rows = pages.list_rows(shown[(page - 1) * pages.PAGE_SIZE : page * pages.PAGE_SIZE])
-    html = pages.render_list(rows, words, query, page, pages_total)
+        after = None  # a mangled link: from the first page
+    try:
+        shown, more = await list_page(request.app[STORE], where, pages.PAGE_SIZE, after)
+    except MatcherSyntaxError as exc:
+        shown, more, query["error"] = [], None, f"q: {exc}"
+    html = pages.render_list(
+        pages.list_rows(shown), words, query, after is not None, more.text() if more else None
+    )
     return web.Response(text=html, content_type="text/html", headers=_HTML_HEADERS)
 
 
 async def api_incidents(request: web.Request) -> web.Response:
+    """`?limit=` (1-1000, default 100) incidents a page, `next` the cursor of the page after
+    (`?after=`), null on the last."""
     request.app[UI].require_person(request)
-    query = _query(request)
-    held = [s.incident for s in await request.app[STORE].all_incidents()]
+    limit_text = request.query.get("limit", str(API_PAGE))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= API_PAGE_MOST:
+        return web.json_response({"error": f"limit: 1 to {API_PAGE_MOST}"}, status=400)
     try:
-        shown = pages.select(held, query["state"], query["route"], query["q"])
+        after = _after(request)
+    except ValueError:
+        return web.json_response({"error": "after: not a cursor from `next`"}, status=400)
+    try:
+        shown, more = await list_page(request.app[STORE], _filter(request), int(limit_text), after)
     except MatcherSyntaxError as exc:
         return web.json_response({"error": f"q: {exc}"}, status=400)
     data: list[Any] = [json.loads(i.model_dump_json()) for i in shown]
-    return web.json_response({"incidents": data}, headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {"incidents": data, "next": more.text() if more else None},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def stats_page(request: web.Request) -> web.Response:
     request.app[UI].require_person(request)
     rules = request.app[RULES]
-    held = [s.incident for s in await request.app[STORE].all_incidents()]
     now = datetime.now(UTC)
+    since = (now - timedelta(days=pages.STATS_DAYS)).timestamp()
+    held = [s.incident for s in await summaries(request.app[STORE], since)]
     view = pages.stats_view(held, [r.name for r in rules.routes], now)
     html = pages.render_stats(view, WORDS[rules.default.config.language])
     return web.Response(text=html, content_type="text/html", headers=_HTML_HEADERS)
