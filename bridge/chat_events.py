@@ -23,11 +23,14 @@ from bridge.model import (
 )
 from bridge.rules import Route
 from bridge.schedules import LiveSchedules, Schedule, take_until
-from bridge.store import NewOutboxItem, open_stored
+from bridge.store import READ_PAGE, NewOutboxItem, changed_stored, open_stored
 from bridge.texts import render_active, render_preview
 from bridge.timeline import Event
 from bridge.unfurl import incident_for, linked_ref
 from bridge.words import WORDS
+
+# incidents a link to a source or to Alertmanager is searched among, the most recently changed
+LINKS_SEARCH_AT_MOST = 2000
 
 NicknameOf = Callable[[int], Awaitable[str | None]]
 
@@ -183,6 +186,23 @@ class ChatEvents:
             if incident.route in routes:
                 await self.store.enqueue(incident.ref, [], now.timestamp(), timeline=[event])
 
+    async def _linked(self, url: str) -> Incident | None:
+        """The incident a link points at: the bridge's own page by its ref; a source's or
+        Alertmanager's link searched among the incidents most recently changed, firing
+        first, LINKS_SEARCH_AT_MOST of them (never every incident held)."""
+        ref = linked_ref(url, self.public_url)
+        if ref is not None:
+            stored = await self.store.load_by_ref(ref) if ref else None
+            return stored.incident if stored else None
+        searched, size = 0, min(READ_PAGE, LINKS_SEARCH_AT_MOST)
+        for firing in (True, False):
+            async for page in changed_stored(self.store, firing, size=size):
+                found = incident_for(url, [s.incident for s in page], self.public_url)
+                searched += len(page)
+                if found is not None or searched >= LINKS_SEARCH_AT_MOST:
+                    return found
+        return None
+
     async def _may_take(self, user_id: int, name: str) -> bool:
         schedule = self.schedules[name]
         if f"<@{user_id}>" in schedule.members:
@@ -196,17 +216,9 @@ class ChatEvents:
     async def unfurl(self, shared: LinkShared) -> ClickOutcome | None:
         """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
         preview with the incident's current state."""
-        held: list[Incident] | None = None  # read only for a link found by searching them
         previews = {}
         for url in shared.urls:
-            ref = linked_ref(url, self.public_url)
-            if ref is not None:  # the bridge's own link: read by its ref
-                stored = await self.store.load_by_ref(ref) if ref else None
-                incident = stored.incident if stored else None
-            else:
-                if held is None:
-                    held = [s.incident for s in await self.store.all_incidents()]
-                incident = incident_for(url, held, self.public_url)
+            incident = await self._linked(url)
             if incident is not None:
                 route = self.inbox.rules.by_name(incident.route).config
                 previews[url] = render_preview(incident, route, self.inbox.render_options)

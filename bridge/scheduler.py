@@ -21,7 +21,7 @@ from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import Look, NewOutboxItem, Store, open_on_routes
+from bridge.store import Look, NewOutboxItem, Store, open_on_routes, summaries
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -248,8 +248,9 @@ class Scheduler:
         """Claimed and enqueued in one write (the key is the write's event id): one replica
         wins the period, and a store error cannot claim it without sending it."""
         if await self.store.event_seen(due.key):
-            return False  # sent already: not worth reading every incident again
-        stored = await self.store.all_incidents()
+            return False  # sent already: not worth reading its incidents again
+        # what it counts: changed in the period, and whatever still fires
+        stored = await summaries(self.store, due.start.timestamp(), firing_since=float("-inf"))
         schedules = self.inbox.render_options.schedules
         duty = [
             (name, schedules[name].on_duty(due.start), schedules[name].on_duty(now))

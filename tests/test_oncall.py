@@ -199,6 +199,7 @@ async def test_digest_counts_mtta_mttr_and_noisiest(
 ) -> None:
     clock = Clock()
     bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    no_whole_reads(bridge)  # what it counts is read by time and state
     response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
     (ref,) = (await response.json())["changed"]
     clock.now = T0 + timedelta(minutes=4)
@@ -223,6 +224,45 @@ async def test_digest_counts_mtta_mttr_and_noisiest(
     assert "PodCrashLooping" in digest["content"]
     await at(bridge, scheduler, clock, 65)
     assert len([m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]) == 1
+
+
+async def test_the_digest_reads_what_fires_however_old_and_what_changed_in_its_period(
+    make_bridge: BridgeFactory, oncall_rules: Rules
+) -> None:
+    """Still firing since the day before: counted and listed; resolved before the period:
+    not even read."""
+    from bridge.model import IncidentState
+    from tests.test_store_contract import incident
+
+    clock = Clock()
+    bridge, scheduler = await oncall_bridge(make_bridge, oncall_rules, clock)
+    before = T0 - timedelta(days=2)
+    for ref, name, state in (
+        ("0001", "OldFire", IncidentState.FIRING),
+        ("0002", "OldDone", IncidentState.RESOLVED),
+    ):
+        old = incident(ref, f"k{ref}", state=state, changed_at=before).model_copy(
+            update={
+                "chat_id": 1001,
+                "route": "databases",
+                "group_labels": {"alertname": name},
+                "last_seen": T0,  # still reported: not stale
+            }
+        )
+        await bridge.store.save_incident(old, None, [], before.timestamp())
+    no_whole_reads(bridge)
+    read: list[str] = []
+    load_many = bridge.store.load_many
+
+    async def loading(refs: list[str]) -> Any:
+        read.extend(refs)
+        return await load_many(refs)
+
+    bridge.store.load_many = loading  # type: ignore[method-assign]
+    await at(bridge, scheduler, clock, 61)  # 09:01 Moscow
+    (digest,) = [m for m in bridge.fake.channel_messages() if m["content"].startswith("📋")]
+    assert "Горит сейчас: 1" in digest["content"] and "OldFire" in digest["content"]
+    assert "0002" not in read
 
 
 def reaction(message_id: int, code: str = "👀", event: str = "new") -> bytes:
@@ -337,6 +377,7 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
     (ref,) = (await response.json())["changed"]
     await bridge.deliver()
+    no_whole_reads(bridge)  # searched among the most recently changed
     source = fixture_json("alertmanager/02-group-3-firing.json")["alerts"][0]["generatorURL"]
     event: dict[str, Any] = fixture_json("pachca/link-shared.json")
     event["webhook_timestamp"] = int(time.time())
@@ -366,6 +407,32 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     for preview in previews.values():
         assert preview["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
         assert preview["description"].startswith("с ")
+
+
+async def test_a_link_is_searched_among_the_most_recently_changed_only(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source's link is looked for among LINKS_SEARCH_AT_MOST incidents, firing first, the
+    most recently changed first: an older incident past them gets no preview."""
+    from bridge import chat_events
+
+    bridge = await make_bridge(BRIDGE_PUBLIC_URL="https://bridge.example.com")
+    await bridge.post_fixture("alertmanager/02-group-3-firing.json")  # DiskFull
+    await bridge.post_fixture("alertmanager/01-single-firing.json")  # HighCPU, changed since
+    await bridge.deliver()
+    sources = [
+        fixture_json(f"alertmanager/{name}.json")["alerts"][0]["generatorURL"]
+        for name in ("01-single-firing", "02-group-3-firing")
+    ]
+    event: dict[str, Any] = fixture_json("pachca/link-shared.json")
+    event["webhook_timestamp"] = int(time.time())
+    event["links"] = [{"url": url, "domain": "p.example.com", "skip": False} for url in sources]
+    monkeypatch.setattr(chat_events, "LINKS_SEARCH_AT_MOST", 1)
+    assert (await signed(bridge, json.dumps(event).encode()))["status"] == "accepted"
+    await bridge.deliver()
+    previews = bridge.fake.previews[event["message_id"]]
+    assert list(previews) == sources[:1]
+    assert previews[sources[0]]["title"].endswith("HighCPU")
 
 
 async def test_links_to_the_bridges_own_pages_are_read_by_their_ref(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bridge.settings import Settings
 from bridge.store.base import (
+    READ_PAGE,
     Backlog,
     DeadLetter,
     Look,
@@ -45,6 +46,7 @@ def store_from_settings(settings: Settings) -> Store:
 
 
 __all__ = [
+    "READ_PAGE",
     "Backlog",
     "DeadLetter",
     "Look",

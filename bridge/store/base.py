@@ -334,8 +334,9 @@ async def changed_stored(
         below = places[-1]
 
 
-# incidents parsed at a time by a summary's read (between two turns of the event loop)
-SUMMARY_PAGE = 100
+# incidents parsed at a time by the reads for people (the list, the stats, the digest, link
+# previews): between two turns of the event loop
+READ_PAGE = 100
 
 
 async def summaries(store: Store, since: float, firing_since: float | None = None) -> list[Stored]:
@@ -345,7 +346,7 @@ async def summaries(store: Store, since: float, firing_since: float | None = Non
     found: dict[str, Stored] = {}
     walks = ((True, since if firing_since is None else firing_since), (False, since))
     for firing, start in walks:
-        async for page in changed_stored(store, firing, start, SUMMARY_PAGE):
+        async for page in changed_stored(store, firing, start, READ_PAGE):
             for stored in page:
                 slim = stored.incident.model_copy(update={"alerts": {}})
                 found[slim.ref] = Stored(slim, stored.delivery)

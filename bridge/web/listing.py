@@ -11,13 +11,11 @@ from dataclasses import dataclass
 
 from bridge.matchers import parse_matcher
 from bridge.model import Incident, IncidentState
-from bridge.store import Place, Store
+from bridge.store import READ_PAGE, Place, Store
 
 # incidents read by one request at most (a filter that matches few shows what it found in
 # them and a link on); each is parsed whole, so this bounds a request's time and memory
 SCAN_AT_MOST = 2000
-# incidents read in one store call (parsed between two turns of the event loop)
-READ_PAGE = 100
 
 
 @dataclass(frozen=True)
