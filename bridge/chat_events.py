@@ -23,7 +23,7 @@ from bridge.model import (
 )
 from bridge.rules import Route
 from bridge.schedules import LiveSchedules, Schedule, take_until
-from bridge.store import READ_PAGE, NewOutboxItem, changed_stored, open_stored
+from bridge.store import READ_PAGE, NewOutboxItem, changed_pages, open_stored
 from bridge.texts import render_active, render_preview
 from bridge.timeline import Event
 from bridge.unfurl import incident_for, linked_ref
@@ -196,8 +196,8 @@ class ChatEvents:
             return stored.incident if stored else None
         searched, size = 0, min(READ_PAGE, LINKS_SEARCH_AT_MOST)
         for firing in (True, False):
-            async for page in changed_stored(self.store, firing, size=size):
-                found = incident_for(url, [s.incident for s in page], self.public_url)
+            async for page in changed_pages(self.store, firing, size=size):
+                found = incident_for(url, [s.incident for _, s in page], self.public_url)
                 searched += len(page)
                 if found is not None or searched >= LINKS_SEARCH_AT_MOST:
                     return found

@@ -28,7 +28,7 @@ from bridge.store import (
     Place,
     Store,
     Stored,
-    changed_stored,
+    changed_pages,
     open_pages,
     open_store,
 )
@@ -528,7 +528,7 @@ async def test_incidents_are_walked_in_the_order_of_change(store: Store) -> None
     assert await store.changed(True, float("-inf"), everything[2], 10) == everything[3:]
     assert await store.changed(True, float("-inf"), Place(s[1], "a15"), 1) == [everything[3]]
     assert await store.changed(False, float("-inf"), None, 10) == [Place(s[3], "d")]
-    walked = [[x.incident.ref for x in page] async for page in changed_stored(store, True)]
+    walked = [[s.incident.ref for _, s in page] async for page in changed_pages(store, True)]
     assert walked == [["b", "a3", "a2", "a1", "c"]]
     # a change moves "c" first; its resolution moves it to the other walk
     later = T0 + timedelta(hours=1)

@@ -318,17 +318,22 @@ async def open_stored(
         yield [s for s in page if not s.incident.finished]
 
 
-async def changed_stored(
-    store: Store, firing: bool, since: float = float("-inf"), size: int = OPEN_PAGE
-) -> AsyncIterator[list[Stored]]:
-    """The incidents of `Store.changed`, as stored, `size` at a time. One that changed state
-    meanwhile may be missing or come again in the other state's walk."""
-    below = None
+async def changed_pages(
+    store: Store,
+    firing: bool,
+    since: float = float("-inf"),
+    below: Place | None = None,
+    size: int = OPEN_PAGE,
+) -> AsyncIterator[list[tuple[Place, Stored]]]:
+    """The incidents of `Store.changed` from `below` on, each with its place, as stored,
+    `size` places at a time (those no longer held left out). One that changed state meanwhile
+    may be missing or come again in the other state's walk."""
     while True:
         places = await store.changed(firing, since, below, size)
         if not places:
             return
-        yield await store.load_many([place.ref for place in places])
+        held = {s.incident.ref: s for s in await store.load_many([p.ref for p in places])}
+        yield [(place, held[place.ref]) for place in places if place.ref in held]
         if len(places) < size:
             return
         below = places[-1]
@@ -346,8 +351,8 @@ async def summaries(store: Store, since: float, firing_since: float | None = Non
     found: dict[str, Stored] = {}
     walks = ((True, since if firing_since is None else firing_since), (False, since))
     for firing, start in walks:
-        async for page in changed_stored(store, firing, start, READ_PAGE):
-            for stored in page:
+        async for page in changed_pages(store, firing, start, size=READ_PAGE):
+            for _, stored in page:
                 slim = stored.incident.model_copy(update={"alerts": {}})
                 found[slim.ref] = Stored(slim, stored.delivery)
     return list(found.values())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bridge.matchers import parse_matcher
 from bridge.model import Incident, IncidentState
-from bridge.store import READ_PAGE, Place, Store
+from bridge.store import READ_PAGE, Place, Store, changed_pages
 
 # incidents read by one request at most (a filter that matches few shows what it found in
 # them and a link on); each is parsed whole, so this bounds a request's time and memory
@@ -89,26 +89,15 @@ async def list_page(
         walks = [f for f in walks if not f]
     for firing in walks:
         below = after.place if after is not None and after.firing == firing else None
-        while True:
-            places = await store.changed(firing, float("-inf"), below, READ_PAGE)
-            read = {
-                s.incident.ref: s.incident for s in await store.load_many([p.ref for p in places])
-            }
-            for place in places:
+        async for page in changed_pages(store, firing, below=below, size=READ_PAGE):
+            for place, stored in page:
                 scanned += 1
-                incident = read.get(place.ref)
-                # not one gone meanwhile, nor one that moved to the other walk (shown there)
-                if (
-                    incident is not None
-                    and (incident.state is IncidentState.FIRING) == firing
-                    and shown(incident)
-                ):
+                incident = stored.incident
+                # not one that moved to the other walk meanwhile (shown there)
+                if (incident.state is IncidentState.FIRING) == firing and shown(incident):
                     found.append((incident, Cursor(firing, place)))
                 if len(found) > size:
                     return [i for i, _ in found[:size]], found[size - 1][1]
                 if scanned >= scan_at_most:
                     return [i for i, _ in found], Cursor(firing, place)
-            if len(places) < READ_PAGE:
-                break
-            below = places[-1]
     return [i for i, _ in found], None
