@@ -153,9 +153,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.loaded: set[str] = set()
 
-    async def load_many(self, refs: list[str]) -> list[Stored]:
+    async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
         self.loaded.update(refs)
-        return await super().load_many(refs)
+        return await super().load_many(refs, alerts)
 
 
 def every_open_incident_looked_at(

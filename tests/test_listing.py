@@ -155,9 +155,9 @@ async def test_the_stats_read_the_last_thirty_days_not_everything_held(bridge: B
     read: list[str] = []
     load_many = bridge.store.load_many
 
-    async def loading(refs: list[str]):  # type: ignore[no-untyped-def]
+    async def loading(refs: list[str], alerts: bool = True):  # type: ignore[no-untyped-def]
         read.extend(refs)
-        return await load_many(refs)
+        return await load_many(refs, alerts)
 
     bridge.store.load_many = loading  # type: ignore[method-assign]
     html = await (await bridge.client.get("/stats")).text()

@@ -177,9 +177,9 @@ class CountingStore:
         self.loaded += 1
         return await self.store.load_by_ref(ref)
 
-    async def load_many(self, refs: list[str]) -> Any:
+    async def load_many(self, refs: list[str], alerts: bool = True) -> Any:
         self.loaded += len(refs)
-        return await self.store.load_many(refs)
+        return await self.store.load_many(refs, alerts)
 
     async def open_refs(self) -> Any:  # a pass over every open incident starts here
         self.bulk += 1

@@ -254,9 +254,9 @@ async def test_the_digest_reads_what_fires_however_old_and_what_changed_in_its_p
     read: list[str] = []
     load_many = bridge.store.load_many
 
-    async def loading(refs: list[str]) -> Any:
+    async def loading(refs: list[str], alerts: bool = True) -> Any:
         read.extend(refs)
-        return await load_many(refs)
+        return await load_many(refs, alerts)
 
     bridge.store.load_many = loading  # type: ignore[method-assign]
     await at(bridge, scheduler, clock, 61)  # 09:01 Moscow

@@ -655,6 +655,20 @@ def holding_alerts(ref: str, key: str, *fingerprints: str, **update: object) -> 
     return incident(ref=ref, key=key).model_copy(update={"alerts": alerts, **update})
 
 
+async def test_incidents_are_read_without_their_alerts_for_summaries(store: Store) -> None:
+    """`load_many(alerts=False)`: everything but the alerts, as saved."""
+    held = holding_alerts("r1", "k1", "a", "b").model_copy(
+        update={"group_labels": {"alertname": "X"}, "acked_by": 7}
+    )
+    await store.save_incident(held, None, [], 1.0)
+    await store.record_delivery("r1", Delivery(message_id=9, rendered_version=1))
+    (whole,) = await store.load_many(["r1"])
+    (slim,) = await store.load_many(["r1", "gone"], alerts=False)
+    assert sorted(whole.incident.alerts) == ["a", "b"]
+    assert slim.incident == held.model_copy(update={"alerts": {}})
+    assert slim.delivery == whole.delivery
+
+
 async def test_the_check_back_finds_incidents_by_their_alerts_and_silences(store: Store) -> None:
     """`holding` and `shown_silenced` are the silence check-back's index: an open incident
     is found by any of its alerts, and while it shows a silence; a finished or replaced one

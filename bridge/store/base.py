@@ -148,8 +148,9 @@ class Store(Protocol):
         incidents alone. May name others (incidents saved before the store kept their route):
         spare candidates, never a missed one."""
 
-    async def load_many(self, refs: list[str]) -> list[Stored]:
-        """The incidents with these refs still held, in the order asked (one read)."""
+    async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
+        """The incidents with these refs still held, in the order asked (one read).
+        `alerts=False`: without their alerts (`summaries`), which SQLite leaves unparsed."""
 
     async def look_facts(self, refs: list[str]) -> list[LookFacts]:
         """What the scheduler times each of these incidents by (those still held), read
@@ -299,6 +300,10 @@ def watched_alerts(incident: Incident) -> list[str]:
     return [] if incident.finished else sorted(incident.alerts)
 
 
+def without_alerts(stored: Stored) -> Stored:
+    return Stored(stored.incident.model_copy(update={"alerts": {}}), stored.delivery)
+
+
 def shows_silence(incident: Incident) -> bool:
     """What `Store.shown_silenced` lists: open, with a silence on its message."""
     return not incident.finished and incident.silence_id is not None
@@ -324,15 +329,17 @@ async def changed_pages(
     since: float = float("-inf"),
     below: Place | None = None,
     size: int = OPEN_PAGE,
+    alerts: bool = True,
 ) -> AsyncIterator[list[tuple[Place, Stored]]]:
-    """The incidents of `Store.changed` from `below` on, each with its place, as stored,
-    `size` places at a time (those no longer held left out). One that changed state meanwhile
-    may be missing or come again in the other state's walk."""
+    """The incidents of `Store.changed` from `below` on, each with its place, as stored
+    (`alerts`: see `load_many`), `size` places at a time (those no longer held left out). One
+    that changed state meanwhile may be missing or come again in the other state's walk."""
     while True:
         places = await store.changed(firing, since, below, size)
         if not places:
             return
-        held = {s.incident.ref: s for s in await store.load_many([p.ref for p in places])}
+        read = await store.load_many([p.ref for p in places], alerts)
+        held = {s.incident.ref: s for s in read}
         yield [(place, held[place.ref]) for place in places if place.ref in held]
         if len(places) < size:
             return
@@ -351,10 +358,8 @@ async def summaries(store: Store, since: float, firing_since: float | None = Non
     found: dict[str, Stored] = {}
     walks = ((True, since if firing_since is None else firing_since), (False, since))
     for firing, start in walks:
-        async for page in changed_pages(store, firing, start, size=READ_PAGE):
-            for _, stored in page:
-                slim = stored.incident.model_copy(update={"alerts": {}})
-                found[slim.ref] = Stored(slim, stored.delivery)
+        async for page in changed_pages(store, firing, start, size=READ_PAGE, alerts=False):
+            found.update((stored.incident.ref, stored) for _, stored in page)
     return list(found.values())
 
 

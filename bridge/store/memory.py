@@ -20,6 +20,7 @@ from bridge.store.base import (
     coalesced,
     shows_silence,
     watched_alerts,
+    without_alerts,
 )
 from bridge.timeline import MAX_EVENTS, Event
 
@@ -128,8 +129,9 @@ class MemoryStore:
     async def open_refs_on(self, routes: Sequence[str]) -> list[str]:
         return sorted(i.ref for i in await self.open_incidents() if i.route in routes)
 
-    async def load_many(self, refs: list[str]) -> list[Stored]:
-        return [s for s in [await self.load_by_ref(ref) for ref in refs] if s is not None]
+    async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
+        found = [s for s in map(self._stored, refs) if s is not None]
+        return found if alerts else list(map(without_alerts, found))
 
     async def look_facts(self, refs: list[str]) -> list[LookFacts]:
         return [s.incident.look_facts() for s in await self.load_many(refs)]

@@ -60,6 +60,7 @@ from bridge.store.base import (
     SwapRecord,
     open_pages,
     shows_silence,
+    without_alerts,
 )
 from bridge.timeline import MAX_EVENTS, Event
 
@@ -828,13 +829,13 @@ class RedisStore:
             refs.update(members)
         return sorted(refs)
 
-    async def load_many(self, refs: list[str]) -> list[Stored]:
-        """One round trip for the page (a pipeline of HGETALLs)."""
+    async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
+        """One round trip for the page (a pipeline of HGETALLs); parsed whole either way."""
         pipe = self._redis.pipeline(transaction=False)
         for ref in refs:
             pipe.hgetall(self._k("inc", ref))
-        found = await self._do("load", pipe.execute())
-        return [s for s in map(_stored, found) if s is not None]
+        found = [s for s in map(_stored, await self._do("load", pipe.execute())) if s]
+        return found if alerts else list(map(without_alerts, found))
 
     async def load_incident(self, key: str) -> Stored | None:
         ref = await self._do("load", self._redis.get(self._k("cur", key)))

@@ -50,6 +50,8 @@ _STORED = (
     "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
 )
 
+# incident `i`'s body without its alerts
+_NO_ALERTS = "json_set(i.body, '$.alerts', json_object())"
 # incident `i` is still its key's current one (not replaced)
 _CURRENT = "i.ref = (SELECT c.ref FROM current_incidents c WHERE c.key = i.key)"
 # `look_again` holds each look to its version of an open incident still followed for its key
@@ -442,8 +444,10 @@ class SQLiteStore:
             rows += await self._run(read(values[start : start + IN_LIST_MAX]))
         return rows
 
-    async def load_many(self, refs: list[str]) -> list[Stored]:
-        query = f"SELECT i.ref, {_STORED} FROM incidents i WHERE i.ref IN ({{marks}})"  # noqa: S608
+    async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
+        # without alerts: cut out by SQLite on its thread (a third of the parse's time)
+        read = _STORED if alerts else _STORED.replace("i.body", _NO_ALERTS, 1)
+        query = f"SELECT i.ref, {read} FROM incidents i WHERE i.ref IN ({{marks}})"  # noqa: S608
         rows = await self._rows_in(query, refs)
         by_ref = {row[0]: self._stored(row[1:]) for row in rows}
         return [s for s in (by_ref.get(ref) for ref in refs) if s is not None]
