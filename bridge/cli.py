@@ -34,7 +34,7 @@ from bridge.rules import RouteConfig, Rules, load_rules
 from bridge.schedules import Schedule
 from bridge.settings import Settings
 from bridge.sources import alertmanager, grafana
-from bridge.store import Store
+from bridge.store import READ_PAGE, Store, changed_pages
 from bridge.timeline import incident_json
 
 log = logging.getLogger("bridge")
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     oncall.add_argument("--at", default=None, help="an ISO time (default: now)")
     oncall.add_argument("--days", type=int, default=7, help="shifts shown (default 7 days)")
 
-    incidents = sub.add_parser("incidents", help="list incidents from the store, open first")
+    incidents = sub.add_parser("incidents", help="list incidents from the store, firing first")
     incidents.add_argument("--open", action="store_true", help="only firing (or silenced) ones")
     incidents.add_argument("--json", action="store_true", help="as JSON")
     incident = sub.add_parser("incident", help="one incident and its timeline, from the store")
@@ -336,24 +336,33 @@ async def _reading_store() -> Store | None:
 
 
 async def list_incidents(only_open: bool, as_json: bool) -> int:
+    """Firing incidents first, then resolved ones, the most recently changed first; printed a
+    page at a time as read (a store of a hundred thousand incidents is never held at once)."""
     store = await _reading_store()
     if store is None:
         return 1
+    seen: set[str] = set()  # one that changed state while listed comes once
+    print("[" if as_json else "", end="")
     try:
-        held = [s.incident for s in await store.all_incidents()]
+        for firing in (True, False):
+            async for page in changed_pages(store, firing, size=READ_PAGE):
+                for _, stored in page:
+                    i = stored.incident
+                    if (only_open and i.finished) or i.ref in seen:
+                        continue
+                    if as_json:
+                        print(("," if seen else "") + i.model_dump_json(), end="")
+                    else:
+                        firing_now = sum(a.status == "firing" for a in i.alerts.values())
+                        print(
+                            f"{i.ref}\t{i.state.value}\t{firing_now}/{len(i.alerts)}\t"
+                            f"{i.route}\t{i.changed_at.isoformat(timespec='seconds')}\t"
+                            f"{incident_title(i)}"
+                        )
+                    seen.add(i.ref)
     finally:
         await store.close()
-    shown = [i for i in held if not (only_open and i.finished)]
-    shown.sort(key=lambda i: (i.finished, -i.changed_at.timestamp()))
-    if as_json:
-        print(json.dumps([json.loads(i.model_dump_json()) for i in shown], ensure_ascii=False))
-        return 0
-    for i in shown:
-        firing = sum(a.status == "firing" for a in i.alerts.values())
-        print(
-            f"{i.ref}\t{i.state.value}\t{firing}/{len(i.alerts)}\t{i.route}\t"
-            f"{i.changed_at.isoformat(timespec='seconds')}\t{incident_title(i)}"
-        )
+    print("]" if as_json else "", end="\n" if as_json else "")
     return 0
 
 

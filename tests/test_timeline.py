@@ -118,9 +118,23 @@ async def test_cli_prints_an_incident_and_the_list(
     data = json.loads(capsys.readouterr().out)
     assert data["ref"] == ref and data["state"] == "firing"
     assert [e["kind"] for e in data["timeline"]][:2] == ["opened", "fired"]
+    from bridge.store.sqlite import SQLiteStore
+
+    async def everything(self: object) -> None:
+        raise AssertionError("read every incident held")
+
+    monkeypatch.setattr(SQLiteStore, "all_incidents", everything)  # listed a page at a time
+    await bridge.post_fixture("alertmanager/01-single-firing.json")
+    await bridge.post_fixture("alertmanager/06-single-resolved.json")
     assert await asyncio.to_thread(main, ["incidents", "--open"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(ref) and "DiskFull" in line
+    assert await asyncio.to_thread(main, ["incidents", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(i["state"], i["ref"] == ref) for i in listed] == [
+        ("firing", True),
+        ("resolved", False),
+    ]
     assert await asyncio.to_thread(main, ["incident", "ffffffffff"]) == 1
     assert "no incident ffffffffff" in capsys.readouterr().err
     assert AlertStatus.FIRING  # (the list above shows firing incidents first)
