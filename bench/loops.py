@@ -9,7 +9,8 @@ under new reminders on the route of one incident in ten (those alone are timed a
 silence check-back against an Alertmanager that holds every alert, the last 100 groups under
 a silence made in its UI (the first pass shows them silenced and, past the first size, drops
 it from the 100 it covered before, whose groups it asks about; the next pass is the steady
-state); pruning, and the outbox gauges; and the inbox's
+state); pruning, and the outbox gauges; the incident list's first page and what a daily
+digest reads (every firing incident and those changed in the day, without alerts); and the inbox's
 time to record a notification (200 new groups, then 200 repeats, one at a time), and its p99
 for new groups recorded one after another during a second start under new rules. Also the
 process's RSS after each pass, and Redis memory per incident.
@@ -54,9 +55,10 @@ from bridge.rules import load_rules  # noqa: E402
 from bridge.scheduler import LOOKS_BASIS, Scheduler  # noqa: E402
 from bridge.settings import Settings  # noqa: E402
 from bridge.sources.alertmanager import parse  # noqa: E402
-from bridge.store import Store, open_store  # noqa: E402
+from bridge.store import Store, open_store, summaries  # noqa: E402
 from bridge.tasks import Pulse  # noqa: E402
 from bridge.web.app import create_app  # noqa: E402
+from bridge.web.listing import Filter, list_page  # noqa: E402
 from bridge.web.state import INBOX, OUTBOX  # noqa: E402
 
 ALERTS_PER_INCIDENT = 10
@@ -236,7 +238,8 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'restart':>9s} "
         f"{'new rules':>10s} {'1 route':>8s} {'silences':>9s} {'1st silc':>9s} "
         f"{'accept p50/p99':>15s} {'p99 in new rules (n)':>21s} "
-        f"{'prune':>8s} {'gauges':>8s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
+        f"{'prune':>8s} {'gauges':>8s} {'list':>8s} {'digest':>8s} {'RSS':>7s}"
+        + (f" {'Redis/incident':>14s}" if redis else "")
     )
     done = 0
     for size in sizes:
@@ -267,12 +270,15 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         )
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
+        listing = await timed(lambda: list_page(store, Filter(), 50))
+        digest = await timed(lambda: summaries(store, time.time() - 86400, float("-inf")))
         line = (
             f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
             f"{new_rules:8.0f}ms {one_route:6.0f}ms {check:7.1f}ms {first_check:7.0f}ms "
             f"{accept_p50:5.1f}/{accept_p99:5.1f}ms "
             f"{busy_p99:10.1f}ms ({busy_n:6,d}) "
-            f"{prune:6.1f}ms {gauges:6.1f}ms {rss_mb_self():5.0f}MB"
+            f"{prune:6.1f}ms {gauges:6.1f}ms {listing:6.1f}ms {digest:6.0f}ms "
+            f"{rss_mb_self():5.0f}MB"
         )
         if redis:
             per = (await redis_used(store) - used_before) / size

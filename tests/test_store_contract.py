@@ -656,9 +656,15 @@ def holding_alerts(ref: str, key: str, *fingerprints: str, **update: object) -> 
 
 
 async def test_incidents_are_read_without_their_alerts_for_summaries(store: Store) -> None:
-    """`load_many(alerts=False)`: everything but the alerts, as saved."""
+    """`load_many(alerts=False)`: everything but the alerts, as saved, whatever the labels say
+    (Redis cuts the alerts out of the body's text)."""
+    tricky = '"alerts":{"x":1},"truncated_alerts":3}'
     held = holding_alerts("r1", "k1", "a", "b").model_copy(
-        update={"group_labels": {"alertname": "X"}, "acked_by": 7}
+        update={
+            "group_labels": {"alertname": tricky, "alerts": "{"},
+            "common_annotations": {"truncated_alerts": tricky},
+            "acked_by": 7,
+        }
     )
     await store.save_incident(held, None, [], 1.0)
     await store.record_delivery("r1", Delivery(message_id=9, rendered_version=1))
@@ -667,6 +673,21 @@ async def test_incidents_are_read_without_their_alerts_for_summaries(store: Stor
     assert sorted(whole.incident.alerts) == ["a", "b"]
     assert slim.incident == held.model_copy(update={"alerts": {}})
     assert slim.delivery == whole.delivery
+
+
+async def test_redis_cuts_the_alerts_out_before_they_travel(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    await store.open()
+    try:
+        many = holding_alerts("r1", "k1", *(f"fp{n}" for n in range(10)))
+        await store.save_incident(many, None, [], 1.0)
+        ((*_, body),) = [
+            [v for k, v in zip(flat[::2], flat[1::2], strict=True) if k == "body"]
+            for flat in await store._eval("without alerts", "r1", "gone")
+        ]
+        assert '"alerts":{},"truncated_alerts":0' in body and "fp3" not in body
+    finally:
+        await store.close()
 
 
 async def test_the_check_back_finds_incidents_by_their_alerts_and_silences(store: Store) -> None:
