@@ -119,6 +119,22 @@ async def test_the_list_page_and_the_api_walk_with_cursors(make_bridge: BridgeFa
     assert len(default["incidents"]) == 70 and default["next"] is None
 
 
+async def test_a_page_that_found_nothing_yet_says_so_and_reads_on(
+    bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.web import listing
+
+    order = await hold(bridge.store, firing=12, resolved=0)
+    monkeypatch.setattr(listing, "SCAN_AT_MOST", 5)
+    html = await (await bridge.client.get("/incidents", params={"q": 'alertname="A0"'})).text()
+    assert "Среди просмотренных пока ничего" in html and "/incidents/" not in html
+    while "Среди просмотренных" in html:
+        (more,) = _next_links(html)
+        html = await (await bridge.client.get("/incidents" + more)).text()
+    assert f"/incidents/{order[-1]}" in html  # A0: the first held, the last in the order
+    assert _next_links(html) == []
+
+
 async def test_bad_limits_and_cursors_get_a_400_and_change_nothing(bridge: Bridge) -> None:
     await hold(bridge.store, firing=3, resolved=0)
     for params in (

@@ -77,10 +77,12 @@ async def list_page(
     where: Filter,
     size: int,
     after: Cursor | None = None,
-    scan_at_most: int = SCAN_AT_MOST,
+    scan_at_most: int | None = None,
 ) -> tuple[list[Incident], Cursor | None]:
     """Up to `size` incidents the list shows from `after` on, and the next page's cursor
-    (None: nothing after them). Raises MatcherSyntaxError for a bad matcher."""
+    (None: nothing after them), reading `scan_at_most` (SCAN_AT_MOST) incidents at most.
+    Raises MatcherSyntaxError for a bad matcher."""
+    scan_at_most = scan_at_most or SCAN_AT_MOST
     shown = where.predicate()
     found: list[tuple[Incident, Cursor]] = []
     scanned = 0
