@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import housekeeping
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
@@ -557,6 +559,64 @@ async def test_the_order_of_change_is_walked_past_a_page_of_ties(store: Store) -
         walked += [p.ref for p in places]
         below = places[-1]
     assert walked == [f"r{n}" for n in reversed(range(7))]
+
+
+# saves: (incident number, minute changed, firing); the same number saved again is a change
+SAVES = st.lists(
+    st.tuples(st.integers(0, 11), st.integers(0, 3), st.booleans()), min_size=1, max_size=30
+)
+
+
+@settings(max_examples=40)
+@given(SAVES, st.integers(1, 7), st.none() | st.integers(0, 3))
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_property_a_walk_in_pages_is_the_order_of_change(
+    kind: str,
+    redis_server: Any,
+    saves: list[tuple[int, int, bool]],
+    size: int,
+    since: int | None,
+) -> None:
+    """Whatever was saved and however it is paged: each walk lists every incident held in
+    its state once, most recently changed first, ties by greater ref first, since `since`."""
+
+    async def run() -> None:
+        if kind == "redis":
+            store: Store = RedisStore(redis_server.url, prefix=f"p-{uuid.uuid4().hex[:8]}:")
+        else:
+            store = open_store("memory://" if kind == "memory" else "sqlite:///:memory:")
+        await store.open()
+        held: dict[str, Incident] = {}
+        for n, minute, firing in saves:
+            ref = f"{n:04x}"
+            before = held.get(ref)
+            state = IncidentState.FIRING if firing else IncidentState.RESOLVED
+            version = before.version + 1 if before else 1
+            when = T0 + timedelta(minutes=minute)
+            held[ref] = incident(ref, f"k{n}", version, state, when)
+            replaces = (ref, before.version) if before else None
+            await store.save_incident(held[ref], replaces, [], 1.0)
+        start = float("-inf") if since is None else (T0 + timedelta(minutes=since)).timestamp()
+        for firing in (True, False):
+            expected = sorted(
+                (
+                    Place(i.changed_at.timestamp(), i.ref)
+                    for i in held.values()
+                    if (i.state is IncidentState.FIRING) == firing
+                    and i.changed_at.timestamp() >= start
+                ),
+                reverse=True,
+            )
+            walked: list[Place] = []
+            below = None
+            while page := await store.changed(firing, start, below, size):
+                assert len(page) <= size
+                walked += page
+                below = page[-1]
+            assert walked == expected
+        await store.close()
+
+    asyncio.run(run())
 
 
 def on_route(ref: str, key: str, route: str, **update: object) -> Incident:
