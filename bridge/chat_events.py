@@ -5,7 +5,7 @@ active incidents, and shared links to incidents get previews."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from bridge.actions import Reply
@@ -186,22 +186,29 @@ class ChatEvents:
             if incident.route in routes:
                 await self.store.enqueue(incident.ref, [], now.timestamp(), timeline=[event])
 
-    async def _linked(self, url: str) -> Incident | None:
-        """The incident a link points at: the bridge's own page by its ref; a source's or
-        Alertmanager's link searched among the incidents most recently changed, firing
-        first, LINKS_SEARCH_AT_MOST of them (never every incident held)."""
-        ref = linked_ref(url, self.public_url)
-        if ref is not None:
-            stored = await self.store.load_by_ref(ref) if ref else None
-            return stored.incident if stored else None
+    async def _linked(self, urls: Sequence[str]) -> dict[str, Incident]:
+        """The incidents these links point at: the bridge's own pages by their refs; sources'
+        and Alertmanager's links searched for together among the incidents most recently
+        changed, firing first, LINKS_SEARCH_AT_MOST of them (never every incident held)."""
+        found: dict[str, Incident] = {}
+        sought = []
+        for url in urls:
+            ref = linked_ref(url, self.public_url)
+            if ref is None:
+                sought.append(url)
+            elif ref and (stored := await self.store.load_by_ref(ref)) is not None:
+                found[url] = stored.incident
         searched, size = 0, min(READ_PAGE, LINKS_SEARCH_AT_MOST)
         for firing in (True, False):
             async for page in changed_pages(self.store, firing, size=size):
-                found = incident_for(url, [s.incident for _, s in page], self.public_url)
+                read = [s.incident for _, s in page]
+                for url in [u for u in sought if u not in found]:
+                    if (incident := incident_for(url, read, self.public_url)) is not None:
+                        found[url] = incident
                 searched += len(page)
-                if found is not None or searched >= LINKS_SEARCH_AT_MOST:
+                if all(u in found for u in sought) or searched >= LINKS_SEARCH_AT_MOST:
                     return found
-        return None
+        return found
 
     async def _may_take(self, user_id: int, name: str) -> bool:
         schedule = self.schedules[name]
@@ -217,11 +224,10 @@ class ChatEvents:
         """Links to incidents (their sources, Alertmanager filters, the bridge's own) get a
         preview with the incident's current state."""
         previews = {}
-        for url in shared.urls:
-            incident = await self._linked(url)
-            if incident is not None:
-                route = self.inbox.rules.by_name(incident.route).config
-                previews[url] = render_preview(incident, route, self.inbox.render_options)
+        linked = await self._linked(shared.urls)
+        for url in (u for u in shared.urls if u in linked):
+            route = self.inbox.rules.by_name(linked[url].route).config
+            previews[url] = render_preview(linked[url], route, self.inbox.render_options)
         if not previews:
             return None
         request = json.dumps({"message_id": shared.message_id, "previews": previews})

@@ -377,7 +377,15 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     response = await bridge.post_fixture("alertmanager/02-group-3-firing.json")
     (ref,) = (await response.json())["changed"]
     await bridge.deliver()
-    no_whole_reads(bridge)  # searched among the most recently changed
+    no_whole_reads(bridge)  # searched among the most recently changed, all links at once
+    walks: list[bool] = []
+    changed = bridge.store.changed
+
+    async def walking(firing: bool, *args: Any) -> Any:
+        walks.append(firing)
+        return await changed(firing, *args)
+
+    bridge.store.changed = walking  # type: ignore[method-assign]
     source = fixture_json("alertmanager/02-group-3-firing.json")["alerts"][0]["generatorURL"]
     event: dict[str, Any] = fixture_json("pachca/link-shared.json")
     event["webhook_timestamp"] = int(time.time())
@@ -407,6 +415,7 @@ async def test_links_to_an_incident_get_a_preview_of_its_state(make_bridge: Brid
     for preview in previews.values():
         assert preview["title"] == "🔥 ГОРИТ (3/3) · DiskFull"
         assert preview["description"].startswith("с ")
+    assert walks == [True, False]  # one page of each walk for the three links searched
 
 
 async def test_a_link_is_searched_among_the_most_recently_changed_only(
