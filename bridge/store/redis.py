@@ -792,7 +792,7 @@ class RedisStore:
             raise StoreError(f"redis scan: {exc}") from exc
         for start in range(0, len(refs), OPEN_PAGE):
             pipe = self._redis.pipeline(transaction=False)
-            for stored in await self.load_many(refs[start : start + OPEN_PAGE]):
+            for stored in await self.load_many(refs[start : start + OPEN_PAGE], alerts=False):
                 incident = stored.incident
                 firing = incident.state is IncidentState.FIRING
                 pipe.zadd(
