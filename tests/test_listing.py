@@ -185,3 +185,59 @@ def _next_links(html: str) -> list[str]:
     import re
 
     return [link.replace("&amp;", "&") for link in re.findall(r'href="(\?[^"]*after=[^"]*)"', html)]
+
+
+async def test_a_recent_read_is_shared_and_kept_a_while() -> None:
+    """Requests during a read wait for it; within `fresh_for` they get its value; a failed
+    read is not kept."""
+    import asyncio
+
+    from bridge.web.recent import Recent
+
+    now = [1000.0]
+    recent: Recent[int] = Recent(60.0, lambda: now[0])
+    reads: list[int] = []
+    release = asyncio.Event()
+
+    async def read() -> int:
+        reads.append(1)
+        await release.wait()
+        return len(reads)
+
+    waiting = [asyncio.ensure_future(recent.get(read)) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()  # one request going away cancels no one else's
+    release.set()
+    assert await asyncio.gather(*waiting[1:]) == [1, 1] and len(reads) == 1
+    now[0] += 59
+    assert await recent.get(read) == 1 and len(reads) == 1
+    now[0] += 2
+
+    async def failing() -> int:
+        raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError):
+        await recent.get(failing)
+    assert await recent.get(read) == 2  # read again, not the failure kept
+
+
+async def test_the_stats_are_read_at_most_once_a_minute(make_bridge: BridgeFactory) -> None:
+    from tests.conftest import Clock
+
+    clock = Clock(T0.timestamp())
+    bridge = await make_bridge(clock=clock)
+    await hold(bridge.store, firing=3, resolved=0)
+    walks: list[bool] = []
+    changed = bridge.store.changed
+
+    async def walking(firing: bool, *args: object):  # type: ignore[no-untyped-def]
+        walks.append(firing)
+        return await changed(firing, *args)  # type: ignore[arg-type]
+
+    bridge.store.changed = walking  # type: ignore[method-assign]
+    for _ in range(3):
+        assert (await bridge.client.get("/stats")).status == 200
+    assert walks == [True, False]
+    clock.now += 61
+    assert (await bridge.client.get("/stats")).status == 200
+    assert walks == [True, False, True, False]

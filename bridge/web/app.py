@@ -37,6 +37,7 @@ from bridge.web.auth import IntakeAuth
 from bridge.web.callbacks import pachca_webhook
 from bridge.web.intake import BodyCheck, intake_handler, json_error
 from bridge.web.pages import UiAccess, incident_link
+from bridge.web.recent import Recent
 from bridge.web.state import (
     AUTH,
     CLOCK,
@@ -49,6 +50,7 @@ from bridge.web.state import (
     RULES,
     SETTINGS,
     SILENCER,
+    STATS,
     STORE,
     SUPERVISOR,
     UI,
@@ -108,6 +110,8 @@ SWAPS_REFRESH_SECONDS = 5.0
 # slice in turn, and a button press, the outbox's calls to Pachca and a critical's create
 # would wait behind all of them.
 INTAKE_AT_ONCE = 8
+# /stats is read again at most this often (seconds): its figures are of days
+STATS_FRESH_FOR = 60.0
 
 
 async def follow_swaps(store: Store, schedules: LiveSchedules, pulse: Pulse) -> None:
@@ -275,6 +279,7 @@ def create_app(
     app.router.add_put("/webhook/grafana", grafana_intake)
     app.router.add_post("/pachca/webhook", pachca_webhook)
     app[UI] = UiAccess(settings)
+    app[STATS] = Recent(STATS_FRESH_FOR, clock)
     ui.add_routes(app)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

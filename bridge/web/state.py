@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from bridge.store import Store
 from bridge.tasks import Supervisor
 from bridge.web.auth import IntakeAuth
 from bridge.web.pages import UiAccess
+from bridge.web.recent import Recent
 
 SETTINGS = web.AppKey("settings", Settings)
 # unix time now; tests replace it to check freshness windows
@@ -36,3 +38,5 @@ OUTBOX = web.AppKey("outbox", Outbox)
 SILENCER: web.AppKey[Silencer | None] = web.AppKey("silencer")
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 UI = web.AppKey("ui", UiAccess)
+# what /stats shows, read at most once a minute (see ui.stats_page)
+STATS: web.AppKey[Recent[list[dict[str, Any]]]] = web.AppKey("stats")

@@ -14,7 +14,7 @@ from bridge.store import summaries
 from bridge.timeline import incident_json
 from bridge.web import pages
 from bridge.web.listing import Cursor, Filter, list_page
-from bridge.web.state import OUTBOX, RULES, STORE, UI
+from bridge.web.state import CLOCK, OUTBOX, RULES, STATS, STORE, UI
 from bridge.words import WORDS
 
 _HTML_HEADERS = {
@@ -117,12 +117,17 @@ async def api_incidents(request: web.Request) -> web.Response:
 
 
 async def stats_page(request: web.Request) -> web.Response:
+    """Read at most once a STATS_FRESH_FOR: 30 days of incidents are many after a storm."""
     request.app[UI].require_person(request)
     rules = request.app[RULES]
-    now = datetime.now(UTC)
-    since = (now - timedelta(days=pages.STATS_DAYS)).timestamp()
-    held = [s.incident for s in await summaries(request.app[STORE], since)]
-    view = pages.stats_view(held, [r.name for r in rules.routes], now)
+
+    async def read() -> list[dict[str, Any]]:
+        now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
+        since = (now - timedelta(days=pages.STATS_DAYS)).timestamp()
+        held = [s.incident for s in await summaries(request.app[STORE], since)]
+        return pages.stats_view(held, [r.name for r in rules.routes], now)
+
+    view = await request.app[STATS].get(read)
     html = pages.render_stats(view, WORDS[rules.default.config.language])
     return web.Response(text=html, content_type="text/html", headers=_HTML_HEADERS)
 
