@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from storm import free_port, notification, pct, rss_mb  # noqa: E402
 
+from bridge.briefs import Brief  # noqa: E402
 from bridge.housekeeping import checkpoint_forever, prune_once  # noqa: E402
 from bridge.metrics import Metrics  # noqa: E402
 from bridge.pachca import DryRunPachca  # noqa: E402
@@ -271,7 +272,7 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
         listing = await timed(lambda: list_page(store, Filter(), 50))
-        digest = await timed(lambda: summaries(store, time.time() - 86400, float("-inf")))
+        digest = await timed(lambda: summaries(store, Brief.of, time.time() - 86400, float("-inf")))
         line = (
             f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
             f"{new_rules:8.0f}ms {one_route:6.0f}ms {check:7.1f}ms {first_check:7.0f}ms "

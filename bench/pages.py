@@ -15,9 +15,11 @@ import asyncio
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from bridge.briefs import Brief
 from bridge.model import Alert, AlertStatus, Delivery, Incident, IncidentState
 from bridge.store import Store, Stored, open_store, summaries
 from bridge.timeline import Event
@@ -127,7 +129,7 @@ async def held_figures(count: int, repeat: int) -> None:
         stats_since = (NOW - timedelta(days=pages.STATS_DAYS)).timestamp()
 
         async def stats() -> str:
-            held = [s.incident for s in await summaries(store, stats_since)]
+            held = await summaries(store, Brief.of, stats_since)
             return pages.render_stats(pages.stats_view(held, ["default"], NOW), words)
 
         figures = [
@@ -140,9 +142,16 @@ async def held_figures(count: int, repeat: int) -> None:
             ("stats (all 30 days' incidents)", await timed_async(stats, max(1, repeat // 10))),
             ("every incident held read (before)", await timed_async(store.all_incidents, 1)),
         ]
+        tracemalloc.start()
+        kept = await summaries(store, Brief.of, stats_since)
+        brief_bytes = tracemalloc.get_traced_memory()[0] / max(1, len(kept))
+        tracemalloc.stop()
         await store.close()
     for name, ms in figures:
         print(f"{name}, {count} held: {ms:.1f} ms")
+    print(
+        f"what the stats and the digest keep of an incident: {brief_bytes:.0f} bytes (tracemalloc)"
+    )
 
 
 if __name__ == "__main__":

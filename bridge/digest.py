@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import mean
 from zoneinfo import ZoneInfo
 
-from bridge.model import Incident, IncidentState
+from bridge.briefs import Brief
+from bridge.model import IncidentState
 from bridge.rules import RouteConfig, Rules
-from bridge.store.base import Stored
 
 # a digest missed by more than this (the bridge was down at the time) is skipped, not sent late
 LATE_BY_AT_MOST = timedelta(hours=1)
@@ -30,7 +29,7 @@ class DigestDue:
 class Summary:
     opened: int
     resolved: int
-    firing: list[Stored]
+    firing: list[Brief]
     mtta: float | None  # seconds
     mttr: float | None
     noisiest: list[tuple[str, int]]
@@ -57,25 +56,17 @@ def digests_due(rules: Rules, now: datetime) -> list[DigestDue]:
     return due
 
 
-def summarize(
-    stored: list[Stored],
-    chat_id: int,
-    start: datetime,
-    end: datetime,
-    title: Callable[[Incident], str],
-) -> Summary:
-    """What happened in the chat in [start, end): `title` names an incident (for noisiest)."""
-    mine = [s for s in stored if s.incident.chat_id == chat_id]
-    opened = [s.incident for s in mine if start <= s.incident.opened_at < end]
+def summarize(held: list[Brief], chat_id: int, start: datetime, end: datetime) -> Summary:
+    """What happened in the chat in [start, end)."""
+    mine = [b for b in held if b.chat_id == chat_id]
+    opened = [b for b in mine if start <= b.opened_at < end]
     resolved = [
-        s.incident
-        for s in mine
-        if s.incident.state is IncidentState.RESOLVED and start <= s.incident.changed_at < end
+        b for b in mine if b.state is IncidentState.RESOLVED and start <= b.changed_at < end
     ]
-    acks = [(i.acked_at - i.opened_at).total_seconds() for i in opened if i.acked_at]
-    repairs = [(i.changed_at - (i.firing_since or i.opened_at)).total_seconds() for i in resolved]
-    noisiest = Counter(title(i) for i in opened).most_common(3)
-    firing = [s for s in mine if s.incident.state is IncidentState.FIRING]
+    acks = [(b.acked_at - b.opened_at).total_seconds() for b in opened if b.acked_at]
+    repairs = [(b.changed_at - (b.firing_since or b.opened_at)).total_seconds() for b in resolved]
+    noisiest = Counter(b.title for b in opened).most_common(3)
+    firing = [b for b in mine if b.state is IncidentState.FIRING]
     return Summary(
         opened=len(opened),
         resolved=len(resolved),

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from bridge.briefs import Brief
 from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
@@ -223,7 +224,7 @@ class Scheduler:
             return False
         routes = self.rules.routes_calling(name)
         firing = [
-            s
+            Brief.of(s)
             async for page in open_on_routes(self.store, {r.name for r in routes})
             for s in page
             if s.incident.state is IncidentState.FIRING
@@ -250,14 +251,14 @@ class Scheduler:
         if await self.store.event_seen(due.key):
             return False  # sent already: not worth reading its incidents again
         # what it counts: changed in the period, and whatever still fires
-        stored = await summaries(self.store, due.start.timestamp(), firing_since=float("-inf"))
+        held = await summaries(self.store, Brief.of, due.start.timestamp(), float("-inf"))
         schedules = self.inbox.render_options.schedules
         duty = [
             (name, schedules[name].on_duty(due.start), schedules[name].on_duty(now))
             for name in self.rules.schedules_in_chat(due.chat_id)
             if name in schedules
         ]
-        text = render_digest(due, stored, now, duty)
+        text = render_digest(due, held, now, duty)
         try:
             await self.store.enqueue(
                 due.key, [post_item(due.chat_id, text)], now.timestamp(), event_id=due.key

@@ -5,13 +5,13 @@ server-rendered SVG. Pure: incidents and `now` in."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from html import escape
 from statistics import mean
 
-from bridge.model import Incident, IncidentState
+from bridge.briefs import Brief
+from bridge.model import IncidentState
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class RouteStats:
     series: list[Day]
 
 
-def _ack_time(incident: Incident) -> float | None:
+def _ack_time(incident: Brief) -> float | None:
     return (incident.acked_at - incident.opened_at).total_seconds() if incident.acked_at else None
 
 
-def _repair_time(incident: Incident) -> float | None:
+def _repair_time(incident: Brief) -> float | None:
     if incident.state is not IncidentState.RESOLVED:
         return None
     return (incident.changed_at - (incident.firing_since or incident.opened_at)).total_seconds()
@@ -48,17 +48,11 @@ def _mean(values: list[float | None]) -> float | None:
     return mean(known) if known else None
 
 
-def route_stats(
-    incidents: list[Incident],
-    route: str,
-    now: datetime,
-    days: int,
-    title: Callable[[Incident], str],
-) -> RouteStats:
+def route_stats(incidents: list[Brief], route: str, now: datetime, days: int) -> RouteStats:
     """The route's incidents opened in the last `days` days (UTC days)."""
     start = now - timedelta(days=days)
     mine = [i for i in incidents if i.route == route and start <= i.opened_at <= now]
-    by_day: dict[date, list[Incident]] = {}
+    by_day: dict[date, list[Brief]] = {}
     for incident in mine:
         by_day.setdefault(incident.opened_at.date(), []).append(incident)
     first = (now - timedelta(days=days - 1)).date()
@@ -80,7 +74,7 @@ def route_stats(
         opened=len(mine),
         mtta=_mean([_ack_time(i) for i in mine]),
         mttr=_mean([_repair_time(i) for i in mine]),
-        noisiest=Counter(title(i) for i in mine).most_common(5),
+        noisiest=Counter(i.title for i in mine).most_common(5),
         series=series,
     )
 

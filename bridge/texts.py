@@ -10,6 +10,7 @@ from datetime import datetime
 
 from bridge.actions import Reply
 from bridge.alertmanager_api import Failure
+from bridge.briefs import Brief
 from bridge.digest import DigestDue, summarize
 from bridge.incidents import Effect
 from bridge.markdown import Md, escape, link, truncate
@@ -198,7 +199,7 @@ def render_escalation_post(
 
 def render_digest(
     due: DigestDue,
-    stored: list[Stored],
+    held: list[Brief],
     now: datetime,
     duty: list[tuple[str, tuple[str, ...], tuple[str, ...]]] | None = None,
 ) -> str:
@@ -206,7 +207,7 @@ def render_digest(
     with `duty` (schedule, who was on duty at the period's start, who is now), the on-call."""
     words = WORDS[due.route.language]
     language = due.route.language
-    summary = summarize(stored, due.chat_id, due.start, due.end, incident_title)
+    summary = summarize(held, due.chat_id, due.start, due.end)
     lines = [words["digest_header"].format(start=format_time(due.start), end=format_time(due.end))]
     for name, was, now_on in duty or []:
         lines.append(
@@ -235,12 +236,11 @@ def render_digest(
     return "\n".join(lines)
 
 
-def firing_line(s: Stored) -> str:
+def firing_line(b: Brief) -> str:
     """`🔥 title`, linked to the incident's message once it has one."""
-    title = truncate(incident_title(s.incident), MAX_TITLE_CHARS)
-    message_id = s.delivery.message_id
-    if message_id:
-        return f"🔥 {link(title, message_url(s.incident.chat_id, message_id))}"
+    title = truncate(b.title, MAX_TITLE_CHARS)
+    if b.message_id:
+        return f"🔥 {link(title, message_url(b.chat_id, b.message_id))}"
     return f"🔥 {escape(title)}"
 
 
@@ -249,7 +249,7 @@ def render_handoff(
     schedule: Schedule,
     who: tuple[str, ...],
     now: datetime,
-    firing: list[Stored],
+    firing: list[Brief],
     language: str,
 ) -> tuple[str, str]:
     """The handoff's post in the schedule's chat and the DM to the incoming person: who is on
@@ -258,7 +258,7 @@ def render_handoff(
     handoff = schedule.next_handoff(now)
     until = handoff.astimezone(schedule.zone).strftime("%d.%m %H:%M") if handoff else "—"
     people = " ".join(who) or "—"
-    open_lines = [firing_line(s) for s in sorted(firing, key=lambda s: s.incident.opened_at)[:20]]
+    open_lines = [firing_line(b) for b in sorted(firing, key=lambda b: b.opened_at)[:20]]
     tail = (
         [words["handoff_open"].format(count=len(firing)), *open_lines]
         if firing

@@ -259,10 +259,16 @@ def test_route_stats_count_days_and_times() -> None:
     )
     open_one = incident("a2", "k2").model_copy(update={"opened_at": now - timedelta(hours=2)})
     old = incident("a3", "k3").model_copy(update={"opened_at": now - timedelta(days=20)})
-    week = route_stats([acked, open_one, old], "default", now, 7, lambda i: "X")
+    from bridge.briefs import Brief
+    from bridge.model import Delivery
+    from bridge.store import Stored
+
+    held = [Brief.of(Stored(i.model_copy(update={"group_labels": {"alertname": "X"}}), Delivery()))
+            for i in (acked, open_one, old)]  # fmt: skip
+    week = route_stats(held, "default", now, 7)
     assert (week.opened, week.mtta, week.mttr) == (2, 240.0, 1800.0)
     assert [d.opened for d in week.series][-2:] == [1, 1] and len(week.series) == 7
-    month = route_stats([acked, open_one, old], "default", now, 30, lambda i: "X")
+    month = route_stats(held, "default", now, 30)
     assert month.opened == 3 and month.noisiest == [("X", 3)]
     svg = chart_svg(month.series)
     assert svg.startswith("<svg") and svg.count("<rect") == 30 and "polyline" in svg

@@ -29,6 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.briefs import Brief
 from bridge.digest import DigestDue
 from bridge.errors import PayloadError
 from bridge.incidents import Effect, apply_notification
@@ -370,7 +371,7 @@ def test_property_anything_intake_accepts_renders_in_every_zone(
     now = datetime.now(UTC)
     assert render_reminder(incident, route, now)
     due = DigestDue("digest", 1000, route, now - timedelta(days=1), now + timedelta(days=1))
-    assert render_digest(due, [Stored(incident, Delivery(message_id=1))], now)
+    assert render_digest(due, [Brief.of(Stored(incident, Delivery(message_id=1)))], now)
 
 
 @functools.cache

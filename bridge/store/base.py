@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from bridge.model import Delivery, Incident, LookFacts
 from bridge.timeline import Event
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -351,15 +353,17 @@ async def changed_pages(
 READ_PAGE = 100
 
 
-async def summaries(store: Store, since: float, firing_since: float | None = None) -> list[Stored]:
-    """The incidents held that changed at or after `since` (firing ones: `firing_since`, by
-    default the same), without their alerts: what the stats and the digest count (labels and
-    times), read a page at a time and never every incident held."""
-    found: dict[str, Stored] = {}
+async def summaries(
+    store: Store, keep: Callable[[Stored], T], since: float, firing_since: float | None = None
+) -> list[T]:
+    """What `keep` makes of each incident held that changed at or after `since` (firing ones:
+    `firing_since`, by default the same), read without its alerts a page at a time: what the
+    stats and the digest count, never every incident held, nor all of one held at once."""
+    found: dict[str, T] = {}
     walks = ((True, since if firing_since is None else firing_since), (False, since))
     for firing, start in walks:
         async for page in changed_pages(store, firing, start, size=READ_PAGE, alerts=False):
-            found.update((stored.incident.ref, stored) for _, stored in page)
+            found.update((stored.incident.ref, keep(stored)) for _, stored in page)
     return list(found.values())
 
 

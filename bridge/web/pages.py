@@ -25,6 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 from jinja2 import Environment, select_autoescape
 
+from bridge.briefs import Brief
 from bridge.matchers import MatcherSyntaxError
 from bridge.model import AlertStatus, Incident, IncidentState
 from bridge.render import incident_title, message_url
@@ -293,14 +294,12 @@ def render_stats(routes: list[dict[str, Any]], words: dict[str, str]) -> str:
 
 
 def stats_view(
-    incidents: list[Incident], route_names: list[str], now: datetime
+    incidents: list[Brief], route_names: list[str], now: datetime
 ) -> list[dict[str, Any]]:
     """Per route: the 7- and 30-day figures and the 30-day chart."""
     out = []
     for name in route_names:
-        windows = [
-            route_stats(incidents, name, now, days, incident_title) for days in (7, STATS_DAYS)
-        ]
+        windows = [route_stats(incidents, name, now, days) for days in (7, STATS_DAYS)]
         out.append(
             {
                 "name": name,
