@@ -288,10 +288,10 @@ async def run_soak(
                         fake.delete_message(message["id"])
                         deleted += 1
 
-        async def press(n: int, message: dict[str, Any]) -> None:
-            """Person 7000 + n presses the message's first button, signed as Pachca does;
-            answered 503 (the store failing), Pachca sends it again."""
-            data = _button_data(message)[0]
+        async def press(n: int, message: dict[str, Any], data: str) -> None:
+            """Person 7000 + n presses the message's first button (`data`, as it was when the
+            person saw it: the message may change meanwhile), signed as Pachca does; answered
+            503 (the store failing), Pachca sends it again."""
             event = {
                 "type": "button",
                 "event": "click",
@@ -334,8 +334,10 @@ async def run_soak(
         await storm
         # people press a button on some messages while Pachca and the store still fail: each
         # is told by one direct message (its answer may be lost as any post's)
-        pressed = [m for m in fake.channel_messages() if _button_data(m)][: max(1, groups // 5)]
-        await asyncio.gather(*(press(n, m) for n, m in enumerate(pressed)))
+        pressed = [(m, _button_data(m)[0]) for m in fake.channel_messages() if _button_data(m)][
+            : max(1, groups // 5)
+        ]
+        await asyncio.gather(*(press(n, m, data) for n, (m, data) in enumerate(pressed)))
         # faults go on while the backlog is worked through, then Pachca and the store behave
         # again and the backlog settles
         tail_end = time.monotonic() + storm_tail_seconds
