@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from storm import free_port, notification, pct, rss_mb  # noqa: E402
 
 from bridge.briefs import Brief  # noqa: E402
+from bridge.cli import SWITCH_INTERVAL  # noqa: E402
 from bridge.housekeeping import checkpoint_forever, prune_once  # noqa: E402
 from bridge.metrics import Metrics  # noqa: E402
 from bridge.pachca import DryRunPachca  # noqa: E402
@@ -239,8 +240,8 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         f"   {'open':>8s} {'fill/s':>7s} {'tick':>9s} {'+100 chg':>9s} {'restart':>9s} "
         f"{'new rules':>10s} {'1 route':>8s} {'silences':>9s} {'1st silc':>9s} "
         f"{'accept p50/p99':>15s} {'p99 in new rules (n)':>21s} "
-        f"{'prune':>8s} {'gauges':>8s} {'list':>8s} {'digest':>8s} {'RSS':>7s}"
-        + (f" {'Redis/incident':>14s}" if redis else "")
+        f"{'prune':>8s} {'gauges':>8s} {'list':>8s} {'digest':>8s} "
+        f"{'p99 in digest (n)':>19s} {'RSS':>7s}" + (f" {'Redis/incident':>14s}" if redis else "")
     )
     done = 0
     for size in sizes:
@@ -272,13 +273,20 @@ async def measure(kind: str, store_url: str, sizes: list[int], state: Path, am_u
         prune = await timed(lambda: prune_once(store, 86400.0, time.time()))
         gauges = await timed(lambda: store.outbox_stats(time.time()))
         listing = await timed(lambda: list_page(store, Filter(), 50))
-        digest = await timed(lambda: summaries(store, Brief.of, time.time() - 86400, float("-inf")))
+
+        def digest_read() -> Awaitable[Any]:
+            return summaries(store, Brief.of, time.time() - 86400, float("-inf"))
+
+        digest = await timed(digest_read)
+        # the digest's read again, new groups recorded meanwhile (does it stall the intake?)
+        digest_p99, digest_n = await accepts_during(digest_read(), inbox, 3_000_000 + size * 10)
         line = (
             f"   {size:8,d} {rate:7.0f} {tick:7.1f}ms {tick_changed:7.1f}ms {restarted:7.1f}ms "
             f"{new_rules:8.0f}ms {one_route:6.0f}ms {check:7.1f}ms {first_check:7.0f}ms "
             f"{accept_p50:5.1f}/{accept_p99:5.1f}ms "
             f"{busy_p99:10.1f}ms ({busy_n:6,d}) "
             f"{prune:6.1f}ms {gauges:6.1f}ms {listing:6.1f}ms {digest:6.0f}ms "
+            f"{digest_p99:8.1f}ms ({digest_n:6,d}) "
             f"{rss_mb_self():5.0f}MB"
         )
         if redis:
@@ -313,6 +321,7 @@ async def redis_used(store: Any) -> int:
 
 
 def main(quick: bool) -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `serve` runs the bridge
     sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
     state = Path(tempfile.mkdtemp(prefix="bridge-loops-"))
     am_port = free_port()

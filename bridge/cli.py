@@ -521,6 +521,11 @@ def without_credentials(url: str) -> str:
     return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}"
 
 
+# The store's thread needs the GIL for a moment per call; with the default 5 ms switch
+# interval a busy event loop keeps it waiting that long, several times per notification.
+SWITCH_INTERVAL = 0.0005
+
+
 def raise_open_file_limit() -> None:
     """Use all the file descriptors the system allows (the soft limit is often 1024): each
     connection holds one, and running out stops /healthz and intake alike."""
@@ -543,9 +548,7 @@ def serve(host: str, port: int | None, rules_path: str, dry_run: bool) -> int:
     port = settings.BRIDGE_PORT if port is None else port
     metrics = Metrics()
     raise_open_file_limit()
-    # The store's thread needs the GIL for a moment per call; with the default 5 ms switch
-    # interval a busy event loop keeps it waiting that long, several times per notification.
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     pachca: PachcaApi
     if dry_run or settings.PACHCA_TOKEN is None:
         why = "--dry-run" if dry_run else "PACHCA_TOKEN is not set"
