@@ -19,7 +19,6 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from bridge.briefs import Brief
 from bridge.model import Alert, AlertStatus, Delivery, Incident, IncidentState
 from bridge.store import Store, Stored, open_store, summaries
 from bridge.timeline import Event
@@ -129,7 +128,7 @@ async def held_figures(count: int, repeat: int) -> None:
         stats_since = (NOW - timedelta(days=pages.STATS_DAYS)).timestamp()
 
         async def stats() -> str:
-            held = await summaries(store, Brief.of, stats_since)
+            held = await summaries(store, stats_since)
             return pages.render_stats(pages.stats_view(held, ["default"], NOW), words)
 
         figures = [
@@ -143,7 +142,7 @@ async def held_figures(count: int, repeat: int) -> None:
             ("every incident held read (before)", await timed_async(store.all_incidents, 1)),
         ]
         tracemalloc.start()
-        kept = await summaries(store, Brief.of, stats_since)
+        kept = await summaries(store, stats_since)
         brief_bytes = tracemalloc.get_traced_memory()[0] / max(1, len(kept))
         tracemalloc.stop()
         await store.close()

@@ -92,13 +92,21 @@ _GRAFANA_STAND_INS = {"DatasourceNoData": "NoData", "DatasourceError": "Datasour
 
 def incident_title(incident: Incident) -> str:
     """The alertname of the group, or what the group is keyed by."""
-    name = incident.common_labels.get("alertname") or incident.group_labels.get("alertname")
-    rule = incident.common_labels.get("rulename")
-    if name in _GRAFANA_STAND_INS and rule:
-        return one_line(f"{_GRAFANA_STAND_INS[name]}: {rule}")
+    common = incident.common_labels
+    return group_title(common.get("alertname"), common.get("rulename"), incident.group_labels)
+
+
+def group_title(
+    alertname: str | None, rulename: str | None, group_labels: Mapping[str, str]
+) -> str:
+    """`incident_title` from the few labels it reads (the alertname and rulename its alerts
+    share, and the group's labels): what a store picks out of an incident for a brief."""
+    name = alertname or group_labels.get("alertname")
+    if name in _GRAFANA_STAND_INS and rulename:
+        return one_line(f"{_GRAFANA_STAND_INS[name]}: {rulename}")
     if name and one_line(name):
         return one_line(name)
-    keyed = ", ".join(f"{k}={v}" for k, v in sorted(incident.group_labels.items()))
+    keyed = ", ".join(f"{k}={v}" for k, v in sorted(group_labels.items()))
     return one_line(keyed) or "alert"
 
 

@@ -251,7 +251,7 @@ class Scheduler:
         if await self.store.event_seen(due.key):
             return False  # sent already: not worth reading its incidents again
         # what it counts: changed in the period, and whatever still fires
-        held = await summaries(self.store, Brief.of, due.start.timestamp(), float("-inf"))
+        held = await summaries(self.store, due.start.timestamp(), float("-inf"))
         schedules = self.inbox.render_options.schedules
         duty = [
             (name, schedules[name].on_duty(due.start), schedules[name].on_duty(now))

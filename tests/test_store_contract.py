@@ -4,7 +4,7 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import housekeeping
+from bridge.briefs import Brief
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.housekeeping import prune_once
 from bridge.model import (
@@ -33,6 +34,7 @@ from bridge.store import (
     changed_pages,
     open_pages,
     open_store,
+    summaries,
 )
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
@@ -733,6 +735,68 @@ async def test_incidents_are_read_without_their_alerts_for_summaries(store: Stor
     assert sorted(whole.incident.alerts) == ["a", "b"]
     assert slim.incident == held.model_copy(update={"alerts": {}})
     assert slim.delivery == whole.delivery
+
+
+async def test_a_brief_is_picked_out_of_the_incident_as_the_incident_gives_it(
+    store: Store,
+) -> None:
+    """`briefs`: each store's reading of the fields a summary keeps equals `Brief.of` the
+    incident read whole, whatever its labels hold (the title from the alertname, a Grafana
+    stand-in with its rule, or the group's labels; quotes, dots and Cyrillic in names), its
+    times (microseconds, another offset), ack and message; refs no longer held are left out,
+    the others come in the order asked."""
+    later = datetime(2026, 3, 1, 4, 5, 6, 789, tzinfo=timezone(timedelta(hours=3)))
+    kinds: list[dict[str, Any]] = [
+        {},
+        {"common_labels": {"alertname": "Disk full", "a.b": "1"}, "acked_at": later},
+        {"common_labels": {"alertname": "DatasourceNoData", "rulename": 'Оплаты "p99"'}},
+        {
+            "group_labels": {"alertname": "из группы", "job": "x"},
+            "common_labels": {"alertname": ""},
+        },
+        {"group_labels": {"job": "api", "dc": 'm"1'}, "firing_since": later},
+        {"state": IncidentState.RESOLVED, "route": 'Дежурные "db"', "chat_id": 2_147_483_647},
+        {"group_labels": {}, "common_labels": {"rulename": "r", "alertname": "  "}},
+        {"group_labels": {"alertname": '"alerts":{"x":1},"truncated_alerts":3}'}},
+    ]
+    for n, update in enumerate(kinds):
+        one = holding_alerts(f"r{n}", f"k{n}", "a").model_copy(update=update)
+        await store.save_incident(one, None, [], 10.0)
+    await store.record_delivery("r1", Delivery(message_id=2_000_000_123, rendered_version=1))
+    refs = [f"r{n}" for n in reversed(range(len(kinds)))]
+    whole = [Brief.of(s) for s in await store.load_many(refs)]
+    assert await store.briefs(["gone", *refs]) == whole
+    assert [b.title for b in reversed(whole)] == [
+        "alert",
+        "Disk full",
+        'NoData: Оплаты "p99"',
+        "из группы",
+        'dc=m"1, job=api',
+        "alert",
+        "alert",
+        '"alerts":{"x":1},"truncated_alerts":3}',
+    ]
+    assert await store.briefs([]) == []
+
+
+async def test_summaries_parse_no_incident(store: Store, monkeypatch: Any) -> None:
+    """What the digest and /stats count is read as briefs: not one incident is parsed whole
+    (at 100,000 firing that had held the event loop for seconds, and its garbage for the
+    collector's full passes)."""
+    for n in range(5):
+        await store.save_incident(incident(ref=f"r{n}", key=f"k{n}"), None, [], 10.0)
+    await store.save_incident(
+        incident(ref="r9", key="k9", state=IncidentState.RESOLVED), None, [], 10.0
+    )
+    parsed = []
+    for name in ("model_validate_json", "model_validate"):
+        real = getattr(Incident, name)
+        monkeypatch.setattr(
+            Incident, name, lambda *a, real=real, **k: parsed.append(a) or real(*a, **k)
+        )
+    held = await summaries(store, T0.timestamp() - 1)
+    assert sorted(b.ref for b in held) == ["r0", "r1", "r2", "r3", "r4", "r9"]
+    assert parsed == []
 
 
 async def test_redis_cuts_the_alerts_out_before_they_travel(redis_server: Any) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
+from bridge.briefs import Brief
 from bridge.model import Delivery, Incident, LookFacts
 from bridge.timeline import Event
 
@@ -152,7 +153,12 @@ class Store(Protocol):
 
     async def load_many(self, refs: list[str], alerts: bool = True) -> list[Stored]:
         """The incidents with these refs still held, in the order asked (one read).
-        `alerts=False`: without their alerts (`summaries`), which SQLite leaves unparsed."""
+        `alerts=False`: without their alerts, which SQLite leaves unparsed."""
+
+    async def briefs(self, refs: list[str]) -> list[Brief]:
+        """What the summaries keep of each of these incidents still held (`Brief`), in the
+        order asked, picked out of each by the store (`BRIEF_PATHS`): the incidents are
+        neither parsed nor held whole."""
 
     async def look_facts(self, refs: list[str]) -> list[LookFacts]:
         """What the scheduler times each of these incidents by (those still held), read
@@ -325,6 +331,24 @@ async def open_stored(
         yield [s for s in page if not s.incident.finished]
 
 
+async def changed_places(
+    store: Store,
+    firing: bool,
+    since: float = float("-inf"),
+    below: Place | None = None,
+    size: int = OPEN_PAGE,
+) -> AsyncIterator[list[Place]]:
+    """`Store.changed` from `below` on, `size` places at a time, to the end."""
+    while True:
+        places = await store.changed(firing, since, below, size)
+        if not places:
+            return
+        yield places
+        if len(places) < size:
+            return
+        below = places[-1]
+
+
 async def changed_pages(
     store: Store,
     firing: bool,
@@ -336,16 +360,10 @@ async def changed_pages(
     """The incidents of `Store.changed` from `below` on, each with its place, as stored
     (`alerts`: see `load_many`), `size` places at a time (those no longer held left out). One
     that changed state meanwhile may be missing or come again in the other state's walk."""
-    while True:
-        places = await store.changed(firing, since, below, size)
-        if not places:
-            return
+    async for places in changed_places(store, firing, since, below, size):
         read = await store.load_many([p.ref for p in places], alerts)
         held = {s.incident.ref: s for s in read}
         yield [(place, held[place.ref]) for place in places if place.ref in held]
-        if len(places) < size:
-            return
-        below = places[-1]
 
 
 # incidents parsed at a time by the reads for people (the list, the stats, the digest, link
@@ -353,17 +371,15 @@ async def changed_pages(
 READ_PAGE = 100
 
 
-async def summaries(
-    store: Store, keep: Callable[[Stored], T], since: float, firing_since: float | None = None
-) -> list[T]:
-    """What `keep` makes of each incident held that changed at or after `since` (firing ones:
-    `firing_since`, by default the same), read without its alerts a page at a time: what the
-    stats and the digest count, never every incident held, nor all of one held at once."""
-    found: dict[str, T] = {}
+async def summaries(store: Store, since: float, firing_since: float | None = None) -> list[Brief]:
+    """A brief of each incident held that changed at or after `since` (firing ones:
+    `firing_since`, by default the same), read a page at a time (`Store.briefs`): what the
+    stats and the digest count, never every incident held, nor one of them whole."""
+    found: dict[str, Brief] = {}
     walks = ((True, since if firing_since is None else firing_since), (False, since))
     for firing, start in walks:
-        async for page in changed_pages(store, firing, start, size=READ_PAGE, alerts=False):
-            found.update((stored.incident.ref, keep(stored)) for _, stored in page)
+        async for places in changed_places(store, firing, start, size=READ_PAGE):
+            found.update((b.ref, b) for b in await store.briefs([p.ref for p in places]))
     return list(found.values())
 
 

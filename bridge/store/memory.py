@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from bridge.briefs import Brief
 from bridge.errors import ConflictError, DuplicateEvent
 from bridge.model import Delivery, Incident, IncidentState, LookFacts
 from bridge.store.base import (
@@ -135,6 +136,9 @@ class MemoryStore:
 
     async def look_facts(self, refs: list[str]) -> list[LookFacts]:
         return [s.incident.look_facts() for s in await self.load_many(refs)]
+
+    async def briefs(self, refs: list[str]) -> list[Brief]:
+        return [Brief.of(s) for s in await self.load_many(refs)]
 
     def _current_open(self) -> list[Incident]:
         current = (self._incidents[ref] for ref in self._current.values())

@@ -34,6 +34,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bridge.briefs import BRIEF_PATHS, Brief
 from bridge.errors import ClaimLost, ConflictError, DuplicateEvent, StoreError
 from bridge.model import LOOK_FIELDS, Delivery, Incident, IncidentState, LookFacts
 from bridge.ratelimit import (
@@ -372,23 +373,62 @@ return cjson.encode(out)
 # ARGV: P, refs... -> for each incident still held, its hash (field, value, ...) with its body's
 # alerts cut out: the object between `"alerts":{` and `},"truncated_alerts":`, which the model
 # writes next to each other and nothing before them can contain (a body without them: whole)
-_WITHOUT_ALERTS = """
+_CUT_ALERTS = """
+local function without_alerts(body)
+  local _, open = string.find(body, '"alerts":{', 1, true)
+  local close = open and string.find(body, '},"truncated_alerts":', open, true)
+  if close then return string.sub(body, 1, open) .. string.sub(body, close) end
+  return body
+end
+"""
+_WITHOUT_ALERTS = (
+    _CUT_ALERTS
+    + """
 local P = ARGV[1]
 local out = {}
 for i = 2, #ARGV do
   local flat = redis.call('HGETALL', P..'inc:'..ARGV[i])
   for j = 1, #flat, 2 do
-    if flat[j] == 'body' then
-      local body = flat[j + 1]
-      local _, open = string.find(body, '"alerts":{', 1, true)
-      local close = open and string.find(body, '},"truncated_alerts":', open, true)
-      if close then flat[j + 1] = string.sub(body, 1, open) .. string.sub(body, close) end
-    end
+    if flat[j] == 'body' then flat[j + 1] = without_alerts(flat[j + 1]) end
   end
   if #flat > 0 then out[#out + 1] = flat end
 end
 return out
 """
+)
+
+# ARGV: P, then the refs: one JSON list of [ref, message_id ('' before its post), [the values
+# at BRIEF_PATHS (written into the script)]] for each incident still held
+_BRIEFS = (
+    _CUT_ALERTS
+    + """
+local P = ARGV[1]
+local PATHS = {"""
+    + ", ".join("{" + ", ".join(f"'{key}'" for key in path) + "}" for path in BRIEF_PATHS)
+    + """}
+local out = {}
+for i = 2, #ARGV do
+  local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'message_id')
+  if h[1] then
+    -- decoded without its alerts (most of its text) where the cut leaves JSON
+    local cut, body = pcall(cjson.decode, without_alerts(h[1]))
+    if not cut then body = cjson.decode(h[1]) end
+    local values = {}
+    for j, path in ipairs(PATHS) do
+      local value = body
+      for _, key in ipairs(path) do
+        if type(value) == 'table' then value = value[key] else value = nil end
+      end
+      if value == nil then value = cjson.null end
+      values[j] = value
+    end
+    out[#out + 1] = {ARGV[i], h[2] or '', values}
+  end
+end
+if #out == 0 then return '[]' end
+return cjson.encode(out)
+"""
+)
 
 # ARGV: P, ref, shows a silence ('1' or ''), fingerprints (JSON list), route: an incident
 # saved by a version that kept no index (or no route index), indexed if still open
@@ -745,6 +785,7 @@ class RedisStore:
                 ("hold", _HOLD),
                 ("look", _LOOK),
                 ("look facts", _LOOK_FACTS),
+                ("briefs", _BRIEFS),
                 ("without alerts", _WITHOUT_ALERTS),
                 ("index", _INDEX),
             )
@@ -911,6 +952,18 @@ class RedisStore:
             found = await self._eval("look facts", *refs[start : start + LOOKS_PER_CALL])
             facts += [LookFacts.from_json(*one) for one in json.loads(found)]
         return facts
+
+    async def briefs(self, refs: list[str]) -> list[Brief]:
+        """Picked out of each body by Redis (a script per LOOKS_PER_CALL incidents)."""
+        found = []
+        for start in range(0, len(refs), LOOKS_PER_CALL):
+            answer = await self._eval("briefs", *refs[start : start + LOOKS_PER_CALL])
+            found += [
+                Brief.from_json(ref, int(message) if message else None, values)
+                for ref, message, values in json.loads(answer)
+            ]
+        by_ref = {b.ref: b for b in found}
+        return [b for b in (by_ref.get(ref) for ref in refs) if b is not None]
 
     async def all_incidents(self) -> list[Stored]:
         out = []

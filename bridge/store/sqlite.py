@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge.briefs import BRIEF_PATHS, Brief
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
 from bridge.model import LOOK_FIELDS, Delivery, Incident, IncidentState, LookFacts
 from bridge.store.base import (
@@ -59,6 +60,7 @@ _LOOKED_AT = f"i.ref = ? AND i.version = ? AND i.finished_at IS NULL AND {_CURRE
 
 # json_extract's paths to the fields `look_facts` reads (LOOK_FIELDS), in their order
 _LOOK_PATHS = ", ".join(f"'$.{name}'" for name in LOOK_FIELDS)
+_BRIEF_PATHS = ", ".join(f"'$.{'.'.join(path)}'" for path in BRIEF_PATHS)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -463,6 +465,17 @@ class SQLiteStore:
         return [
             LookFacts.from_json(ref, version, json.loads(values)) for ref, version, values in rows
         ]
+
+    async def briefs(self, refs: list[str]) -> list[Brief]:
+        query = (
+            f"SELECT ref, message_id, json_extract(body, {_BRIEF_PATHS}) "  # noqa: S608
+            "FROM incidents WHERE ref IN ({marks})"
+        )
+        by_ref = {
+            ref: Brief.from_json(ref, message_id, json.loads(values))
+            for ref, message_id, values in await self._rows_in(query, refs)
+        }
+        return [b for b in (by_ref.get(ref) for ref in refs) if b is not None]
 
     async def shown_silenced(self) -> list[str]:
         # sorted here: ORDER BY would have SQLite walk every incident in ref order instead of

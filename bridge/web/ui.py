@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.briefs import Brief
 from bridge.matchers import MatcherSyntaxError
 from bridge.store import summaries
 from bridge.timeline import incident_json
@@ -125,7 +124,7 @@ async def stats_page(request: web.Request) -> web.Response:
     async def read() -> list[dict[str, Any]]:
         now = datetime.fromtimestamp(request.app[CLOCK](), UTC)
         since = (now - timedelta(days=pages.STATS_DAYS)).timestamp()
-        held = await summaries(request.app[STORE], Brief.of, since)
+        held = await summaries(request.app[STORE], since)
         return pages.stats_view(held, [r.name for r in rules.routes], now)
 
     view = await request.app[STATS].get(read)
