@@ -577,9 +577,11 @@ if now >= current then
   local before_at = tonumber(redis.call('HGET', P..'pace', 'ct') or '0')
   local confirmed = 0
   if before > 0 and now <= before_at + tonumber(ARGV[8]) then confirmed = 1 end
-  -- what Pachca refused: the calls of all replicas in the last second (or the pace, if lower)
+  -- what Pachca refused: the calls of all replicas in the second up to the refused one's
+  -- start (or the pace, if lower); to the millisecond, that one's start and the calls begun in
+  -- the same one are counted (as the lone limiter's clock, finer, counts them)
   local sent = now - tonumber(ARGV[7])
-  local observed = redis.call('ZCOUNT', P..'win', '(' .. (sent - 1000), '(' .. sent)
+  local observed = redis.call('ZCOUNT', P..'win', '(' .. (sent - 1000), sent)
   local c = math.max(least, math.min(r, math.max(observed, r / 2)))
   r = math.max(least, c * tonumber(ARGV[6]))
   redis.call('HSET', P..'pace', 'c', c, 'r', r, 'ct', now, 'k', confirmed)
