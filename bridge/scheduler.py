@@ -11,18 +11,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from bridge.briefs import Brief
 from bridge.digest import LATE_BY_AT_MOST, DigestDue, digests_due
 from bridge.errors import DuplicateEvent, StoreError
 from bridge.inbox import Inbox, post_item
 from bridge.incidents import Effect, close_unreported, tell_refires
 from bridge.looks import LooksBasis, RouteTiming, looks_basis, next_look
-from bridge.model import Incident, IncidentState, LookFacts
+from bridge.model import Incident, LookFacts
 from bridge.oncall import due as oncall_due
 from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
-from bridge.store import Look, NewOutboxItem, Store, open_on_routes, summaries
+from bridge.store import Look, NewOutboxItem, Store, firing_on_routes, summaries
 from bridge.tasks import Pulse
 from bridge.texts import render_digest, render_handoff
 
@@ -223,12 +222,7 @@ class Scheduler:
         if await self.store.event_seen(key):
             return False
         routes = self.rules.routes_calling(name)
-        firing = [
-            Brief.of(s)
-            async for page in open_on_routes(self.store, {r.name for r in routes})
-            for s in page
-            if s.incident.state is IncidentState.FIRING
-        ]
+        firing = await firing_on_routes(self.store, {r.name for r in routes})
         language = routes[0].config.language if routes else self.rules.default.config.language
         who = schedule.on_duty(now)
         post, dm = render_handoff(name, schedule, who, now, firing, language)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
 from bridge.briefs import Brief
-from bridge.model import Delivery, Incident, LookFacts
+from bridge.model import Delivery, Incident, IncidentState, LookFacts
 from bridge.timeline import Event
 
 T = TypeVar("T")
@@ -383,11 +383,18 @@ async def summaries(store: Store, since: float, firing_since: float | None = Non
     return list(found.values())
 
 
-async def open_on_routes(store: Store, routes: Collection[str]) -> AsyncIterator[list[Stored]]:
-    """The open incidents of these routes (`Store.open_refs_on`), a page at a time: what a
-    handoff announces costs its routes' open incidents, not every one held."""
-    async for page in open_stored(store, await store.open_refs_on(sorted(routes))):
-        yield [s for s in page if s.incident.route in routes]
+async def firing_on_routes(store: Store, routes: Collection[str]) -> list[Brief]:
+    """Briefs of the firing incidents of these routes (`Store.open_refs_on`), read a page at
+    a time: what a handoff announces costs its routes' open incidents, not every one held."""
+    refs = await store.open_refs_on(sorted(routes))
+    found = []
+    for start in range(0, len(refs), READ_PAGE):
+        found += [
+            b
+            for b in await store.briefs(refs[start : start + READ_PAGE])
+            if b.route in routes and b.state is IncidentState.FIRING
+        ]
+    return found
 
 
 async def open_pages(
