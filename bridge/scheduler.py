@@ -22,13 +22,18 @@ from bridge.rules import Rules
 from bridge.schedules import Schedule
 from bridge.silences import drop_stale_silence
 from bridge.store import Look, NewOutboxItem, Store, firing_on_routes, summaries
-from bridge.tasks import Pulse
+from bridge.tasks import Pulse, in_turns
 from bridge.texts import render_digest, render_handoff
 
 log = logging.getLogger(__name__)
 
-# incidents due for a look are read this many at a time
+# incidents due for a look are read this many at a time (Alertmanager is asked about those
+# due to close together), LOOKED_AT_ONCE per store call and per turn of the event loop: read
+# whole 500 at a time and looked at in one turn, a storm's new incidents had held the intake's
+# requests for 10-47 ms at a time, and their garbage set off full collections of as long
+# (bench/storm.py scale)
 LOOKS_PER_READ = 500
+LOOKED_AT_ONCE = 25
 # when every open incident is timed again, this many per store call: the intake's reads and
 # writes wait for the call in progress. bench/loops.py --quick at 10,000 open, p99 of
 # recording a notification during the pass, SQLite / Redis: pages of 500: 96-112 / 276-296
@@ -100,12 +105,7 @@ class Scheduler:
             refs = await self.store.looks_due(now.timestamp(), limit)
             fresh = [ref for ref in refs if ref not in seen]
             seen.update(fresh)
-            page = []
-            for ref in fresh:
-                stored = await self.store.load_by_ref(ref)
-                if stored is not None and not stored.incident.finished:
-                    page.append(stored.incident)
-            done += await self._look_at_page(page, now)
+            done += await self._look_at_page(fresh, now)
             progress()
             if len(refs) < limit or not fresh:
                 return done
@@ -128,15 +128,38 @@ class Scheduler:
         at = next_look(facts, timing, self.stale_after)
         return Look(facts.ref, facts.version, at.timestamp() if at is not None else None)
 
-    async def _look_at_page(self, incidents: list[Incident], now: datetime) -> int:
-        """`_look` at each, Alertmanager asked first about those due to close as unreported
-        (together: `Silencer.look_for`); the times to look next, of those nothing was due
-        for, recorded in one write."""
+    async def _look_at_page(self, refs: list[str], now: datetime) -> int:
+        """Each incident timed first from what the store reads of it without its alerts
+        (`look_facts`, `next_look`): those nothing is due for yet (a storm's new incidents,
+        due because they changed) get their next look, and only the others are read whole and
+        looked at (`_look`), Alertmanager asked first about those due to close as unreported
+        (together: `Silencer.look_for`). LOOKED_AT_ONCE per store call (a read, or a write of
+        their next looks) and per turn of the event loop."""
         done = 0
+        due: list[str] = []
+        async for some_refs in in_turns(refs, LOOKED_AT_ONCE):
+            later = []
+            for facts in await self.store.look_facts(list(some_refs)):
+                if facts.finished:
+                    continue
+                look = self._next_look(facts)
+                # a second's margin: nothing is due a second before its look (test_looks.py)
+                if look.at is not None and look.at <= now.timestamp() + 1.0:
+                    due.append(facts.ref)
+                else:
+                    later.append(look)
+            await self.store.look_again(later)
         looks: list[Look] = []
+        incidents = [
+            stored.incident
+            async for some_due in in_turns(due, LOOKED_AT_ONCE)
+            for stored in await self.store.load_many(list(some_due))
+            if not stored.incident.finished
+        ]
         asked = await self._ask_before_closing(incidents, now)
-        for incident in incidents:
-            done += await self._look(incident, now, looks, asked)
+        async for some in in_turns(incidents, LOOKED_AT_ONCE):
+            for incident in some:
+                done += await self._look(incident, now, looks, asked)
         await self.store.look_again(looks)
         return done
 
@@ -149,7 +172,12 @@ class Scheduler:
         if self.stale_after is None or self.look_for is None:
             return {}
         stale_after = self.stale_after
-        closing = [i for i in incidents if close_unreported(i, now, stale_after).changed]
+        closing = [
+            i
+            async for some in in_turns(incidents, LOOKED_AT_ONCE)
+            for i in some
+            if close_unreported(i, now, stale_after).changed
+        ]
         if not closing:
             return {}
         try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
@@ -58,6 +59,15 @@ class Pulse:
     def stalled_for(self) -> float:
         """Seconds past the deadline (0 while the loop keeps its word)."""
         return max(0.0, self.clock() - self.deadline)
+
+
+async def in_turns(items: Sequence[T], size: int) -> AsyncIterator[Sequence[T]]:
+    """`items`, `size` at a time, the event loop turning between two: a pass over hundreds of
+    incidents does not hold the intake's requests for all of them at once."""
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)
+        yield items[start : start + size]
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
