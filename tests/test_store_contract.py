@@ -475,7 +475,14 @@ async def test_what_times_a_look_is_read_without_the_incident(store: Store) -> N
         one = incident(ref=f"r{n}", key=f"k{n}", version=n + 1).model_copy(update=update)
         await store.save_incident(one, None, [], 10.0)
         saved.append(one)
-    refs = [f"r{n}" for n in range(len(kinds))]
+    # with alerts, and a label that reads like the text around them (Redis cuts them out)
+    tricky = '"alerts":{"x":1},"truncated_alerts":3}'
+    held = holding_alerts("r9", "k9", "a", "b").model_copy(
+        update={"group_labels": {"alertname": tricky}, "acked_by": 7, "last_seen": later}
+    )
+    await store.save_incident(held, None, [], 10.0)
+    saved.append(held)
+    refs = [*(f"r{n}" for n in range(len(kinds))), "r9"]
     facts = await store.look_facts([*refs, "gone"])
     assert sorted(facts, key=lambda f: f.ref) == [one.look_facts() for one in saved]
     assert [f.finished for f in facts if f.ref == "r4"] == [True]

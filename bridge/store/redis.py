@@ -342,11 +342,30 @@ end
 return 1
 """
 
+# the Lua functions `without_alerts(text)`: an incident's body with its alerts cut out (the
+# object between `"alerts":{` and `},"truncated_alerts":`, which the model writes next to each
+# other and nothing before them can contain; a body without them: whole), and `decoded(text)`:
+# the body decoded without its alerts (most of its text) where the cut leaves JSON
+_CUT_ALERTS = """
+local function without_alerts(body)
+  local _, open = string.find(body, '"alerts":{', 1, true)
+  local close = open and string.find(body, '},"truncated_alerts":', open, true)
+  if close then return string.sub(body, 1, open) .. string.sub(body, close) end
+  return body
+end
+local function decoded(body)
+  local cut, value = pcall(cjson.decode, without_alerts(body))
+  if cut then return value end
+  return cjson.decode(body)
+end
+"""
+
 # ARGV: P, then the refs: one JSON list of [ref, version, [the values of LOOK_FIELDS (their
 # names written into the script)]] for each incident still held (one answer to parse, not
 # three per incident)
 _LOOK_FACTS = (
-    """
+    _CUT_ALERTS
+    + """
 local P = ARGV[1]
 local FIELDS = {"""
     + ", ".join(f"'{name}'" for name in LOOK_FIELDS)
@@ -355,7 +374,7 @@ local out = {}
 for i = 2, #ARGV do
   local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'version')
   if h[1] then
-    local body = cjson.decode(h[1])
+    local body = decoded(h[1])
     local values = {}
     for j, name in ipairs(FIELDS) do
       local value = body[name]
@@ -371,16 +390,7 @@ return cjson.encode(out)
 )
 
 # ARGV: P, refs... -> for each incident still held, its hash (field, value, ...) with its body's
-# alerts cut out: the object between `"alerts":{` and `},"truncated_alerts":`, which the model
-# writes next to each other and nothing before them can contain (a body without them: whole)
-_CUT_ALERTS = """
-local function without_alerts(body)
-  local _, open = string.find(body, '"alerts":{', 1, true)
-  local close = open and string.find(body, '},"truncated_alerts":', open, true)
-  if close then return string.sub(body, 1, open) .. string.sub(body, close) end
-  return body
-end
-"""
+# alerts cut out (`without_alerts`)
 _WITHOUT_ALERTS = (
     _CUT_ALERTS
     + """
@@ -410,9 +420,7 @@ local out = {}
 for i = 2, #ARGV do
   local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'message_id')
   if h[1] then
-    -- decoded without its alerts (most of its text) where the cut leaves JSON
-    local cut, body = pcall(cjson.decode, without_alerts(h[1]))
-    if not cut then body = cjson.decode(h[1]) end
+    local body = decoded(h[1])
     local values = {}
     for j, path in ipairs(PATHS) do
       local value = body
