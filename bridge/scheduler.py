@@ -139,7 +139,7 @@ class Scheduler:
         due: list[str] = []
         async for some_refs in in_turns(refs, LOOKED_AT_ONCE):
             later = []
-            for facts in await self.store.look_facts(list(some_refs)):
+            for facts in await self.store.look_facts(some_refs):
                 if facts.finished:
                     continue
                 look = self._next_look(facts)
@@ -153,7 +153,7 @@ class Scheduler:
         incidents = [
             stored.incident
             async for some_due in in_turns(due, LOOKED_AT_ONCE)
-            for stored in await self.store.load_many(list(some_due))
+            for stored in await self.store.load_many(some_due)
             if not stored.incident.finished
         ]
         asked = await self._ask_before_closing(incidents, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -61,7 +61,7 @@ class Pulse:
         return max(0.0, self.clock() - self.deadline)
 
 
-async def in_turns(items: Sequence[T], size: int) -> AsyncIterator[Sequence[T]]:
+async def in_turns(items: list[T], size: int) -> AsyncIterator[list[T]]:
     """`items`, `size` at a time, the event loop turning between two: a pass over hundreds of
     incidents does not hold the intake's requests for all of them at once."""
     for start in range(0, len(items), size):

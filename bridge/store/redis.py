@@ -360,34 +360,45 @@ local function decoded(body)
 end
 """
 
-# ARGV: P, then the refs: one JSON list of [ref, version, [the values of LOOK_FIELDS (their
-# names written into the script)]] for each incident still held (one answer to parse, not
-# three per incident)
-_LOOK_FACTS = (
-    _CUT_ALERTS
-    + """
+
+def _picking(paths: Sequence[Sequence[str]], field: str) -> str:
+    """A script: ARGV P, then the refs -> one JSON list of [ref, the hash's `field` ('' if
+    unset), [the values at `paths` in its body (a path is keys, one after another; null where
+    it leads nowhere)]] for each incident still held: one answer to parse, only the fields
+    travel, and the body is decoded without its alerts."""
+    lua_paths = ", ".join("{" + ", ".join(f"'{key}'" for key in path) + "}" for path in paths)
+    return (
+        _CUT_ALERTS
+        + f"""
 local P = ARGV[1]
-local FIELDS = {"""
-    + ", ".join(f"'{name}'" for name in LOOK_FIELDS)
-    + """}
-local out = {}
+local PATHS = {{{lua_paths}}}
+local out = {{}}
 for i = 2, #ARGV do
-  local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'version')
+  local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', '{field}')
   if h[1] then
     local body = decoded(h[1])
-    local values = {}
-    for j, name in ipairs(FIELDS) do
-      local value = body[name]
+    local values = {{}}
+    for j, path in ipairs(PATHS) do
+      local value = body
+      for _, key in ipairs(path) do
+        if type(value) == 'table' then value = value[key] else value = nil end
+      end
       if value == nil then value = cjson.null end
       values[j] = value
     end
-    out[#out + 1] = {ARGV[i], tonumber(h[2]), values}
+    out[#out + 1] = {{ARGV[i], h[2] or '', values}}
   end
 end
 if #out == 0 then return '[]' end
 return cjson.encode(out)
 """
-)
+    )
+
+
+# what the scheduler times an incident by (LOOK_FIELDS), and its version
+_LOOK_FACTS = _picking([(name,) for name in LOOK_FIELDS], "version")
+# what the summaries keep of an incident (BRIEF_PATHS), and its message
+_BRIEFS = _picking(BRIEF_PATHS, "message_id")
 
 # ARGV: P, refs... -> for each incident still held, its hash (field, value, ...) with its body's
 # alerts cut out (`without_alerts`)
@@ -404,37 +415,6 @@ for i = 2, #ARGV do
   if #flat > 0 then out[#out + 1] = flat end
 end
 return out
-"""
-)
-
-# ARGV: P, then the refs: one JSON list of [ref, message_id ('' before its post), [the values
-# at BRIEF_PATHS (written into the script)]] for each incident still held
-_BRIEFS = (
-    _CUT_ALERTS
-    + """
-local P = ARGV[1]
-local PATHS = {"""
-    + ", ".join("{" + ", ".join(f"'{key}'" for key in path) + "}" for path in BRIEF_PATHS)
-    + """}
-local out = {}
-for i = 2, #ARGV do
-  local h = redis.call('HMGET', P..'inc:'..ARGV[i], 'body', 'message_id')
-  if h[1] then
-    local body = decoded(h[1])
-    local values = {}
-    for j, path in ipairs(PATHS) do
-      local value = body
-      for _, key in ipairs(path) do
-        if type(value) == 'table' then value = value[key] else value = nil end
-      end
-      if value == nil then value = cjson.null end
-      values[j] = value
-    end
-    out[#out + 1] = {ARGV[i], h[2] or '', values}
-  end
-end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
 """
 )
 
@@ -954,25 +934,25 @@ class RedisStore:
                 args += [ref, str(version), "" if at is None else repr(at)]
             await self._eval("look", *args)
 
-    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
-        """Picked out of each body by Redis (a script per LOOKS_PER_CALL incidents): only
-        the fields travel and are parsed here, not the incidents."""
-        facts = []
+    async def _picked(self, script: str, refs: list[str]) -> list[list[Any]]:
+        """[ref, field, values] of each incident still held, picked out of its body by
+        `script` (see `_picking`), a call per LOOKS_PER_CALL incidents."""
+        rows: list[list[Any]] = []
         for start in range(0, len(refs), LOOKS_PER_CALL):
-            found = await self._eval("look facts", *refs[start : start + LOOKS_PER_CALL])
-            facts += [LookFacts.from_json(*one) for one in json.loads(found)]
-        return facts
+            rows += json.loads(await self._eval(script, *refs[start : start + LOOKS_PER_CALL]))
+        return rows
+
+    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
+        return [
+            LookFacts.from_json(ref, int(version), values)
+            for ref, version, values in await self._picked("look facts", refs)
+        ]
 
     async def briefs(self, refs: list[str]) -> list[Brief]:
-        """Picked out of each body by Redis (a script per LOOKS_PER_CALL incidents)."""
-        found = []
-        for start in range(0, len(refs), LOOKS_PER_CALL):
-            answer = await self._eval("briefs", *refs[start : start + LOOKS_PER_CALL])
-            found += [
-                Brief.from_json(ref, int(message) if message else None, values)
-                for ref, message, values in json.loads(answer)
-            ]
-        by_ref = {b.ref: b for b in found}
+        by_ref = {
+            ref: Brief.from_json(ref, int(message) if message else None, values)
+            for ref, message, values in await self._picked("briefs", refs)
+        }
         return [b for b in (by_ref.get(ref) for ref in refs) if b is not None]
 
     async def all_incidents(self) -> list[Stored]:

@@ -454,27 +454,24 @@ class SQLiteStore:
         by_ref = {row[0]: self._stored(row[1:]) for row in rows}
         return [s for s in (by_ref.get(ref) for ref in refs) if s is not None]
 
-    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
-        """The fields picked out of each body by SQLite itself, on its thread: the event loop
-        parses a short list per incident, not the incident."""
+    async def _picked(self, column: str, paths: str, refs: list[str]) -> list[Any]:
+        """(ref, `column`, [the values at `paths`]) of each incident still held: the fields
+        picked out of each body by SQLite itself, on its thread, so the event loop parses a
+        short list per incident, not the incident."""
         query = (
-            f"SELECT ref, version, json_extract(body, {_LOOK_PATHS}) "  # noqa: S608
+            f"SELECT ref, {column}, json_extract(body, {paths}) "  # noqa: S608
             "FROM incidents WHERE ref IN ({marks})"
         )
         rows = await self._rows_in(query, refs)
-        return [
-            LookFacts.from_json(ref, version, json.loads(values)) for ref, version, values in rows
-        ]
+        return [(ref, value, json.loads(values)) for ref, value, values in rows]
+
+    async def look_facts(self, refs: list[str]) -> list[LookFacts]:
+        rows = await self._picked("version", _LOOK_PATHS, refs)
+        return [LookFacts.from_json(*row) for row in rows]
 
     async def briefs(self, refs: list[str]) -> list[Brief]:
-        query = (
-            f"SELECT ref, message_id, json_extract(body, {_BRIEF_PATHS}) "  # noqa: S608
-            "FROM incidents WHERE ref IN ({marks})"
-        )
-        by_ref = {
-            ref: Brief.from_json(ref, message_id, json.loads(values))
-            for ref, message_id, values in await self._rows_in(query, refs)
-        }
+        rows = await self._picked("message_id", _BRIEF_PATHS, refs)
+        by_ref = {row[0]: Brief.from_json(*row) for row in rows}
         return [b for b in (by_ref.get(ref) for ref in refs) if b is not None]
 
     async def shown_silenced(self) -> list[str]:
