@@ -87,10 +87,11 @@ NO_MESSAGE = Delivery()
 
 
 class _NotYet(Exception):
-    """This item must wait: an earlier create of its incident may still land."""
+    """This item must wait: an earlier call may still land (`why`)."""
 
-    def __init__(self, not_before: float) -> None:
+    def __init__(self, not_before: float, why: str = "an earlier create may land") -> None:
         self.not_before = not_before
+        self.why = why
 
 
 def backoff(attempts: int, max_delay: float, rng: Callable[[], float] = random.random) -> float:
@@ -351,19 +352,21 @@ class Outbox:
             return
         shown: Delivery | None = None  # what Pachca shows now, recorded with the finish
         try:
+            self._wait_for_unsettled(item)
             if item.kind == Effect.DM:
                 result = await self._send_dm(item)
             elif item.kind == Effect.POST:
                 result = await self._send_post(item, stored)
             elif item.kind == Effect.UNFURL:
                 request = json.loads(item.content)
+                await self._calling(item)
                 await self.pachca.link_previews(int(request["message_id"]), request["previews"])
                 result = "sent"
             else:
                 assert stored is not None
                 result, shown = await self._send(item, stored)
         except _NotYet as wait:
-            await self.store.retry_item(item.id, wait.not_before, "an earlier create may land")
+            await self.store.retry_item(item.id, wait.not_before, wait.why)
             return
         except PachcaAuthError as exc:
             self._token_refused(exc)
@@ -407,6 +410,23 @@ class Outbox:
                 max(0.0, self.clock() - item.created_at)
             )
         await self._finish_sent(item, (item.ref, shown) if shown else None, note)
+
+    def _wait_for_unsettled(self, item: OutboxItem) -> None:
+        """An attempt whose call began and was never settled (the replica died or lost its
+        claim mid-call, or its finish could not be written) may still be performed by
+        Pachca: nothing is done before it could have landed, as after a lost answer, and a
+        post is then looked for first (the item is `in_doubt`). Else a late edit would show
+        an older state, a late post appear twice."""
+        if item.begun_at is not None:
+            landed_by = item.begun_at + self.create_settle
+            if self.clock() < landed_by:
+                raise _NotYet(landed_by, "a call begun and never settled may land")
+
+    async def _calling(self, item: OutboxItem) -> None:
+        """Written just before each call that changes what Pachca shows (see
+        `Store.begin_item`): whoever takes the item up next knows when the last one began.
+        (A create records its own, `Delivery.create_sent_at`.)"""
+        await self.store.begin_item(item.id, self.clock())
 
     def _note(
         self,
@@ -506,7 +526,7 @@ class Outbox:
             if kind is Effect.EDIT:
                 if delivery.rendered_version >= incident.version:
                     return "coalesced", None
-                return "sent", await self._edit_to_latest(stored)
+                return "sent", await self._edit_to_latest(item, stored)
             if kind is Effect.REPLY_REOPENED:
                 return await self._reply(item, stored), None
             return await self._comment(item, delivery)
@@ -573,7 +593,7 @@ class Outbox:
         """Edit a post found in the chat to the incident as it is; if it has been deleted
         since it was found, the message is posted again."""
         try:
-            return "reconciled", await self._edit_to_latest(stored)
+            return "reconciled", await self._edit_to_latest(item, stored)
         except PachcaRequestError as exc:
             if not message_gone(exc):
                 raise
@@ -618,11 +638,12 @@ class Outbox:
         route = self.rules.by_name(stored.incident.route).config
         chat_id, message_id = stored.incident.chat_id, stored.delivery.message_id
         assert message_id is not None
-        if item.attempts:
+        if item.in_doubt:
             key = reply_key(message_id, item.content)
             if await self._find_earlier_post(chat_id, item.ref, [key], item.created_at) is not None:
                 log.warning("outbox: %s of incident %s was posted already", item.kind, item.ref)
                 return "reconciled"
+        await self._calling(item)
         await self.pachca.create_message(
             "discussion",
             stored.incident.chat_id,
@@ -641,15 +662,16 @@ class Outbox:
         shown = None
         thread_id = delivery.thread_id
         content = await self._with_actor(item)
-        if thread_id is None or item.attempts:
+        if thread_id is None or item.in_doubt:
             # Pachca returns the existing thread when asked again, and with it the thread's
             # own chat, where its comments are read
             thread = await self.pachca.create_thread(delivery.message_id)
             if thread.id != thread_id:
                 shown = delivery.model_copy(update={"thread_id": thread.id})
             thread_id = thread.id
-            if item.attempts and await self._posted_already(item, thread.chat_id, content):
+            if item.in_doubt and await self._posted_already(item, thread.chat_id, content):
                 return "reconciled", shown
+        await self._calling(item)
         await self.pachca.create_message("thread", thread_id, content)
         return "sent", shown
 
@@ -695,8 +717,9 @@ class Outbox:
             chat_id = stored.incident.chat_id if stored else None
             text = text.replace(LINK_SLOT, message_url(chat_id, message_id) if message_id else "")
         to, text = int(post["chat_id"]), text.strip()
-        if item.attempts and await self._posted_already(item, to, text):
+        if item.in_doubt and await self._posted_already(item, to, text):
             return "reconciled"
+        await self._calling(item)
         await self.pachca.create_message("discussion", to, text)
         return "sent"
 
@@ -704,8 +727,9 @@ class Outbox:
         if item.actor is None:
             log.error("outbox: direct message %d has nobody to go to; dropping", item.id)
             return "dropped"
-        if item.attempts and await self._sent_directly_already(item, item.actor):
+        if item.in_doubt and await self._sent_directly_already(item, item.actor):
             return "reconciled"
+        await self._calling(item)
         await self.pachca.create_message("user", item.actor, item.content)
         return "sent"
 
@@ -728,17 +752,19 @@ class Outbox:
         names = await self.users.names({item.actor})
         return item.content.replace(ACTOR_SLOT, person(item.actor, names))
 
-    async def _edit_to_latest(self, stored: Stored) -> Delivery:
+    async def _edit_to_latest(self, item: OutboxItem, stored: Stored) -> Delivery:
         """Edit the message to the incident as it is; returns what Pachca now shows."""
         delivery = stored.delivery
         message_id = delivery.message_id
         assert message_id is not None
-        await self._render_fitting(stored, lambda m: self._edit(message_id, m))
-        return delivery.model_copy(update={"rendered_version": stored.incident.version})
 
-    async def _edit(self, message_id: int, message: Message) -> int:
-        await self.pachca.update_message(message_id, message.content, message.buttons)
-        return message_id
+        async def edit(message: Message) -> int:
+            await self._calling(item)
+            await self.pachca.update_message(message_id, message.content, message.buttons)
+            return message_id
+
+        await self._render_fitting(stored, edit)
+        return delivery.model_copy(update={"rendered_version": stored.incident.version})
 
     async def _render_fitting(
         self, stored: Stored, send: Callable[[Message], Awaitable[int]]

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.attempts import SETTLE_TIMEOUTS
 from bridge.durations import parse_duration
 from bridge.errors import ConfigError
 from bridge.zones import known_zone
@@ -226,14 +225,6 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigError(problems)
         return settings
-
-    @property
-    def claim_outlasts_late_calls(self) -> bool:
-        """Does a replica that takes over another's delivery (its claim lapsed) act only once
-        a call the other sent could have landed? The other may send it just before its last
-        renewal, a third of the claim before it lapses; it may land SETTLE_TIMEOUTS x
-        PACHCA_TIMEOUT after it was sent (see attempts.py)."""
-        return self.BRIDGE_CLAIM_TTL * 2 / 3 >= SETTLE_TIMEOUTS * self.PACHCA_TIMEOUT
 
     @property
     def callback_allow_ips(self) -> list[IPNetwork]:

@@ -359,9 +359,15 @@ async def run_soak(
         report.orphaned = await _orphans(fake, real_store)
         report.deleted = deleted
         report.presses = len(pressed)
-        told = Counter(m["entity_id"] for m in fake.messages.values() if m["entity_type"] == "user")
+        direct = [m for m in fake.messages.values() if m["entity_type"] == "user"]
+        told = Counter(m["entity_id"] for m in direct)
         report.told = len(told)
-        report.dms_doubled = [f"user {u}: {c} direct messages" for u, c in told.items() if c > 1]
+        report.dms_doubled = [
+            f"user {u}: {c} direct messages "
+            f"{[(m['id'], m['content'][:40]) for m in direct if m['entity_id'] == u]}"
+            for u, c in told.items()
+            if c > 1
+        ]
         report.stuck = (await real_store.outbox_stats(time.time())).depth
         dead = await real_store.dead_letters()
         report.dead_letters = len(dead)

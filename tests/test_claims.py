@@ -37,14 +37,17 @@ async def test_a_held_claim_is_not_taken_and_a_lapsed_one_records_nothing(
     a, b = two_replicas
     await a.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
     (item,) = await a.due_items(1.0, 8)
+    await a.begin_item(item.id, 1.5)
     for _ in range(4):  # a's delivery runs for 1.2 s, renewing its 0.5 s claim
         await asyncio.sleep(0.3)
         assert await a.hold(["r1"]) == ["r1"]
         assert await b.due_items(2.0, 8) == []
     await asyncio.sleep(0.7)  # a stops renewing (it froze): the claim lapses, b takes over
     (taken,) = await b.due_items(3.0, 8)
-    assert taken.id == item.id
+    assert taken.id == item.id and taken.begun_at == 1.5  # a's call may still land
     assert await a.hold(["r1"]) == []
+    with pytest.raises(ClaimLost):
+        await a.begin_item(item.id, 3.5)
     with pytest.raises(ClaimLost):
         await a.record_delivery("r1", Delivery(message_id=1))
     with pytest.raises(ClaimLost):

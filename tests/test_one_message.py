@@ -32,14 +32,17 @@ from bridge.errors import (
     PachcaRequestError,
     PachcaServerError,
     PachcaUnavailable,
+    StoreError,
 )
 from bridge.inbox import post_item
 from bridge.incidents import Effect
 from bridge.model import Delivery
+from bridge.outbox import FINISH_ATTEMPTS
 from bridge.store import NewOutboxItem
 from bridge.web.state import INBOX, METRICS, OUTBOX
 from tests.conftest import Bridge, BridgeFactory, Clock, fixture_json, group, groups_in, pending
 from tests.fake_pachca import LATE, SLOW, api_error
+from tests.faulty_store import FaultyStore
 from tests.test_callbacks import dms
 
 FIRING = "alertmanager/02-group-3-firing.json"
@@ -488,6 +491,122 @@ async def test_a_direct_message_whose_answer_is_lost_is_not_sent_twice(
     assert dms(bridge, 42) == ["раньше", text][1 - written_before :]
     assert await pending(bridge) == 0
     assert await bridge.store.dead_letters() == []
+
+
+# -- an attempt that began and was never settled -----------------------------------------------
+# The outcome of an attempt is written when it ends (finished, or retried after a failure). A
+# replica killed mid-call, a claim lost mid-call, or a finish that cannot be written leaves
+# the item as it was, while Pachca may still perform the call: whoever takes the item up next
+# must not act before that call could have landed, and must look before posting again.
+
+CRASHED, FINISH_LOST = "crashed mid-call", "finish not written"
+
+
+async def begun_and_never_settled(
+    bridge: Bridge,
+    clock: Clock,
+    faulty: FaultyStore,
+    how: str,
+    match: Callable[[Any], bool] | None = None,
+) -> None:
+    """The next delivery's call (that `match`es) begins and is never settled: CRASHED, the
+    outbox dies while Pachca holds the call, performed 0.8 s later all the same; FINISH_LOST,
+    Pachca performs it and the store refuses every try at writing it done. Then the outbox
+    takes the item up again at once, as a restarted replica (or another) would, and until
+    it is done."""
+    if how == CRASHED:
+        bridge.fake.fail_next(SLOW, hang=0.8, match=match)
+        crashed = asyncio.create_task(bridge.app[OUTBOX].drain_once())
+        while bridge.fake.failures:  # the held call has reached Pachca
+            await asyncio.sleep(0.01)
+        crashed.cancel()
+        await asyncio.gather(crashed, return_exceptions=True)
+    else:
+        faulty.fail_next("finish_item", StoreError("disk I/O error"), times=FINISH_ATTEMPTS)
+        with pytest.raises(StoreError):
+            await bridge.deliver()
+    await bridge.deliver()  # taken up again at once
+    await asyncio.sleep(0.9)  # a held call has landed
+    await retried_until_done(bridge, clock)
+
+
+async def faulty_bridge(make_bridge: BridgeFactory) -> tuple[Bridge, Clock, FaultyStore]:
+    """`short_timeouts`, on a store that fails when told to."""
+    wrapped: list[FaultyStore] = []
+
+    def wrap(store: Any) -> FaultyStore:
+        wrapped.append(FaultyStore(store))
+        return wrapped[0]
+
+    bridge = await make_bridge(
+        PACHCA_TIMEOUT="0.3s", BRIDGE_RETRY_MAX_DELAY="0.1s", wrap_store=wrap
+    )
+    clock = Clock(time.time() + 60)
+    bridge.app[OUTBOX].clock = clock
+    return bridge, clock, wrapped[0]
+
+
+@pytest.mark.parametrize("how", [CRASHED, FINISH_LOST])
+@pytest.mark.parametrize("kind", ["thread comment", "message of its own", "direct message"])
+async def test_a_post_whose_attempt_was_never_settled_is_not_posted_twice(
+    make_bridge: BridgeFactory, kind: str, how: str
+) -> None:
+    """Its attempt never settled, a post is looked for before it is posted again (as after
+    a lost answer), once the held call could have landed: a second comment or DM otherwise."""
+    bridge, clock, faulty = await faulty_bridge(make_bridge)
+    text = "📣 Дежурит <@42> с 09:00"
+    if kind == "thread comment":
+        await bridge.post_fixture(FIRING)
+        await bridge.deliver()
+        (incident,) = await bridge.store.all_incidents()
+        item = NewOutboxItem(Effect.COMMENT_ACKED.value, text)
+        await bridge.store.enqueue(incident.incident.ref, [item], time.time())
+    elif kind == "message of its own":
+        await bridge.store.enqueue("-", [post_item(2000, text)], time.time())
+    else:
+        item = NewOutboxItem(Effect.DM.value, text, actor=42)
+        await bridge.store.enqueue("-", [item], time.time())
+    match = a_thread_comment if kind == "thread comment" else None  # not the thread's making
+    await begun_and_never_settled(bridge, clock, faulty, how, match)
+    if kind == "thread comment":
+        (message,) = bridge.fake.channel_messages()
+        assert bridge.fake.thread_comments(message["id"]) == [text]
+    elif kind == "message of its own":
+        assert [m["content"] for m in bridge.fake.channel_messages()] == [text]
+    else:
+        assert dms(bridge, 42) == [text]
+    assert await pending(bridge) == 0
+    assert await bridge.store.dead_letters() == []
+
+
+async def test_an_edit_whose_replica_died_mid_call_never_leaves_an_older_state_shown(
+    make_bridge: BridgeFactory,
+) -> None:
+    """The edit to "resolved" is held by Pachca as the replica sending it dies; the group
+    fires again meanwhile. Taken up at once by another, the edit would show "firing" and be
+    overwritten by the held "resolved" as it lands: a live outage shown resolved. It waits
+    until the held call could have landed, then shows the incident as it is."""
+    bridge, clock = await short_timeouts(make_bridge)
+    await bridge.post_fixture(FIRING)
+    await bridge.deliver()
+    await bridge.post_fixture(RESOLVED)
+    bridge.fake.fail_next(SLOW, hang=0.8, method="PUT")
+    crashed = asyncio.create_task(bridge.app[OUTBOX].drain_once())
+    while bridge.fake.failures:
+        await asyncio.sleep(0.01)
+    crashed.cancel()
+    await asyncio.gather(crashed, return_exceptions=True)
+    again = fixture_json(FIRING)
+    for alert in again["alerts"]:
+        alert["startsAt"] = "2030-01-01T00:00:00Z"
+    assert (await bridge.post(again)).status == 200
+    await bridge.deliver()  # taken up again at once
+    await asyncio.sleep(0.9)  # the held edit has landed
+    await retried_until_done(bridge, clock)
+    (message,) = bridge.fake.channel_messages()
+    (stored,) = await bridge.store.all_incidents()
+    assert stored.incident.state == "firing"
+    assert "ГОРИТ" in message["content"].splitlines()[0], message["content"]
 
 
 # -- a bot that may not read the chat ---------------------------------------------------------

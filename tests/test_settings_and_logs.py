@@ -8,7 +8,6 @@ from bridge.errors import ConfigError
 from bridge.logs import setup_logging
 from bridge.settings import DEFAULT_PACHCA_API_URL, Settings
 from tests.conftest import BridgeFactory
-from tests.redis_server import RedisServer
 
 
 def test_defaults() -> None:
@@ -151,24 +150,3 @@ def test_a_password_in_the_store_url_is_a_secret_and_not_logged() -> None:
     assert "hunter2-redis" in settings.secret_values()
     assert without_credentials(settings.BRIDGE_STORE) == "redis://***@redis:6379/0"
     assert without_credentials("sqlite:///./bridge-state.db") == "sqlite:///./bridge-state.db"
-
-
-@pytest.mark.parametrize(
-    ("claim", "timeout", "enough"),
-    [("60s", "10s", True), ("45s", "10s", True), ("44s", "10s", False), ("1s", "0.5s", False)],
-)
-def test_a_claim_must_outlast_a_call_the_replica_holding_it_sent(
-    claim: str, timeout: str, enough: bool
-) -> None:
-    env = {"BRIDGE_CLAIM_TTL": claim, "PACHCA_TIMEOUT": timeout}
-    assert Settings.from_environ(env).claim_outlasts_late_calls is enough
-
-
-async def test_replicas_with_a_claim_too_short_for_late_calls_are_warned_at_start(
-    make_bridge: BridgeFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    await make_bridge(store_url=redis_server.url)
-    assert "is short for PACHCA_TIMEOUT" not in caplog.text
-    await make_bridge(store_url=redis_server.url, BRIDGE_CLAIM_TTL="20s", PACHCA_TIMEOUT="10s")
-    assert "BRIDGE_CLAIM_TTL (20s) is short for PACHCA_TIMEOUT (10s)" in caplog.text
-    assert "at least 4.5 x PACHCA_TIMEOUT" in caplog.text

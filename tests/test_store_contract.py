@@ -154,6 +154,32 @@ async def test_creates_queued_by_an_older_version_keep_their_place(tmp_path: Pat
     db.close()
 
 
+async def test_items_queued_by_an_older_version_can_have_attempts_begun(tmp_path: Path) -> None:
+    """A state file from before `begin_item`: its queued item is handed out as never begun,
+    and an attempt at it can be recorded."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    old = SCHEMA.replace(",\n    -- when the attempt under way began", "\n    -- ")
+    db.executescript(old.replace("    begun_at REAL\n", ""))
+    db.execute(
+        "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
+        "VALUES ('r1', 'comment_resolved', 'text', 1.0, 0)"
+    )
+    db.commit()
+    assert "begun_at" not in {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    db.close()
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        (item,) = await store.due_items(10.0, 10)
+        assert item.begun_at is None and not item.in_doubt
+        await store.begin_item(item.id, 11.0)
+        (again,) = await store.due_items(12.0, 10)
+        assert again.begun_at == 11.0 and again.in_doubt
+    finally:
+        await store.close()
+
+
 async def test_save_and_load_by_key_and_ref(store: Store) -> None:
     await store.save_incident(incident(), None, [NewOutboxItem("create")], 1.0)
     stored = await store.load_incident("k1")
@@ -233,6 +259,25 @@ async def test_items_keep_content_and_actor_through_retries(store: Store) -> Non
         42,
         1,
     )
+
+
+async def test_an_attempt_begun_is_seen_by_whoever_takes_the_item_up_until_it_settles(
+    store: Store,
+) -> None:
+    """An attempt that began and was never settled (its replica died mid-call) is handed out
+    as such, so the next attempt waits for its call and looks before posting; a retry
+    settles it."""
+    await store.save_incident(incident(), None, [NewOutboxItem("comment_resolved", "t")], 1.0)
+    (item,) = await store.due_items(1.0, 10)
+    assert item.begun_at is None and not item.in_doubt
+    await store.begin_item(item.id, 1.5)
+    (again,) = await store.due_items(2.0, 10)
+    assert (again.id, again.begun_at, again.attempts, again.in_doubt) == (item.id, 1.5, 0, True)
+    await store.begin_item(item.id, 2.5)  # the next attempt begins
+    await store.retry_item(item.id, 3.0, "HTTP 503")
+    (retried,) = await store.due_items(3.0, 10)
+    assert (retried.begun_at, retried.attempts, retried.in_doubt) == (None, 1, True)
+    await store.begin_item(item.id + 1000, 4.0)  # an item gone since: nothing to record
 
 
 async def test_retried_item_waits_and_blocks_its_incident(store: Store) -> None:

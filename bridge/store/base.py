@@ -69,6 +69,15 @@ class OutboxItem:
     attempts: int
     actor: int | None = None
     priority: int = OTHER
+    # when the last attempt at it began, if its outcome was never recorded (see `begin_item`)
+    begun_at: float | None = None
+
+    @property
+    def in_doubt(self) -> bool:
+        """Might an earlier attempt have been performed by Pachca? One failed with an unknown
+        outcome, or one began and was never settled (a crash, a lost claim, a finish that
+        could not be written): a post is then looked for before it is posted again."""
+        return self.attempts > 0 or self.begun_at is not None
 
 
 class Backlog(NamedTuple):
@@ -249,6 +258,13 @@ class Store(Protocol):
         operations run in the order they were recorded (create before edits). Lane by lane
         (see PRESS), oldest first within a lane."""
 
+    async def begin_item(self, item_id: int, at: float) -> None:
+        """An attempt at the item begins at `at`: written before its first call to Pachca, so
+        whoever takes the item up next without a finish or a retry having been written (after a
+        crash, a claim lost, a finish that failed) knows a call may still land, waits until it
+        could have, and looks before posting again. `retry_item` clears it. Raises ClaimLost
+        if another replica holds the incident's claim."""
+
     async def finish_item(
         self,
         item_id: int,
@@ -262,7 +278,9 @@ class Store(Protocol):
 
     async def retry_item(
         self, item_id: int, not_before: float, error: str, note: Event | None = None
-    ) -> None: ...
+    ) -> None:
+        """The attempt failed and is settled: counted, and the item is due again at
+        `not_before` (its `begun_at` cleared)."""
 
     async def dead_letter(
         self, item: OutboxItem, error: str, now: float, note: Event | None = None

@@ -245,6 +245,11 @@ class MemoryStore:
         due = [item for item, not_before in heads.values() if not_before <= now]
         return sorted(due, key=lambda i: (i.priority, i.id))[:limit]
 
+    async def begin_item(self, item_id: int, at: float) -> None:
+        if item_id in self._outbox:
+            item, not_before = self._outbox[item_id]
+            self._outbox[item_id] = (replace(item, begun_at=at), not_before)
+
     async def finish_item(
         self,
         item_id: int,
@@ -262,7 +267,8 @@ class MemoryStore:
     ) -> None:
         if item_id in self._outbox:
             item, _ = self._outbox[item_id]
-            self._outbox[item_id] = (replace(item, attempts=item.attempts + 1), not_before)
+            settled = replace(item, attempts=item.attempts + 1, begun_at=None)
+            self._outbox[item_id] = (settled, not_before)
             if note is not None:
                 self._note(item.ref, [note])
 

@@ -295,6 +295,7 @@ if ARGV[9] then record_delivery(ref, ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV
 if ARGV[8] ~= '' then add_events(ref, {ARGV[8]}) end
 if ARGV[4] == 'retry' then
   redis.call('HINCRBY', P..'item:'..id, 'attempts', 1)
+  redis.call('HDEL', P..'item:'..id, 'begun_at')
   redis.call('HSET', P..'item:'..id, 'not_before', ARGV[5], 'last_error', ARGV[6])
 else
   if ARGV[4] == 'dead' then
@@ -310,6 +311,18 @@ else
 end
 schedule_head(ref)
 release(ref, ARGV[3])
+return 1
+"""
+)
+
+# ARGV: P, item_id, owner, at
+_BEGIN = (
+    _LIB
+    + """
+local ref = redis.call('HGET', P..'item:'..ARGV[2], 'ref')
+if not ref then return 0 end
+if taken(ref, ARGV[3]) then return 'LOST' end
+redis.call('HSET', P..'item:'..ARGV[2], 'begun_at', ARGV[4])
 return 1
 """
 )
@@ -726,6 +739,7 @@ def _item(fields: dict[str, str]) -> OutboxItem:
         attempts=int(fields.get("attempts", 0)),
         actor=int(actor) if actor else None,
         priority=int(fields.get("priority") or (1 if fields["kind"] == "create" else OTHER)),
+        begun_at=float(fields["begun_at"]) if fields.get("begun_at") else None,
     )
 
 
@@ -769,6 +783,7 @@ class RedisStore:
                 ("enqueue", _ENQUEUE),
                 ("claim", _CLAIM),
                 ("settle", _SETTLE),
+                ("begin", _BEGIN),
                 ("replay", _REPLAY),
                 ("prune", _PRUNE),
                 ("record", _RECORD),
@@ -1120,6 +1135,10 @@ class RedisStore:
             *extra,
         )
         if answer == "LOST":
+            raise ClaimLost(f"item {item_id} is now delivered by another replica")
+
+    async def begin_item(self, item_id: int, at: float) -> None:
+        if await self._eval("begin", str(item_id), self.owner, repr(at)) == "LOST":
             raise ClaimLost(f"item {item_id} is now delivered by another replica")
 
     async def finish_item(

@@ -95,7 +95,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     not_before REAL NOT NULL,
     last_error TEXT,
     actor INTEGER,
-    priority INTEGER NOT NULL DEFAULT 100
+    priority INTEGER NOT NULL DEFAULT 100,
+    -- when the attempt under way began (`Store.begin_item`); NULL once settled
+    begun_at REAL
 );
 CREATE TABLE IF NOT EXISTS timeline (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -179,7 +181,8 @@ BEGIN UPDATE counts SET n = n - 1 WHERE name = 'dead_letters'; END;
 _ITEM_COLUMNS = "id, ref, kind, content, created_at, attempts, actor"
 # the oldest item of each incident, if due
 _DUE_HEADS = (
-    "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor, o.priority "
+    "SELECT o.id, o.ref, o.kind, o.content, o.created_at, o.attempts, o.actor, o.priority, "
+    "o.begun_at "
     "FROM outbox o WHERE o.not_before <= ? AND NOT EXISTS "
     "(SELECT 1 FROM outbox p WHERE p.ref = o.ref AND p.id < o.id) "
     "ORDER BY o.priority, o.id LIMIT ?"
@@ -659,6 +662,12 @@ class SQLiteStore:
 
         return await self._run(heads)
 
+    async def begin_item(self, item_id: int, at: float) -> None:
+        def begin(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET begun_at = ? WHERE id = ?", (at, item_id))
+
+        await self._run(begin)
+
     async def finish_item(
         self,
         item_id: int,
@@ -679,8 +688,8 @@ class SQLiteStore:
         def retry(db: sqlite3.Connection) -> None:
             _note_item(db, item_id, note)
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ? "
-                "WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, not_before = ?, last_error = ?, "
+                "begun_at = NULL WHERE id = ?",
                 (not_before, error, item_id),
             )
 
@@ -919,6 +928,7 @@ def _index_open_alerts(db: sqlite3.Connection) -> None:
 # columns added after the first release: (table, column, declaration)
 ADDED_COLUMNS = [
     ("incidents", "create_digest", "TEXT"),
+    ("outbox", "begun_at", "REAL"),
     ("outbox", "priority", "INTEGER NOT NULL DEFAULT 100"),
     # 1 while the incident is open and shows a silence (the check-back follows each); set for
     # an older database's incidents when `alert_refs` is first made

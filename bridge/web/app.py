@@ -303,15 +303,6 @@ def create_app(
                 "incident pages (/incidents) answer loopback clients only: set "
                 "BRIDGE_UI_BASIC_AUTH or BRIDGE_UI_USER_HEADER to open them to people"
             )
-        if settings.BRIDGE_STORE.startswith("redis") and not settings.claim_outlasts_late_calls:
-            log.warning(
-                "BRIDGE_CLAIM_TTL (%gs) is short for PACHCA_TIMEOUT (%gs): a replica taking over "
-                "a delivery may act before a call the other sent has landed (a late edit could "
-                "show an older state); keep it at least %g x PACHCA_TIMEOUT",
-                settings.BRIDGE_CLAIM_TTL,
-                settings.PACHCA_TIMEOUT,
-                SETTLE_TIMEOUTS * 1.5,
-            )
         supervisor.stopping = False
         if run_outbox:
             start_background(supervisor, settings, store, outbox, inbox, rules, pachca, events)
