@@ -311,6 +311,15 @@ class AlertmanagerCluster:
     async def expire_silence(self, silence_id: str) -> bool:
         return bool(await self._first(lambda c: c.expire_silence(silence_id)))
 
+    async def silences(self) -> list[dict[str, Any]]:
+        """The silences the replicas that answer hold, each once (by id); they gossip them,
+        so one that made a silence a moment ago may be the only one to list it yet."""
+        seen: dict[str, dict[str, Any]] = {}
+        for listed in await self._every(lambda c: c.silences()):
+            for silence in listed:
+                seen.setdefault(str(silence.get("id")), silence)
+        return list(seen.values())
+
     async def _every(self, call: Any) -> list[Any]:
         """`call(client)`'s answer from each replica that gives one (reads take the union);
         AlertmanagerError if none does."""

@@ -495,6 +495,7 @@ class Outbox:
                     "ALERTMANAGER_URL is not set", retryable=False, why=Why.NOT_CONFIGURED
                 )
             if item.kind == Effect.SILENCE:
+                await self._calling(item)
                 await self.silencer.silence(item, stored.incident)
             else:
                 await self.silencer.unsilence(item, stored.incident)

@@ -28,7 +28,13 @@ from bridge.errors import StoreError
 from bridge.inbox import Inbox
 from bridge.model import Incident, IncidentState
 from bridge.render import incident_title
-from bridge.silences import absence_evidence, check_back, silence_matchers
+from bridge.silences import (
+    absence_evidence,
+    check_back,
+    made_for,
+    silence_comment,
+    silence_matchers,
+)
 from bridge.store import OutboxItem, Store
 from bridge.store.base import OPEN_PAGE
 from bridge.tasks import Pulse
@@ -64,19 +70,36 @@ class Silencer:
         self._missing: dict[str, frozenset[str]] = {}
 
     async def silence(self, item: OutboxItem, incident: Incident) -> None:
-        """Create the silence a press asked for. AlertmanagerError if it could not be made."""
+        """Create the silence a press asked for. AlertmanagerError if it could not be made.
+        After an attempt whose answer was lost (`in_doubt`), a silence it made is adopted."""
         assert item.actor is not None
         duration = parse_duration(json.loads(item.content)["duration"])
         name = await self.users.name(item.actor) or f"Pachca user {item.actor}"
+        client = self._client(incident)
+        matchers = silence_matchers(incident)
+        if item.in_doubt:
+            for earlier in await client.silences():
+                if made_for(earlier, matchers, incident.ref):
+                    log.warning(
+                        "silence of incident %s was made by an attempt whose answer was lost "
+                        "(%s); adopting it",
+                        incident.ref,
+                        earlier.get("id"),
+                    )
+                    asked = self.clock() + timedelta(seconds=duration)
+                    until = _ends_at(earlier, asked)
+                    await self.inbox.silence_created(
+                        incident.ref, item.actor, str(earlier.get("id")), until, name
+                    )
+                    return
         now = self.clock()
         until = now + timedelta(seconds=duration)
-        silence_id = await self._client(incident).create_silence(
-            silence_matchers(incident),
+        silence_id = await client.create_silence(
+            matchers,
             starts_at=now,
             ends_at=until,
             created_by=name,
-            comment=f"From Pachca chat {incident.chat_id}: incident {incident.ref} "
-            f"«{incident_title(incident)}» (pachca-alert-bridge)",
+            comment=silence_comment(incident, incident_title(incident)),
         )
         await self.inbox.silence_created(incident.ref, item.actor, silence_id, until, name)
 
@@ -339,3 +362,11 @@ def needs_own_read(incident: Incident, view: View) -> bool:
     else:
         watched = [a.fingerprint for a in incident.firing]
     return any(fp not in view.alerts for fp in watched)
+
+
+def _ends_at(silence: dict[str, Any], otherwise: datetime) -> datetime:
+    """When a listed silence ends (`otherwise` if Alertmanager wrote it in a form not read)."""
+    try:
+        return datetime.fromisoformat(str(silence.get("endsAt")).replace("Z", "+00:00"))
+    except ValueError:
+        return otherwise

@@ -23,6 +23,33 @@ def silence_matchers(incident: Incident) -> dict[str, str]:
     return {k: v for k, v in incident.group_labels.items() if v}
 
 
+def silence_comment(incident: Incident, title: str) -> str:
+    """The comment of a silence made from the chat: says where it came from, and names the
+    incident (see `made_for`)."""
+    return (
+        f"From Pachca chat {incident.chat_id}: incident {incident.ref} «{title}» "
+        "(pachca-alert-bridge)"
+    )
+
+
+def made_for(silence: dict[str, Any], matchers: dict[str, str], ref: str) -> bool:
+    """Is this silence (as `GET /api/v2/silences` lists it) one made for incident `ref`, not
+    yet over: exactly `matchers`, and a comment naming the incident? An earlier attempt whose
+    answer was lost may have made it: found, it is adopted rather than made twice (a twin
+    would keep the alerts silenced after Unsilence expired the one the incident knows)."""
+    state = (silence.get("status") or {}).get("state")
+    listed = silence.get("matchers")
+    if state not in ("active", "pending") or not isinstance(listed, list):
+        return False
+    exact = sorted(
+        (str(m.get("name")), str(m.get("value")))
+        for m in listed
+        if isinstance(m, dict) and not m.get("isRegex") and m.get("isEqual", True)
+    )
+    named = f": incident {ref} «" in str(silence.get("comment", ""))
+    return named and len(exact) == len(listed) and exact == sorted(matchers.items())
+
+
 def silenced(
     incident: Incident, silence_id: str, until: datetime | None, by: str, now: datetime
 ) -> Incident:

@@ -17,7 +17,13 @@ from bridge.alertmanager_api import (
 )
 from bridge.incidents import Effect
 from bridge.model import AlertStatus, IncidentState
-from bridge.silences import absence_evidence, drop_stale_silence, follow_alertmanager, silenced
+from bridge.silences import (
+    absence_evidence,
+    drop_stale_silence,
+    follow_alertmanager,
+    made_for,
+    silenced,
+)
 from bridge.web.state import OUTBOX
 from tests.conftest import BridgeFactory, Clock, fixture_json
 from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
@@ -270,3 +276,31 @@ def test_the_silence_of_a_resolved_incident_leaves_the_message_when_it_ends() ->
     expired = {SILENCE_ID: {"id": SILENCE_ID, "status": {"state": "expired"}}}
     after, effects = follow_alertmanager(resolved, {}, expired, NOW)
     assert effects == (Effect.EDIT,) and after.silence_id is None and after.finished
+
+
+def test_a_silence_is_taken_for_an_earlier_attempts_only_if_exactly_the_incidents() -> None:
+    """Adopted after a lost answer: not over, exactly the group's matchers, and a comment
+    naming the incident; anything else (a person's silence from the UI, a wider or regex
+    one, another incident's, an expired one) is not the press's."""
+    matchers = {"alertname": "DiskFull", "team": "db"}
+    ours: dict[str, Any] = {
+        "id": "s1",
+        "status": {"state": "active"},
+        "matchers": [
+            {"name": "team", "value": "db", "isRegex": False, "isEqual": True},
+            {"name": "alertname", "value": "DiskFull", "isRegex": False},
+        ],
+        "comment": "From Pachca chat 1000: incident r1 «DiskFull» (pachca-alert-bridge)",
+    }
+    assert made_for(ours, matchers, "r1")
+    assert made_for({**ours, "status": {"state": "pending"}}, matchers, "r1")
+    assert not made_for({**ours, "status": {"state": "expired"}}, matchers, "r1")
+    assert not made_for(ours, matchers, "r12")
+    assert not made_for({**ours, "comment": "maintenance, incident r1 too"}, matchers, "r1")
+    assert not made_for(ours, {"alertname": "DiskFull"}, "r1")
+    regex = [{**m, "isRegex": True} for m in ours["matchers"]]
+    assert not made_for({**ours, "matchers": regex}, matchers, "r1")
+    negated = [{**m, "isEqual": False} for m in ours["matchers"]]
+    assert not made_for({**ours, "matchers": negated}, matchers, "r1")
+    assert not made_for({**ours, "matchers": "team=db"}, matchers, "r1")
+    assert not made_for({"id": "s2"}, matchers, "r1")

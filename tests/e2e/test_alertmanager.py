@@ -2,11 +2,16 @@
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
 from bridge.web.state import INBOX, METRICS, SILENCER
-from tests.conftest import Bridge
-from tests.e2e.conftest import Alertmanager, alert, settle
+from tests.conftest import Bridge, BridgeFactory
+from tests.e2e.conftest import INTAKE_TOKEN, Alertmanager, AlertmanagerProcess, alert, settle
 from tests.test_callbacks import ALICE, click_body, data_buttons, dms, press
 
 
@@ -189,3 +194,53 @@ async def test_a_refire_under_the_silence_of_a_resolved_incident_is_shown_silenc
     await check_silences(bridge)
     assert message["content"].startswith("🔴 **ГОРИТ**") and "🔕 Заглушено до" in message["content"]
     assert len(bridge.fake.thread_comments(message["id"])) == comments  # nobody pinged
+
+
+async def test_a_silence_whose_answer_was_lost_is_adopted_not_made_twice(
+    make_bridge: BridgeFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """Between the bridge and Alertmanager, a proxy forwards the first silence's creation
+    and loses its answer (502), as a gateway timing out does. The retry finds the silence
+    the lost attempt made and adopts it: made twice, Unsilence would expire the one the
+    incident knows and the twin would keep the alerts silenced, hidden from everyone."""
+    process = AlertmanagerProcess(tmp_path / "am")
+    lost: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        url = process.url + request.path_qs
+        body = await request.read()
+        async with http.request(request.method, url, data=body, headers=request.headers) as got:
+            answer = await got.read()
+            if request.method == "POST" and request.path == "/api/v2/silences" and not lost:
+                lost.append(answer.decode())
+                return web.Response(status=502, text="<h1>502 Bad Gateway</h1>")
+            return web.Response(status=got.status, body=answer, content_type=got.content_type)
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", forward)
+    server = TestServer(proxy, host="127.0.0.1")
+    await server.start_server()
+    bridge = await make_bridge(
+        ALERTMANAGER_URL=str(server.make_url("")).rstrip("/"),
+        BRIDGE_WEBHOOK_TOKEN=INTAKE_TOKEN,
+        BRIDGE_ALERTMANAGER_SETTLE="0s",
+        BRIDGE_RETRY_MAX_DELAY="0.2s",
+    )
+    process.send_to(str(bridge.client.make_url("/webhook/alertmanager")))
+    try:
+        await process.start(http)
+        am = Alertmanager(process.url, http)
+        message = await opened(bridge, am, "DiskFull", "db-1:9100")
+        ref = ref_of(message)
+        assert (await press(bridge, click_body(f"silence:{ref}:1h"))).status == 200
+        await settle(bridge, lambda: "🔕 Заглушено до" in message["content"])
+        assert lost, "the proxy lost no answer"
+        active = [s for s in await am.get("/api/v2/silences") if s["status"]["state"] == "active"]
+        assert len(active) == 1, active
+        assert (await press(bridge, click_body(f"unsilence:{ref}"))).status == 200
+        await settle(bridge, lambda: "Заглушено" not in message["content"])
+        states = [s["status"]["state"] for s in await am.get("/api/v2/silences")]
+        assert states == ["expired"]
+    finally:
+        process.stop()
+        await server.close()
