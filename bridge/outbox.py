@@ -14,8 +14,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bridge.alertmanager_api import AlertmanagerError, Why
@@ -45,7 +47,7 @@ from bridge.incidents import Effect
 from bridge.lookback import Lookback, LookbackCutShort, find_personal_chat
 from bridge.metrics import Metrics
 from bridge.model import Delivery, Incident
-from bridge.pachca import PachcaApi
+from bridge.pachca import PachcaApi, before_send
 from bridge.ratelimit import urgency
 from bridge.render import (
     ACTOR_SLOT,
@@ -359,8 +361,8 @@ class Outbox:
                 result = await self._send_post(item, stored)
             elif item.kind == Effect.UNFURL:
                 request = json.loads(item.content)
-                await self._calling(item)
-                await self.pachca.link_previews(int(request["message_id"]), request["previews"])
+                with self._calling(item):
+                    await self.pachca.link_previews(int(request["message_id"]), request["previews"])
                 result = "sent"
             else:
                 assert stored is not None
@@ -422,11 +424,17 @@ class Outbox:
             if self.clock() < landed_by:
                 raise _NotYet(landed_by, "a call begun and never settled may land")
 
-    async def _calling(self, item: OutboxItem) -> None:
-        """Written just before each call that changes what Pachca shows (see
+    async def _begin(self, item: OutboxItem) -> None:
+        """Written just before each call that changes what Pachca (or Alertmanager) shows (see
         `Store.begin_item`): whoever takes the item up next knows when the last one began.
         (A create records its own, `Delivery.create_sent_at`.)"""
         await self.store.begin_item(item.id, self.clock())
+
+    def _calling(self, item: OutboxItem) -> AbstractContextManager[None]:
+        """Pachca calls made inside record the attempt as begun as each goes out, after its
+        wait for the pace: recorded before that wait, a call held back by a 429 pause could
+        land after the taker's wait had ended."""
+        return before_send(partial(self._begin, item))
 
     def _note(
         self,
@@ -495,7 +503,7 @@ class Outbox:
                     "ALERTMANAGER_URL is not set", retryable=False, why=Why.NOT_CONFIGURED
                 )
             if item.kind == Effect.SILENCE:
-                await self._calling(item)
+                await self._begin(item)
                 await self.silencer.silence(item, stored.incident)
             else:
                 await self.silencer.unsilence(item, stored.incident)
@@ -607,21 +615,24 @@ class Outbox:
         route = self.rules.by_name(incident.route).config
 
         async def post(message: Message) -> int:
-            sent = delivery.model_copy(
-                update={
-                    "create_sent_at": self.clock(),
-                    "create_digest": content_digest(message.content),
-                }
-            )
-            await self.store.record_delivery(incident.ref, sent)
-            return await self.pachca.create_message(
-                "discussion",
-                incident.chat_id,
-                message.content,
-                message.buttons,
-                route.display_name,
-                route.display_avatar_url,
-            )
+            async def sending() -> None:  # as it goes out, after its wait for the pace
+                sent = delivery.model_copy(
+                    update={
+                        "create_sent_at": self.clock(),
+                        "create_digest": content_digest(message.content),
+                    }
+                )
+                await self.store.record_delivery(incident.ref, sent)
+
+            with before_send(sending):
+                return await self.pachca.create_message(
+                    "discussion",
+                    incident.chat_id,
+                    message.content,
+                    message.buttons,
+                    route.display_name,
+                    route.display_avatar_url,
+                )
 
         try:
             message_id = await self._render_fitting(stored, post)
@@ -644,15 +655,15 @@ class Outbox:
             if await self._find_earlier_post(chat_id, item.ref, [key], item.created_at) is not None:
                 log.warning("outbox: %s of incident %s was posted already", item.kind, item.ref)
                 return "reconciled"
-        await self._calling(item)
-        await self.pachca.create_message(
-            "discussion",
-            stored.incident.chat_id,
-            item.content,
-            display_name=route.display_name,
-            display_avatar_url=route.display_avatar_url,
-            parent_message_id=message_id,
-        )
+        with self._calling(item):
+            await self.pachca.create_message(
+                "discussion",
+                stored.incident.chat_id,
+                item.content,
+                display_name=route.display_name,
+                display_avatar_url=route.display_avatar_url,
+                parent_message_id=message_id,
+            )
         return "sent"
 
     async def _comment(self, item: OutboxItem, delivery: Delivery) -> tuple[str, Delivery | None]:
@@ -672,8 +683,8 @@ class Outbox:
             thread_id = thread.id
             if item.in_doubt and await self._posted_already(item, thread.chat_id, content):
                 return "reconciled", shown
-        await self._calling(item)
-        await self.pachca.create_message("thread", thread_id, content)
+        with self._calling(item):
+            await self.pachca.create_message("thread", thread_id, content)
         return "sent", shown
 
     async def _posted_already(self, item: OutboxItem, chat_id: int, content: str) -> bool:
@@ -720,8 +731,8 @@ class Outbox:
         to, text = int(post["chat_id"]), text.strip()
         if item.in_doubt and await self._posted_already(item, to, text):
             return "reconciled"
-        await self._calling(item)
-        await self.pachca.create_message("discussion", to, text)
+        with self._calling(item):
+            await self.pachca.create_message("discussion", to, text)
         return "sent"
 
     async def _send_dm(self, item: OutboxItem) -> str:
@@ -730,8 +741,8 @@ class Outbox:
             return "dropped"
         if item.in_doubt and await self._sent_directly_already(item, item.actor):
             return "reconciled"
-        await self._calling(item)
-        await self.pachca.create_message("user", item.actor, item.content)
+        with self._calling(item):
+            await self.pachca.create_message("user", item.actor, item.content)
         return "sent"
 
     async def _sent_directly_already(self, item: OutboxItem, user_id: int) -> bool:
@@ -760,8 +771,8 @@ class Outbox:
         assert message_id is not None
 
         async def edit(message: Message) -> int:
-            await self._calling(item)
-            await self.pachca.update_message(message_id, message.content, message.buttons)
+            with self._calling(item):
+                await self.pachca.update_message(message_id, message.content, message.buttons)
             return message_id
 
         await self._render_fitting(stored, edit)

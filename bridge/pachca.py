@@ -9,6 +9,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -139,6 +142,23 @@ def display_name(user: dict[str, Any]) -> str:
 # the longest pause a Retry-After may impose; beyond it the header is taken as this
 MAX_RETRY_AFTER = 300.0
 
+# awaited just before each request is sent (its turn at the pace taken), set by the outbox
+# around a call that changes the chat: it records when the call began (see before_send)
+BEFORE_SEND: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "pachca_before_send", default=None
+)
+
+
+@contextmanager
+def before_send(hook: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Requests made inside await `hook` as they are about to go out, after any wait for the
+    pace or a 429 pause: what it records is when Pachca may start performing them."""
+    token = BEFORE_SEND.set(hook)
+    try:
+        yield
+    finally:
+        BEFORE_SEND.reset(token)
+
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Retry-After as seconds (a number, or an HTTP date), clamped to 0..MAX_RETRY_AFTER;
@@ -213,6 +233,9 @@ class PachcaClient:
     ) -> Any:
         if self.limiter is not None:
             await self.limiter.acquire()
+        hook = BEFORE_SEND.get()
+        if hook is not None:
+            await hook()
         started = time.monotonic()
         code = "error"
         try:

@@ -609,6 +609,33 @@ async def test_an_edit_whose_replica_died_mid_call_never_leaves_an_older_state_s
     assert "ГОРИТ" in message["content"].splitlines()[0], message["content"]
 
 
+@pytest.mark.parametrize("kind", ["create", "direct message"])
+async def test_an_attempt_is_recorded_as_begun_when_its_call_goes_out_not_before_its_wait(
+    make_bridge: BridgeFactory, kind: str
+) -> None:
+    """A call waiting out a 429 pause has not gone out: recorded as begun before the wait, a
+    taker would wait from too early and act before the call (sent after the pause) landed.
+    While the pause lasts nothing is recorded; once it ends the call goes out and lands."""
+    bridge = await make_bridge()
+    limiter = bridge.app[OUTBOX].pachca.limiter
+    await limiter.rate_limited(1.0)  # Pachca said 429, Retry-After: 1
+    if kind == "create":
+        await bridge.post_fixture(FIRING)
+    else:
+        item = NewOutboxItem(Effect.DM.value, "✅ Взято", actor=42)
+        await bridge.store.enqueue("-", [item], time.time())
+    delivering = asyncio.create_task(bridge.deliver())
+    await asyncio.sleep(0.4)  # the call waits out the pause
+    (waiting,) = await bridge.store.due_items(time.time(), 10)
+    assert waiting.begun_at is None
+    if kind == "create":
+        (stored,) = await bridge.store.all_incidents()
+        assert stored.delivery.create_sent_at is None
+    await delivering
+    assert len(bridge.fake.messages) == 1
+    assert await pending(bridge) == 0
+
+
 # -- a bot that may not read the chat ---------------------------------------------------------
 
 
