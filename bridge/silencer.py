@@ -77,31 +77,35 @@ class Silencer:
         name = await self.users.name(item.actor) or f"Pachca user {item.actor}"
         client = self._client(incident)
         matchers = silence_matchers(incident)
-        if item.in_doubt:
-            for earlier in await client.silences():
-                if made_for(earlier, matchers, incident.ref):
-                    log.warning(
-                        "silence of incident %s was made by an attempt whose answer was lost "
-                        "(%s); adopting it",
-                        incident.ref,
-                        earlier.get("id"),
-                    )
-                    asked = self.clock() + timedelta(seconds=duration)
-                    until = _ends_at(earlier, asked)
-                    await self.inbox.silence_created(
-                        incident.ref, item.actor, str(earlier.get("id")), until, name
-                    )
-                    return
         now = self.clock()
         until = now + timedelta(seconds=duration)
-        silence_id = await client.create_silence(
-            matchers,
-            starts_at=now,
-            ends_at=until,
-            created_by=name,
-            comment=silence_comment(incident, incident_title(incident)),
-        )
+        earlier = await self._made_earlier(client, matchers, incident) if item.in_doubt else None
+        if earlier is not None:
+            silence_id, until = str(earlier.get("id")), _ends_at(earlier, until)
+        else:
+            silence_id = await client.create_silence(
+                matchers,
+                starts_at=now,
+                ends_at=until,
+                created_by=name,
+                comment=silence_comment(incident, incident_title(incident)),
+            )
         await self.inbox.silence_created(incident.ref, item.actor, silence_id, until, name)
+
+    async def _made_earlier(
+        self, client: AlertmanagerCluster, matchers: dict[str, str], incident: Incident
+    ) -> dict[str, Any] | None:
+        """The silence an attempt whose answer was lost made for the incident, if any."""
+        for silence in await client.silences():
+            if made_for(silence, matchers, incident.ref):
+                log.warning(
+                    "silence of incident %s was made by an attempt whose answer was lost "
+                    "(%s); adopting it",
+                    incident.ref,
+                    silence.get("id"),
+                )
+                return silence
+        return None
 
     async def unsilence(self, item: OutboxItem, incident: Incident) -> None:
         """Expire the incident's silence; one Alertmanager no longer knows is as good as expired."""

@@ -127,21 +127,26 @@ async def test_an_sqlite_database_of_an_older_version_gets_the_new_columns(tmp_p
         await store.close()
 
 
+def older_outbox(path: Path, schema: str, items: list[tuple[str, str]], lacking: str) -> None:
+    """A state file as an older version left it (`schema`, without the outbox's `lacking`
+    column), with `items` (ref, kind) queued."""
+    db = sqlite3.connect(path)
+    db.executescript(schema)
+    db.executemany(
+        "INSERT INTO outbox (ref, kind, content, created_at, not_before) VALUES (?, ?, '', 1.0, 0)",
+        items,
+    )
+    db.commit()
+    assert lacking not in {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    db.close()
+
+
 async def test_creates_queued_by_an_older_version_keep_their_place(tmp_path: Path) -> None:
     """A state file from before the outbox lanes: its queued create still goes ahead of an
     edit queued before it, and the new column is indexed for the lane walk."""
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA.replace(",\n    priority INTEGER NOT NULL DEFAULT 100", ""))
-    for ref, kind in (("r1", "edit"), ("r2", "create")):
-        db.execute(
-            "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
-            "VALUES (?, ?, '', 1.0, 0)",
-            (ref, kind),
-        )
-    db.commit()
-    assert "priority" not in {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
-    db.close()
+    old = SCHEMA.replace(",\n    priority INTEGER NOT NULL DEFAULT 100", "")
+    older_outbox(path, old, [("r1", "edit"), ("r2", "create")], lacking="priority")
     store = SQLiteStore(str(path))
     await store.open()
     try:
@@ -158,16 +163,8 @@ async def test_items_queued_by_an_older_version_can_have_attempts_begun(tmp_path
     """A state file from before `begin_item`: its queued item is handed out as never begun,
     and an attempt at it can be recorded."""
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
     old = SCHEMA.replace(",\n    -- when the attempt under way began", "\n    -- ")
-    db.executescript(old.replace("    begun_at REAL\n", ""))
-    db.execute(
-        "INSERT INTO outbox (ref, kind, content, created_at, not_before) "
-        "VALUES ('r1', 'comment_resolved', 'text', 1.0, 0)"
-    )
-    db.commit()
-    assert "begun_at" not in {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
-    db.close()
+    older_outbox(path, old.replace("    begun_at REAL\n", ""), [("r1", "comment")], "begun_at")
     store = SQLiteStore(str(path))
     await store.open()
     try:

@@ -259,11 +259,11 @@ class Store(Protocol):
         (see PRESS), oldest first within a lane."""
 
     async def begin_item(self, item_id: int, at: float) -> None:
-        """An attempt at the item begins at `at`: written before its first call to Pachca, so
-        whoever takes the item up next without a finish or a retry having been written (after a
-        crash, a claim lost, a finish that failed) knows a call may still land, waits until it
-        could have, and looks before posting again. `retry_item` clears it. Raises ClaimLost
-        if another replica holds the incident's claim."""
+        """A call of an attempt at the item goes out at `at`: written as each call that changes
+        the chat is sent, so whoever takes the item up next without a finish or a retry having
+        been written (after a crash, a claim lost, a finish that failed) knows a call may still
+        land, waits until it could have, and looks before posting again. `retry_item` clears
+        it. Raises ClaimLost if another replica holds the incident's claim."""
 
     async def finish_item(
         self,
