@@ -20,12 +20,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from bridge import oncall, silences
 from bridge.actions import ClickResult, Reply, apply_click, parse_button_data
 from bridge.alertmanager_api import Failure
 from bridge.errors import ConflictError, DuplicateEvent, StoreError
+from bridge.expiring import ExpiringDict
 from bridge.incidents import (
     DEFAULT_PRIORITY_ORDER,
     Effect,
@@ -166,13 +167,13 @@ class Inbox:
         self.on_commit = on_commit
         # notifications that changed nothing, per incident key, until its next write records
         # them as one "repeats" event (bounded: the key's next write or the cache's size)
-        self._repeats: TTLCache[str, int] = TTLCache(maxsize=dedup_size, ttl=dedup_ttl)
+        self._repeats: ExpiringDict[str, int] = ExpiringDict(maxsize=dedup_size, ttl=dedup_ttl)
         # an open incident's last_seen is renewed this often by repeats that change nothing,
         # so the cache lets a repeat through to the store at least that often (0: never closed
         # as unreported, nothing to renew)
         every = stale_after / 4 if stale_after > 0 else dedup_ttl
         self.touch_every = timedelta(seconds=every)
-        self._seen: TTLCache[str, str] = TTLCache(
+        self._seen: ExpiringDict[str, str] = ExpiringDict(
             maxsize=dedup_size, ttl=min(dedup_ttl, every), timer=self._timestamp
         )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
