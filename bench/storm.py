@@ -135,15 +135,28 @@ async def fixed_rate(
             latencies.append((time.perf_counter() - started) * 1000)
 
         began = time.perf_counter()
-        tasks = []
+        # only the requests under way: 100,000 finished tasks kept until the end made this
+        # process's own full collections long enough to show in the latencies it measures
+        pending: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def done(task: asyncio.Task[None]) -> None:
+            pending.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+
         for n, body in enumerate(bodies):
             delay = began + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             if sent is not None:
                 sent.append(time.monotonic())
-            tasks.append(asyncio.create_task(one(body)))
-        await asyncio.gather(*tasks)
+            task = asyncio.create_task(one(body))
+            pending.add(task)
+            task.add_done_callback(done)
+        await asyncio.gather(*pending)
+        if failed:
+            raise failed[0]
         elapsed = time.perf_counter() - began
     return len(bodies) / elapsed, latencies
 
