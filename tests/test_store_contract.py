@@ -1,6 +1,7 @@
 """One contract every store backend passes."""
 
 import asyncio
+import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -1273,6 +1274,41 @@ async def test_the_log_starts_over_under_a_steady_stream_of_writes(
         # the log started over each round (it grew by a round's writes each time before)
         assert sizes[-1] < 2 * sizes[0], sizes
         assert (await store.load_by_ref("r19-4")) is not None
+    finally:
+        reader.close()
+        await store.close()
+
+
+async def test_a_checkpoint_writes_the_database_file_to_disk_even_short_of_the_logs_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite syncs the database file only after a pass that reached the log's end; in a
+    storm none did, and the writer's pass that started the log over synced all they had
+    moved (21-25 ms at 100,000 incidents). Each pass now syncs what it moved, on its own
+    thread."""
+    path = tmp_path / "flush.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    synced: list[int] = []  # inodes
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    reader = sqlite3.connect(path, isolation_level=None)
+    fingerprints = [f"{n:016x}" for n in range(20)]
+    try:
+        await store.save_incident(holding_alerts("r0", "k0", *fingerprints), None, [], 1.0)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM incidents").fetchone()  # the pass stops here
+        for n in range(1, 5):
+            await store.save_incident(
+                holding_alerts(f"r{n}", f"k{n}", *fingerprints), None, [], 1.0
+            )
+        await store.checkpoint()
+        assert path.stat().st_ino in synced
     finally:
         reader.close()
         await store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -324,8 +325,12 @@ class SQLiteStore:
             await self._worker.run(self._restart_log, URGENT, alone=True)
 
     def _checkpoint(self) -> int:
-        """A PASSIVE checkpoint; returns how many pages the log holds (all of them now in the
-        database, unless a write came in meanwhile)."""
+        """A PASSIVE checkpoint, then the database file's pages written to disk; returns how
+        many pages the log holds (all of them now in the database, unless a write came in
+        meanwhile). SQLite syncs the file only after a pass that reached the log's end: in a
+        storm none of these passes did, and the pass that started the log over (on the writer,
+        `_restart_log`) synced everything they had moved since the last one: 4.5 ms on average
+        at first, 21-25 ms once the file held 100,000 incidents."""
         with self._checkpointing:
             try:
                 if self._checkpointer is None:
@@ -335,7 +340,8 @@ class SQLiteStore:
                 _, log_pages, _ = self._checkpointer.execute(
                     "PRAGMA wal_checkpoint(PASSIVE)"
                 ).fetchone()
-            except sqlite3.Error as exc:
+                _flush(self.path)
+            except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"sqlite {self.path}: checkpoint: {exc}") from exc
         return int(log_pages)
 
@@ -346,7 +352,8 @@ class SQLiteStore:
         adds to the log while it runs), so the log grew to WAL_PAGES_AT_MOST and an intake
         write moved what was left in its commit: 8-27 ms every 0.65 s at 500 new groups/s,
         growing with the database (`bench/storm.py scale`). Here it is what was written since
-        the second pass began, ahead of the queued calls (URGENT): 1-16 ms, once a second."""
+        the second pass began, ahead of the queued calls (URGENT): 2-7 ms at 30,000
+        incidents, once a second."""
         if self._db is None:
             raise StoreError("store is not open")
         try:
@@ -869,6 +876,15 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
             for i in coalesced(items, bool(waiting_edit))
         ],
     )
+
+
+def _flush(path: str) -> None:
+    """Write the file's changed pages to disk (whichever connection changed them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
