@@ -53,10 +53,7 @@ class ExpiringDict(Generic[K, V]):
     def get(self, key: K, default: D) -> V | D: ...
 
     def get(self, key: K, default: object = None) -> object:
-        entry = self._entries.get(key)
-        if entry is None or not self.timer() < entry[0]:
-            return default
-        return entry[1]
+        return self._live(self._entries.get(key), default)
 
     @overload
     def pop(self, key: K) -> V | None: ...
@@ -65,7 +62,10 @@ class ExpiringDict(Generic[K, V]):
     def pop(self, key: K, default: D) -> V | D: ...
 
     def pop(self, key: K, default: object = None) -> object:
-        entry = self._entries.pop(key, None)
+        return self._live(self._entries.pop(key, None), default)
+
+    def _live(self, entry: tuple[float, V] | None, default: object) -> object:
+        """The entry's value if it has not expired, else `default`."""
         if entry is None or not self.timer() < entry[0]:
             return default
         return entry[1]
