@@ -13,8 +13,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +53,9 @@ WAL_RESTART_PAGES = 10_000
 # pages past which a write moves the log into the database itself (SQLite's autocheckpoint):
 # only if `checkpoint` stops (about 120 MB)
 WAL_PAGES_AT_MOST = 30_000
+# how much less CPU the checkpoint's thread asks for than the writer and the event loop (a
+# nice value, Linux): moving the log is never what a webhook waits for
+CHECKPOINT_NICENESS = 10
 
 _STORED = (
     "i.body, i.message_id, i.thread_id, i.rendered_version, i.create_attempted, i.create_digest"
@@ -203,6 +208,7 @@ class SQLiteStore:
         self._db: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None  # used by `checkpoint` alone
         self._checkpointing = threading.Lock()
+        self._checkpoint_thread: ThreadPoolExecutor | None = None  # `checkpoint`'s own
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], priority: int = BACKGROUND) -> T:
         """`fn` in a transaction of its own (a savepoint in the group's, see `_together`)."""
@@ -311,6 +317,9 @@ class SQLiteStore:
             if self._checkpointer is not None:
                 self._checkpointer.close()
                 self._checkpointer = None
+        if self._checkpoint_thread is not None:
+            self._checkpoint_thread.shutdown(wait=False)
+            self._checkpoint_thread = None
 
     async def checkpoint(self) -> None:
         """Move the write-ahead log into the database file from a connection and thread of its
@@ -320,8 +329,15 @@ class SQLiteStore:
         the log over (`_restart_log`)."""
         if self.path == ":memory:":
             return
-        if await asyncio.to_thread(self._checkpoint) >= WAL_RESTART_PAGES:
-            await asyncio.to_thread(self._checkpoint)
+        if self._checkpoint_thread is None:
+            self._checkpoint_thread = ThreadPoolExecutor(
+                1, "sqlite-checkpoint", initializer=_yield_cpu
+            )
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._checkpoint_thread, self._checkpoint) >= (
+            WAL_RESTART_PAGES
+        ):
+            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint)
             await self._worker.run(self._restart_log, URGENT, alone=True)
 
     def _checkpoint(self) -> int:
@@ -876,6 +892,20 @@ def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now
             for i in coalesced(items, bool(waiting_edit))
         ],
     )
+
+
+def _yield_cpu() -> None:
+    """The checkpoint's thread asks for less CPU than the rest of the process (Linux lets a
+    thread have a nice value of its own). It copies the log's pages into the database, four
+    times a second in a storm, 23-39 ms a pass at 100,000 incidents: on 2 cores at equal
+    priority it took a core from the event loop and the writer, and the webhooks answered
+    meanwhile were the slow ones."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + CHECKPOINT_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
 
 
 def _flush(path: str) -> None:
