@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -333,11 +334,11 @@ class SQLiteStore:
             self._checkpoint_thread = ThreadPoolExecutor(
                 1, "sqlite-checkpoint", initializer=_yield_cpu
             )
-        loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(self._checkpoint_thread, self._checkpoint) >= (
-            WAL_RESTART_PAGES
-        ):
-            await loop.run_in_executor(self._checkpoint_thread, self._checkpoint)
+        one_pass = partial(
+            asyncio.get_running_loop().run_in_executor, self._checkpoint_thread, self._checkpoint
+        )
+        if await one_pass() >= WAL_RESTART_PAGES:
+            await one_pass()
             await self._worker.run(self._restart_log, URGENT, alone=True)
 
     def _checkpoint(self) -> int:
