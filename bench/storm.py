@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -51,6 +52,20 @@ def severity(group: int) -> str:
     return {3: "critical", 7: "error"}.get(group % 10, "warning")
 
 
+FINGERPRINTS = "sequential"  # or "hashed" (--fingerprints): Alertmanager's are label hashes
+
+
+def fingerprint(group: int, i: int) -> str:
+    """Alert i of a group's fingerprint: counted (the figures so far) or a hash like Alertmanager's.
+
+    Hashed fingerprints scatter the store's (fingerprint, ref) keys as a real storm does;
+    counted ones append to the end of the index and flatter the store's writes.
+    """
+    if FINGERPRINTS == "hashed":
+        return hashlib.blake2b(f"{group}/{i}".encode(), digest_size=8).hexdigest()
+    return f"{group:08x}{i:08x}"
+
+
 def notification(group: int, alerts: int) -> dict[str, Any]:
     payload = json.loads(json.dumps(TEMPLATE))
     payload["groupKey"] = f'{{}}:{{alertname="Storm{group}"}}'
@@ -65,7 +80,7 @@ def notification(group: int, alerts: int) -> dict[str, Any]:
             alertname=f"Storm{group}", instance=f"host-{i}:9100", severity=severity(group)
         )
         alert["annotations"]["summary"] = f"Storm{group} on host-{i}"
-        alert["fingerprint"] = f"{group:08x}{i:08x}"
+        alert["fingerprint"] = fingerprint(group, i)
         payload["alerts"].append(alert)
     return payload
 
@@ -564,11 +579,19 @@ if __name__ == "__main__":
         default=10_000,
         help="incidents of 10 alerts in the scale phase (10,000; goal 5 is at 100,000)",
     )
+    parser.add_argument(
+        "--fingerprints",
+        choices=["sequential", "hashed"],
+        default="sequential",
+        help="alert fingerprints counted up (default, the README's figures) or hashed like"
+        " Alertmanager's",
+    )
     parser.add_argument("phases", nargs="*", help=f"some of {', '.join(PHASES)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    FINGERPRINTS = args.fingerprints
     asyncio.run(
         main(
             args.quick,
