@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -68,8 +69,14 @@ CONFLICT_RETRIES = 5
 
 
 def new_ref() -> str:
-    """A short opaque incident reference for button data: 10 hex chars, 40 random bits."""
-    return secrets.token_hex(5)
+    """A short opaque incident reference for button data and page URLs: 16 hex chars.
+
+    6 of the unix second (mod 2^24, about 194 days), then 40 random bits: references made
+    together sort together, so the store's indexes keyed by reference grow at one end in a
+    storm instead of taking a random page each per new incident (bench/storm.py --fingerprints
+    hashed at 100,000 incidents: intake p99 about a quarter lower).
+    """
+    return f"{int(time.time()) & 0xFFFFFF:06x}{secrets.token_hex(5)}"
 
 
 @dataclass(frozen=True)
