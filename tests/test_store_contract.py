@@ -914,11 +914,19 @@ async def test_settings_are_kept_and_replaced(store: Store) -> None:
 async def test_an_sqlite_database_of_an_older_version_gets_its_alerts_indexed(
     tmp_path: Path,
 ) -> None:
-    """A state file made before the check-back's index existed: its open incidents are found
-    by their alerts and silences after the upgrade; finished and replaced ones are not."""
+    """A state file made before the check-back's index existed, or with the `alert_refs`
+    table a later version kept: its open incidents are found by their alerts and silences
+    after the upgrade; finished and replaced ones are not; the old table goes (what it says
+    is not read: the index is rebuilt from the incidents)."""
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
-    db.executescript(SCHEMA.split("-- the alerts of open incidents")[0])
+    db.executescript(SCHEMA)  # without `incidents.silenced` (added on open)
+    db.executescript(
+        "CREATE TABLE alert_refs (fingerprint TEXT NOT NULL, ref TEXT NOT NULL, "
+        "PRIMARY KEY (fingerprint, ref)) WITHOUT ROWID; "
+        "CREATE INDEX alert_refs_by_ref ON alert_refs (ref); "
+        "INSERT INTO alert_refs VALUES ('zz', 'r2');"
+    )
     rows = [
         (holding_alerts("r1", "k1", "a", silence_id="s1"), None),
         (holding_alerts("r2", "k2", "b"), 1.0),  # finished
@@ -939,8 +947,79 @@ async def test_an_sqlite_database_of_an_older_version_gets_its_alerts_indexed(
     store = SQLiteStore(str(path))
     await store.open()
     try:
-        assert await store.holding(["a", "b", "c", "d"]) == ["r1", "r4"]
+        assert await store.holding(["a", "b", "c", "d", "zz"]) == ["r1", "r4"]
         assert await store.shown_silenced() == ["r1"]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert not db.execute("SELECT 1 FROM sqlite_master WHERE name LIKE 'alert_refs%'").fetchall()
+    db.close()
+
+
+async def test_sqlite_rebuilds_its_alert_index_at_the_start(tmp_path: Path) -> None:
+    """The SQLite store keeps which incidents hold each alert in memory: a second start finds
+    the same open incidents by their alerts as the first knew, not the finished or replaced."""
+    path = tmp_path / "index.db"
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        await store.save_incident(holding_alerts("r1", "k1", "a", "b"), None, [], 1.0)
+        await store.save_incident(holding_alerts("r2", "k2", "b", "c"), None, [], 1.0)
+        await store.save_incident(holding_alerts("r3", "k3", "d"), None, [], 1.0)
+        await store.save_incident(holding_alerts("r4", "k3", "e"), ("r3", 1), [], 2.0)
+        ended = holding_alerts("r2", "k2", "b", "c", state=IncidentState.RESOLVED, version=2)
+        await store.save_incident(ended, ("r2", 1), [], 3.0)
+        before = await store.holding(["a", "b", "c", "d", "e"])
+    finally:
+        await store.close()
+    assert before == ["r1", "r4"]
+    again = SQLiteStore(str(path))
+    await again.open()
+    try:
+        assert await again.holding(["a", "b", "c", "d", "e"]) == before
+        assert await again.holding(["c", "d"]) == []
+    finally:
+        await again.close()
+
+
+async def test_an_sqlite_write_undone_leaves_the_alert_index_as_it_was(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The index changes only with a commit: a save that fails after its alerts were noted
+    (here the outbox's insert), alone or among others in one transaction, is undone and its
+    alerts are not found; a finish that fails does not lose the open incident's alerts."""
+    store = SQLiteStore(str(tmp_path / "undone.db"))
+    await store.open()
+    real = sqlite_store._add_items
+    failing_refs = {"bad1", "bad2", "bad3"}
+
+    def failing(db: sqlite3.Connection, ref: str, *rest: Any) -> None:
+        if ref in failing_refs:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(db, ref, *rest)
+
+    monkeypatch.setattr(sqlite_store, "_add_items", failing)
+    try:
+        await store.save_incident(holding_alerts("r1", "k1", "a"), None, [], 1.0)
+        with pytest.raises(StoreError):
+            await store.save_incident(holding_alerts("bad1", "k2", "b"), None, [], 1.0)
+        saves = [  # queued together: each after the first in a savepoint of its own
+            store.save_incident(holding_alerts(ref, f"k-{ref}", f"fp-{ref}"), None, [], 1.0)
+            for ref in ("r2", "bad2", "r3", "bad3")
+        ]
+        outcomes = await asyncio.gather(*saves, return_exceptions=True)
+        assert [type(o).__name__ for o in outcomes] == [
+            "NoneType",
+            "StoreError",
+            "NoneType",
+            "StoreError",
+        ]
+        ended = holding_alerts("r1", "k1", "a", state=IncidentState.RESOLVED, version=2)
+        failing_refs.add("r1")
+        with pytest.raises(StoreError):
+            await store.save_incident(ended, ("r1", 1), [], 2.0)
+        wanted = ["a", "b", "fp-r2", "fp-bad2", "fp-r3", "fp-bad3"]
+        assert await store.holding(wanted) == ["r1", "r2", "r3"]
     finally:
         await store.close()
 
@@ -1080,10 +1159,10 @@ async def test_redis_data_from_before_the_order_of_change_gets_it(redis_server: 
 
 
 async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) -> None:
-    """`looks_due`, `look_again`, `shown_silenced`, `holding`, `open_refs_on` and `changed` cost
-    what they touch, not what the store holds: SQLite must search their indexes, never walk every
-    incident (it prefers a walk in key order to sorting a few rows: an ORDER BY had made the
-    check-back's read take 0.6 s at 100,000 open incidents)."""
+    """`looks_due`, `look_again`, `shown_silenced`, `open_refs_on` and `changed` cost what they
+    touch, not what the store holds (`holding` reads the index in memory): SQLite must search
+    their indexes, never walk every incident (it prefers a walk in key order to sorting a few
+    rows: an ORDER BY had made the check-back's read take 0.6 s at 100,000 open incidents)."""
     path = tmp_path / "plans.db"
     store = SQLiteStore(str(path))
     await store.open()
@@ -1096,7 +1175,6 @@ async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) ->
         await store.looks_due(10.0, 5)
         await store.look_again([Look("r1", 1, 500.0), Look("r2", 1, None)])
         await store.shown_silenced()
-        await store.holding(["a", "b"])
         await store.open_refs_on(["default", "db"])
         await store.changed(True, 0.0, Place(5.0, "r9"), 10)
         await store.changed(False, 0.0, None, 10)
@@ -1104,7 +1182,7 @@ async def test_the_periodic_passes_read_through_their_indexes(tmp_path: Path) ->
     finally:
         await store.close()
     reads = [sql for sql in ran if sql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE"))]
-    assert len(reads) == 9, ran
+    assert len(reads) == 8, ran
     db = sqlite3.connect(path)
     for sql in reads:
         plan = " / ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
@@ -1223,7 +1301,7 @@ async def test_sqlite_writes_leave_the_log_to_the_checkpoint(tmp_path: Path) -> 
     await store.open()
     try:
         fingerprints = [f"{n:016x}" for n in range(40)]
-        for n in range(100):  # about 3,000 pages of log
+        for n in range(300):  # about 4,300 pages of log
             saved = holding_alerts(f"r{n}", f"k{n}", *fingerprints)
             await store.save_incident(saved, None, [], 1.0)
         wal = path.with_name("wal.db-wal")
@@ -1231,7 +1309,7 @@ async def test_sqlite_writes_leave_the_log_to_the_checkpoint(tmp_path: Path) -> 
         assert path.stat().st_size < 100_000  # the database file: the empty schema
         await store.checkpoint()
         assert path.stat().st_size > 1_000_000  # the incidents are in the file now
-        assert (await store.load_by_ref("r99")) is not None
+        assert (await store.load_by_ref("r299")) is not None
         await store.checkpoint()  # again, with nothing new: nothing to do, no error
     finally:
         await store.close()
