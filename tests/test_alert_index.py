@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,3 +55,19 @@ def test_an_alert_held_by_two_incidents_stays_found_by_the_other() -> None:
     index.drop("r9")  # never held: nothing to do
     assert index.holding(["a", "b", "c"]) == set()
     assert len(index) == 0
+
+
+def test_the_index_costs_the_garbage_collectors_full_passes_nothing() -> None:
+    """Its containers hold only strings, so a full pass untracks them and later changes do not
+    track them again (a dict of tuples, traversed at every full pass, had cost 5-10 ms at
+    100,000 incidents): alerts held by one incident and by two, dropped, held again."""
+    index = AlertIndex()
+    index.hold("r1", ["a", "b"])
+    index.hold("r2", ["b", "c"])
+    gc.collect()
+    index.hold("r3", ["c", "d"])
+    index.hold("r1", ["e"])
+    index.drop("r2")
+    index.hold("r4", ["a"])
+    assert not gc.is_tracked(index._refs) and not gc.is_tracked(index._held)
+    assert index.holding(["a", "b", "c", "d", "e"]) == {"r1", "r3", "r4"}
