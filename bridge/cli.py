@@ -535,6 +535,15 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# the collector's young generation: collected once 10,000 more objects were made than freed
+# (Python's default: 700), its next after 20 of those passes (10). A request makes thousands of
+# short-lived objects, so with the defaults a webhook often paid for a pass over the survivors
+# of the ones before it. `python3 bench/storm.py --scale-from-store` on a 100,000-incident
+# store, 15,000 new groups at 500/s, alternating: intake p99 8.64 / 8.25 / 8.09 / 7.99 ms with
+# the defaults, 8.05 / 6.55 / 6.95 / 7.27 ms with these.
+GC_THRESHOLDS = (10_000, 20, 10)
+
+
 def serve(host: str, port: int | None, rules_path: str, dry_run: bool) -> int:
     from aiohttp import web
 
@@ -581,6 +590,7 @@ def serve(host: str, port: int | None, rules_path: str, dry_run: bool) -> int:
     # collector's full passes, which otherwise stall every request for tens of milliseconds.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     # on SIGTERM: stop accepting, let in-flight requests finish, then the outbox's grace
     web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10)
     return 0
