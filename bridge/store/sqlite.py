@@ -315,7 +315,6 @@ class SQLiteStore:
             # kept goes, so that version rebuilds it whole if it ever opens this file again
             db.execute("DROP TABLE IF EXISTS alert_refs")
             self._alerts = _open_alerts(db)
-            self._index_changes.clear()
             if not timed:
                 _move_looks(db)
             if not placed:
