@@ -2,6 +2,8 @@
 starves it; what queued while it was busy runs together, in one transaction."""
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.errors import StoreError
+from bridge.store import sqlite as sqlite_store
 from bridge.store.sqlite import SQLiteStore
 from bridge.store.worker import (
     BACKGROUND,
@@ -21,6 +24,7 @@ from bridge.store.worker import (
     PriorityWorker,
     one_by_one,
 )
+from tests.test_store_contract import holding_alerts
 
 
 async def test_urgent_calls_overtake_queued_background_work() -> None:
@@ -203,3 +207,60 @@ async def test_sqlite_commits_a_group_once_and_undoes_a_failing_call_alone(
     await store.put_setting("g", "after")  # the thread and its connection still serve
     assert await store.setting("g") == "after"
     await store.close()
+
+
+def sqlite_temp_files() -> list[str]:
+    """The files SQLite made for scratch space that this process holds open (SQLite deletes
+    them at once; the descriptor stays until it is done with them)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if "etilqs_" in target:
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc")
+async def test_writes_in_a_savepoint_make_no_files(tmp_path: Path, monkeypatch: Any) -> None:
+    """A save queued behind another runs in a savepoint, whose journal holds the pages it
+    changes: past 64 KiB SQLite put it in a file it made and deleted (~70 a second in a storm,
+    each a filesystem change that can wait on the checkpoint's fdatasync). Kept in memory."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open()
+    assert store._db is not None
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    held_open: list[str] = []
+    real = sqlite_store._note
+
+    def note(db: sqlite3.Connection, ref: str, events: Any) -> None:  # a save's last step
+        real(db, ref, events)
+        held_open.extend(sqlite_temp_files())
+
+    monkeypatch.setattr(sqlite_store, "_note", note)
+    gate = threading.Event()
+    fingerprints = [f"fp-{i}" for i in range(200)]
+    try:
+        for n in range(20):
+            await store.save_incident(holding_alerts(f"r{n}", f"k{n}", *fingerprints), None, [], 1)
+        held = asyncio.ensure_future(store._run(lambda db: gate.wait(5), URGENT))
+        await asyncio.sleep(0.05)
+        saves = [  # each changes the pages of one whose body filled several
+            asyncio.ensure_future(
+                store.save_incident(
+                    holding_alerts(f"r{n}", f"k{n}", *fingerprints[:150], version=2),
+                    (f"r{n}", 1),
+                    [],
+                    2.0,
+                )
+            )
+            for n in range(20)
+        ]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(held, *saves)
+        assert any(s.startswith("SAVEPOINT") for s in statements)
+        assert held_open == []
+    finally:
+        await store.close()

@@ -296,6 +296,12 @@ class SQLiteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
+            # a savepoint's journal (every call after the first of a group runs in one) and a
+            # sort's scratch space stay in memory: a save of a new incident journals more than
+            # the 64 KiB SQLite keeps in memory by default, so it made and deleted a file, ~70
+            # a second in a storm, each a filesystem metadata change that can wait for the
+            # checkpoint's fdatasync to finish (strace of the store's thread)
+            db.execute("PRAGMA temp_store=MEMORY")
             # the log is moved into the database by `checkpoint`, off the write path; a write
             # does it only if that falls far behind (SQLite's default: every 1,000 pages, an
             # fsync in the commit of whichever write crosses it, ~20 ms here)
