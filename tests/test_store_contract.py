@@ -431,7 +431,7 @@ async def test_the_timeline_is_written_with_its_change_bounded_and_pruned(store:
     await store.save_incident(incident(version=2), ("r1", 1), [], 5.0, timeline=many)
     events, dropped = await store.timeline("r1")
     assert len(events) == MAX_EVENTS and dropped == 4
-    assert events[0].details == {"count": 0} and events[-1].details == {"count": MAX_EVENTS - 1}
+    assert [e.details["count"] for e in events] == list(range(MAX_EVENTS))  # in order
     # forgotten with the incident
     resolved = incident(version=3, state=IncidentState.RESOLVED, changed_at=T0 - timedelta(days=8))
     await store.save_incident(resolved, ("r1", 2), [], 6.0)

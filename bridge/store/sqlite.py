@@ -874,13 +874,22 @@ def _record_event(db: sqlite3.Connection, event_id: str | None, now: float) -> N
         raise DuplicateEvent(event_id) from exc
 
 
+# rows a statement inserts at most (two parameters each: old SQLite builds allow 999)
+ROWS_PER_INSERT = 400
+
+
 def _note(db: sqlite3.Connection, ref: str, events: Sequence[Event]) -> None:
     """Append to the incident's timeline, keeping its last MAX_EVENTS (the drop counted)."""
     if not events:
         return
-    db.executemany(
-        "INSERT INTO timeline (ref, body) VALUES (?, ?)", [(ref, e.to_json()) for e in events]
-    )
+    for start in range(0, len(events), ROWS_PER_INSERT):
+        chunk = events[start : start + ROWS_PER_INSERT]
+        db.execute(
+            # only placeholders are joined in: the values are bound
+            "INSERT INTO timeline (ref, body) VALUES "  # noqa: S608
+            + ", ".join(["(?, ?)"] * len(chunk)),
+            [value for e in chunk for value in (ref, e.to_json())],
+        )
     (count,) = db.execute("SELECT COUNT(*) FROM timeline WHERE ref = ?", (ref,)).fetchone()
     over = int(count) - MAX_EVENTS
     if over > 0:
