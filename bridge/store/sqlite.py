@@ -655,11 +655,12 @@ class SQLiteStore:
             self._index_changes.append(
                 (incident.ref, None if incident.finished else tuple(watched_alerts(incident)))
             )
-            db.execute(
-                "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
-                (incident.key, incident.ref),
-            )
+            if found is None or found[0] != incident.ref:  # a new incident of the group
+                db.execute(
+                    "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
+                    (incident.key, incident.ref),
+                )
             _add_items(db, incident.ref, items, now)
             _note(db, incident.ref, timeline)
 
@@ -890,14 +891,16 @@ def _note(db: sqlite3.Connection, ref: str, events: Sequence[Event]) -> None:
             + ", ".join(["(?, ?)"] * len(chunk)),
             [value for e in chunk for value in (ref, e.to_json())],
         )
-    (count,) = db.execute("SELECT COUNT(*) FROM timeline WHERE ref = ?", (ref,)).fetchone()
-    over = int(count) - MAX_EVENTS
-    if over > 0:
-        db.execute(
-            "DELETE FROM timeline WHERE id IN "
-            "(SELECT id FROM timeline WHERE ref = ? ORDER BY id LIMIT ?)",
-            (ref, over),
-        )
+    # the newest event past the bound, if any: one step of SQLite when there is none (a count
+    # took two), the usual case
+    oldest_gone = db.execute(
+        "SELECT id FROM timeline WHERE ref = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+        (ref, MAX_EVENTS),
+    ).fetchone()
+    if oldest_gone is not None:
+        over = db.execute(
+            "DELETE FROM timeline WHERE ref = ? AND id <= ?", (ref, oldest_gone[0])
+        ).rowcount
         db.execute(
             "INSERT INTO timeline_dropped (ref, n) VALUES (?, ?) "
             "ON CONFLICT (ref) DO UPDATE SET n = n + excluded.n",
@@ -915,11 +918,15 @@ def _note_item(db: sqlite3.Connection, item_id: int, note: Event | None) -> None
 
 
 def _add_items(db: sqlite3.Connection, ref: str, items: list[NewOutboxItem], now: float) -> None:
-    waiting_edit = db.execute(
-        "SELECT 1 FROM outbox WHERE ref = ? AND kind = 'edit' AND id > "
-        "(SELECT MIN(id) FROM outbox WHERE ref = ?)",
-        (ref, ref),
-    ).fetchone()
+    # only an edit is dropped for one waiting: without one, no need to look (two steps)
+    waiting_edit = (
+        any(i.kind == "edit" for i in items)
+        and db.execute(
+            "SELECT 1 FROM outbox WHERE ref = ? AND kind = 'edit' AND id > "
+            "(SELECT MIN(id) FROM outbox WHERE ref = ?)",
+            (ref, ref),
+        ).fetchone()
+    )
     if any(i.priority == PRESS for i in items):  # someone waits: the queue goes first
         db.execute("UPDATE outbox SET priority = ? WHERE ref = ?", (PRESS, ref))
     db.executemany(
