@@ -627,7 +627,8 @@ class SQLiteStore:
                 raise ConflictError(f"incident {incident.key!r} changed: {found} != {replaces}")
             _record_event(db, event_id, now)
             finished_at = incident.changed_at.timestamp() if incident.finished else None
-            if found is not None and found[0] != incident.ref:  # replaced: no longer followed
+            opens = found is None or found[0] != incident.ref  # the group's incident from now
+            if opens and found is not None:  # the one it replaces is no longer followed
                 db.execute("UPDATE incidents SET silenced = NULL WHERE ref = ?", (found[0],))
                 self._index_changes.append((found[0], None))
                 db.execute("DELETE FROM looks WHERE ref = ?", (found[0],))
@@ -655,7 +656,7 @@ class SQLiteStore:
             self._index_changes.append(
                 (incident.ref, None if incident.finished else tuple(watched_alerts(incident)))
             )
-            if found is None or found[0] != incident.ref:  # a new incident of the group
+            if opens:  # otherwise the group's row already names this incident
                 db.execute(
                     "INSERT INTO current_incidents (key, ref) VALUES (?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET ref = excluded.ref",
